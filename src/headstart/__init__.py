@@ -1,0 +1,10 @@
+"""headstart: give a small labeled dataset a head start from a pre-trained model.
+
+    import headstart as hs
+    run = hs.fit("DATA", model="efficientnet_lite0", strategy="two-stage")
+    run.evaluate("DATA/test"); run.predict(["img.jpg"]); run = hs.load("runs/ants")
+"""
+from headstart.api import Run, fit, load, models
+
+__version__ = "0.1.0"
+__all__ = ["fit", "load", "models", "Run", "__version__"]

@@ -1,0 +1,157 @@
+"""The `headstart` command: parse flags, call the API, print. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from headstart.config import FitConfig
+from headstart.errors import UserError
+
+DEFAULTS = FitConfig(data="")
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from headstart.heads import HEADS
+    from headstart.strategies import STRATEGIES
+
+    d = DEFAULTS
+    p.add_argument("--model", default=d.model, help="backbone: a bundled name (see `headstart models`) or timm:NAME")
+    p.add_argument("--weights", default=None, help="local backbone weights (.safetensors, or .pth read with weights_only)")
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES.names(),
+                   help="; ".join(f"{s.name}: {s.summary}" for s in map(STRATEGIES.get, STRATEGIES.names())))
+    p.add_argument("--head", default=d.head, choices=HEADS.names(), help="the new top (default %(default)s)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<data>-<time>)")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty run directory")
+    g = p.add_argument_group("data")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="split off for validation when there is no val/ (default %(default)s)")
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="split off for testing when the data is one folder of classes (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and shuffling (default %(default)s)")
+    g.add_argument("--image-size", type=int, default=None, help="input side in px (default: from the images' native size)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
+    g.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: from the machine)")
+    g = p.add_argument_group("training")
+    g.add_argument("--head-epochs", type=int, default=d.head_epochs, help="max epochs of the head on cached features (default %(default)s)")
+    g.add_argument("--head-lr", type=float, default=d.head_lr, help="default %(default)s")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="max fine-tuning epochs (default %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak fine-tuning rate of the top group and head (default %(default)s)")
+    g.add_argument("--lr-mult", type=float, default=d.lr_mult, help="discriminative rates: stem gets lr/lr-mult (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay (default %(default)s)")
+    g.add_argument("--patience", type=int, default=d.patience, help="early stopping on validation loss (default %(default)s)")
+    g.add_argument("--bn", default=d.bn, choices=["frozen", "train"],
+                   help="BatchNorm in frozen layer groups: frozen = eval statistics, no updates (default); train = as fastai's train_bn")
+    g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
+    g.add_argument("--cache-dir", default=None, help="feature cache (default $HEADSTART_CACHE or ~/.cache/headstart)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g = p.add_argument_group("engine (as in Lightning)")
+    g.add_argument("--accelerator", default=d.accelerator, help="cpu, gpu, auto (default %(default)s)")
+    g.add_argument("--devices", default=d.devices, help="number of devices or 'auto' (default %(default)s)")
+    g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines for multi-node DDP (default %(default)s)")
+    g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed")
+
+
+def cmd_models(args) -> None:
+    from headstart.api import models
+
+    rows = models()
+    print(f"{'name':<20} {'params':>9} {'input':>6} {'offline':>8}  source")
+    for r in rows:
+        print(f"{r['name']:<20} {r['params'] / 1e6:8.2f}M {r['input_size']:>5}px {'yes' if r['offline'] else 'no':>8}  {r['source']}")
+    print("timm:NAME            any timm architecture; pretrained weights from the hub when online, or --weights FILE")
+
+
+def cmd_fit(args) -> None:
+    from headstart.api import fit
+
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "strategy")}
+    fit(args.data, model=args.model, strategy=args.strategy, **options)
+
+
+def cmd_evaluate(args) -> None:
+    from headstart.api import load
+    from headstart.run import summarize_metrics
+
+    metrics = load(args.run).evaluate(args.data)
+    print(summarize_metrics(metrics))
+    if metrics.get("skipped"):
+        print(f"{len(metrics['skipped'])} unreadable file(s) skipped: " + ", ".join(s["path"] for s in metrics["skipped"][:5]))
+    print(f"saved to {metrics['saved_to']}")
+
+
+def cmd_predict(args) -> None:
+    from headstart.api import load
+    from headstart.predict import format_rows
+
+    rows = load(args.run).predict(args.inputs, top_k=args.top_k)
+    text = format_rows(rows, args.format)
+    if args.output:
+        from headstart.io_utils import write_text
+
+        write_text(args.output, text + ("\n" if not text.endswith("\n") else ""))
+    else:
+        print(text)
+
+
+def cmd_demo(args) -> None:
+    from headstart.api import fit
+    from headstart.demo import export_digits, raw_pixel_baseline
+
+    data = export_digits(args.data)
+    baseline = raw_pixel_baseline(data, DEFAULTS.val_fraction, DEFAULTS.test_fraction, DEFAULTS.seed)
+    run = fit(str(data), model="efficientnet_lite0", strategy=args.strategy, out=args.out, force=args.force)
+    acc = run.metrics["accuracy"]
+    verdict = "transfer beat" if acc > baseline else "transfer did NOT beat"
+    print(f"\ndigits test accuracy: headstart {args.strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: {verdict} the baseline")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headstart", description="Give a small labeled dataset a head start from a pre-trained model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the backbones: name, params, input size, offline?")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("fit", help="transfer a pre-trained backbone to labeled data (new head, freeze, train, fine-tune)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data", help="DATA/{train,val,test}/<class>/*, one folder of class folders, or a CSV manifest path,label[,split]")
+    _add_fit_arguments(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="metrics of a run on any labeled folder or manifest")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("data", help="class folders of images, or a CSV manifest path,label")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k predictions for image files and folders")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=1, help="classes per image (default %(default)s)")
+    p.add_argument("--format", choices=["json", "csv"], default="json", help="default %(default)s")
+    p.add_argument("--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, two-stage fit vs a raw-pixel baseline")
+    p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")
+    p.add_argument("--out", default="runs/digits-demo", help="run directory (default %(default)s)")
+    p.add_argument("--strategy", default="two-stage", help="default %(default)s")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as err:
+        print(f"headstart: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("headstart: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Choosing the input size: CPU cost grows with the square of the side, so small images are not blown up to 224.
+
+Rule (documented in the README): a requested size wins; otherwise 4x the median native shorter side, rounded
+up to a multiple of 32, at least 96 px and at most the backbone's own size. Images smaller than the input are
+resized whole (no center-crop margin): they have no context to spare.
+"""
+from __future__ import annotations
+
+import math
+
+from headstart.backbones.base import Preprocess
+
+UPSCALE, MIN_SIZE, MULTIPLE = 4, 96, 32
+
+
+def choose_preprocess(default: Preprocess, native_size: int, requested: int | None) -> tuple[Preprocess, str]:
+    if requested:
+        size, why = int(requested), "requested"
+    else:
+        wanted = MULTIPLE * math.ceil(UPSCALE * max(native_size, 1) / MULTIPLE)
+        size = min(default.input_size, max(MIN_SIZE, wanted))
+        why = f"auto: {UPSCALE}x the median native {native_size} px, within [{MIN_SIZE}, backbone's {default.input_size}]"
+    pre = default.with_size(size)
+    if native_size and native_size < size:
+        pre = Preprocess(size, pre.mean, pre.std, pre.interpolation, 1.0)
+    return pre, why

@@ -1,0 +1,23 @@
+"""New tops for a cut backbone, registered by name (`--head linear|mlp`)."""
+from __future__ import annotations
+
+from torch import nn
+
+from headstart.registry import Registry
+
+HEADS: Registry = Registry("head")
+
+
+@HEADS.register("linear")
+def linear_head(in_dim: int, n_out: int, dropout: float = 0.0) -> nn.Module:
+    layers = [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(*layers, nn.Linear(in_dim, n_out))
+
+
+@HEADS.register("mlp")
+def mlp_head(in_dim: int, n_out: int, dropout: float = 0.2, hidden: int = 512) -> nn.Module:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+def build_head(name: str, in_dim: int, n_out: int) -> nn.Module:
+    return HEADS.get(name)(in_dim, n_out)

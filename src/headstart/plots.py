@@ -1,0 +1,58 @@
+"""Plots for the run directory (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from headstart.io_utils import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def plot_confusion_matrix(cm: list[list[int]], classes: list[str], path: str | Path, title: str = "Confusion matrix") -> None:
+    n = len(classes)
+    size = min(14, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max(max(row) for row in cm) or 1
+    if n <= 30:
+        for i, row in enumerate(cm):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black", fontsize=8)
+    _save(fig, Path(path))
+
+
+def plot_history(rows: list[dict], path: str | Path) -> None:
+    """Loss and accuracy per epoch, one colour per stage, epochs numbered across the whole run."""
+    if not rows:
+        return
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    offset = 0
+    for stage in stages:
+        part = [r for r in rows if r["stage"] == stage]
+        x = [offset + r["epoch"] for r in part]
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split, style in (("train", "--"), ("val", "-")):
+                y = [r.get(f"{split}_{key}") for r in part]
+                if all(v is not None for v in y):
+                    ax.plot(x, y, style, marker=".", label=f"{stage} {split}")
+        offset = x[-1]
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch (whole run)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, Path(path))

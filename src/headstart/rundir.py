@@ -1,0 +1,42 @@
+"""The run directory: never overwritten without --force; every file in it written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+from headstart.errors import UserError
+from headstart.io_utils import write_text
+
+
+def default_out(data: str) -> Path:
+    return Path("runs") / f"{Path(data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(out: str | Path, force: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"run directory {out} exists and is not empty; pass --force to replace it, or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def is_launch_primary() -> bool:
+    """False in the processes Lightning (or torchrun/SLURM) starts beside the first one of a multi-device run."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def write_history_csv(path: str | Path, rows: list[dict]) -> None:
+    columns = ["stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())

@@ -1,0 +1,10 @@
+from headstart.strategies.registry import register_strategy
+from headstart.train.stages import FineTune, HeadOnFeatures
+
+
+@register_strategy(
+    "two-stage",
+    "head on cached frozen features, then all layers fine-tuned with discriminative rates and warm-up + cosine",
+)
+def two_stage() -> list:
+    return [HeadOnFeatures(), FineTune(discriminative=True)]

@@ -1,0 +1,79 @@
+"""Callbacks: keep the best weights, record history, drive the run's progress bars."""
+from __future__ import annotations
+
+import copy
+import time
+
+import lightning as L
+
+from headstart.progress import EVAL_COST, TRAIN_COST, RunProgress
+
+
+class BestWeights(L.Callback):
+    """Keep the weights of the epoch with the lowest validation loss in memory; restore them at the end."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+        self.best = float("inf")
+        self.best_epoch = -1
+        self.state = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if value < self.best:
+            self.best, self.best_epoch = value, trainer.current_epoch
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()})
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.state is not None:
+            pl_module.net.load_state_dict(self.state)
+
+
+class History(L.Callback):
+    """One row per epoch: stage, epoch, train/val loss and accuracy, learning rate, seconds."""
+
+    def __init__(self, stage: str, rows: list[dict]):
+        self.stage, self.rows = stage, rows
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        m = trainer.callback_metrics
+        lr = max(g["lr"] for g in trainer.optimizers[0].param_groups)
+        self.rows.append({
+            "stage": self.stage,
+            "epoch": trainer.current_epoch + 1,
+            **{k: round(float(m[k]), 6) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m},
+            "lr": lr,
+            "seconds": round(time.perf_counter() - self.t0, 2),
+        })
+
+
+class StageProgress(L.Callback):
+    """A bar per stage over all its epochs' batches, with the whole run's ETA."""
+
+    def __init__(self, progress: RunProgress, stage: str, planned_units: float, unit_cost: float = 1.0):
+        self.progress, self.stage = progress, stage
+        self.planned, self.unit_cost = planned_units, unit_cost
+        self.done_before = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.done_before = self.progress.done
+        total = trainer.max_epochs * (trainer.num_training_batches + sum(trainer.num_val_batches))
+        self.progress.open(self.stage, total=total, unit="batch")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.progress.advance(1, TRAIN_COST * self.unit_cost * len(batch[1]), epoch=trainer.current_epoch + 1)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.progress.advance(1, EVAL_COST * self.unit_cost * len(batch[1]))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # Early stopping leaves planned work undone: the run's total shrinks so its ETA stays honest.
+        self.progress.total += (self.progress.done - self.done_before) - self.planned
+        self.progress.close()

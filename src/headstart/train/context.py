@@ -1,0 +1,40 @@
+"""Everything a strategy's stages share during one fit."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from headstart.backbones import Backbone
+from headstart.config import FitConfig
+from headstart.data.images import ImageData
+from headstart.progress import RunProgress
+from headstart.train.feature_cache import FeatureCache
+
+
+@dataclass
+class FitContext:
+    cfg: FitConfig
+    data: ImageData
+    backbone: Backbone
+    head: nn.Module
+    cache: FeatureCache
+    progress: RunProgress
+    history: list[dict] = field(default_factory=list)
+    stage_notes: dict = field(default_factory=dict)  # per stage: best epoch, seconds, trainable params
+    backbone_changed: bool = False  # set by a stage that trains backbone weights
+    is_global_zero: bool = True  # False in the extra processes of a multi-device run
+
+    @property
+    def num_workers(self) -> int:
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+    @property
+    def device(self) -> torch.device:
+        """Where single-process work (feature extraction, evaluation) runs."""
+        wants_gpu = self.cfg.accelerator in ("auto", "gpu", "cuda")
+        return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")

@@ -1,0 +1,41 @@
+"""Lightning's Trainer, configured from the run's config: devices, precision, multi-node, callbacks."""
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import torch
+
+from headstart.config import FitConfig
+
+
+def resolve_precision(cfg: FitConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    on_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def parse_devices(devices: str | int):
+    if isinstance(devices, int) or devices == "auto":
+        return devices
+    return int(devices) if str(devices).isdigit() else devices  # "0,1" stays a list spec
+
+
+def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list) -> L.Trainer:
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*number of training batches.*smaller than the logging interval.*")
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=parse_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
+        precision=resolve_precision(cfg),
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,  # headstart's own bars carry the whole run's ETA
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )

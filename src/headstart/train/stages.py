@@ -1,0 +1,175 @@
+"""The stages strategies are built from: a head on cached features, and fine-tuning the whole model."""
+from __future__ import annotations
+
+import time
+
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from headstart.data.images import ImageDataset, eval_transform, train_transform
+from headstart.model import TransferModel
+from headstart.progress import EVAL_COST, TRAIN_COST
+from headstart.train.callbacks import BestWeights, History, StageProgress
+from headstart.train.context import FitContext
+from headstart.train.engine import make_trainer
+from headstart.train.feature_cache import extract_features
+from headstart.train.module import TransferTask
+
+HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
+
+
+def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
+    """Pooled features of the frozen backbone for one split, computed once (feature cache)."""
+    items = getattr(ctx.data, split)
+    key = ctx.backbone.cache_key()
+
+    def extract(paths: list[str], _progress) -> torch.Tensor:
+        ctx.progress.open(f"features ({split})", total=len(paths), unit="img")
+        dataset = ImageDataset([(p, 0) for p in paths], eval_transform(ctx.backbone.preprocess))
+        feats = extract_features(
+            ctx.backbone, dataset, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
+            on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n),
+        )
+        ctx.progress.close()
+        return feats
+
+    hits_before = ctx.cache.hits
+    feats = ctx.cache.features(key, [p for p, _ in items], extract)
+    ctx.progress.total -= (ctx.cache.hits - hits_before) * EVAL_COST  # planned, but already cached
+    return feats
+
+
+def _labels(items) -> torch.Tensor:
+    return torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def trainable_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class Stage:
+    name = "stage"
+
+    def cost(self, ctx: FitContext) -> float:
+        raise NotImplementedError
+
+    def run(self, ctx: FitContext) -> None:
+        raise NotImplementedError
+
+    def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int, unit_cost: float) -> None:
+        best = BestWeights()
+        callbacks = [
+            EarlyStopping("val_loss", patience=patience, mode="min"),
+            best,
+            History(self.name, ctx.history),
+            StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost),
+        ]
+        trainer = make_trainer(ctx.cfg, epochs, callbacks)
+        start = time.perf_counter()
+        trainer.fit(task, train_loader, val_loader)
+        ctx.is_global_zero = trainer.is_global_zero
+        ctx.stage_notes[self.name] = {
+            "best_epoch": best.best_epoch + 1,
+            "epochs_run": trainer.current_epoch,
+            "best_val_loss": round(best.best, 6),
+            "seconds": round(time.perf_counter() - start, 2),
+            "trainable_params": trainable_parameters(task.net),
+        }
+
+
+class HeadOnFeatures(Stage):
+    """Train the new head on the frozen body's cached features: the body never runs per epoch."""
+
+    name = "head"
+
+    def cost(self, ctx: FitContext) -> float:
+        n_train, n_val = len(ctx.data.train), len(ctx.data.val)
+        return ctx.cfg.head_epochs * (n_train + n_val) * HEAD_STEP_COST
+
+    def extraction_cost(self, ctx: FitContext) -> float:
+        return (len(ctx.data.train) + len(ctx.data.val) + len(ctx.data.test)) * EVAL_COST
+
+    def run(self, ctx: FitContext) -> None:
+        cfg = ctx.cfg
+        train = TensorDataset(cached_features(ctx, "train"), _labels(ctx.data.train))
+        val = TensorDataset(cached_features(ctx, "val"), _labels(ctx.data.val))
+        for p in ctx.head.parameters():
+            p.requires_grad_(True)
+        task = TransferTask(ctx.head, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
+        batch = max(cfg.batch_size, 64)
+        self._fit(
+            ctx, task,
+            DataLoader(train, batch_size=batch, shuffle=True),
+            DataLoader(val, batch_size=4 * batch),
+            cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
+        )
+
+
+class FineTune(Stage):
+    """Train backbone and head on raw inputs with augmentation.
+
+    discriminative=True: each layer group gets its own rate, geometric from lr / lr_mult (stem) to lr (top).
+    Groups below `freeze_until` stay frozen; their BatchNorm follows `--bn`.
+    """
+
+    name = "finetune"
+
+    def __init__(self, discriminative: bool):
+        self.discriminative = discriminative
+
+    def cost(self, ctx: FitContext) -> float:
+        return ctx.cfg.epochs * (len(ctx.data.train) * TRAIN_COST + len(ctx.data.val) * EVAL_COST)
+
+    def param_groups(self, ctx: FitContext) -> tuple[list[dict], list[nn.Module]]:
+        cfg = ctx.cfg
+        groups = ctx.backbone.layer_groups()
+        n = len(groups)
+        frozen_below = cfg.freeze_until or 0
+        param_groups, frozen_norms = [], []
+        for i, modules in enumerate(groups):
+            params = [p for m in modules for p in m.parameters(recurse=False)]
+            norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
+            if i < frozen_below:
+                for p in params:
+                    p.requires_grad_(False)
+                if cfg.bn == "frozen":
+                    frozen_norms += norms
+                else:  # "train": as fastai's train_bn, norm layers keep learning inside frozen groups
+                    norm_params = [p for m in norms for p in m.parameters(recurse=False)]
+                    for p in norm_params:
+                        p.requires_grad_(True)
+                    if norm_params:
+                        param_groups.append({"params": norm_params, "lr": self._lr(cfg, i, n)})
+                continue
+            for p in params:
+                p.requires_grad_(True)
+            param_groups.append({"params": params, "lr": self._lr(cfg, i, n)})
+        for p in ctx.head.parameters():
+            p.requires_grad_(True)
+        param_groups.append({"params": list(ctx.head.parameters()), "lr": cfg.lr})
+        return [g for g in param_groups if g["params"]], frozen_norms
+
+    def _lr(self, cfg, i: int, n: int) -> float:
+        if not self.discriminative or n == 1:
+            return cfg.lr
+        return cfg.lr / cfg.lr_mult ** ((n - 1 - i) / (n - 1))
+
+    def run(self, ctx: FitContext) -> None:
+        cfg = ctx.cfg
+        net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes)
+        param_groups, frozen_norms = self.param_groups(ctx)
+        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, frozen_norms)
+        pre = ctx.backbone.preprocess
+        train = ImageDataset(ctx.data.train, train_transform(pre))
+        val = ImageDataset(ctx.data.val, eval_transform(pre))
+        workers = ctx.num_workers
+        loader_args = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": ctx.device.type == "cuda"}
+        ctx.backbone_changed = True
+        self._fit(
+            ctx, task,
+            DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size, **loader_args),
+            DataLoader(val, batch_size=2 * cfg.batch_size, **loader_args),
+            cfg.epochs, cfg.patience, 1.0,
+        )
