@@ -116,6 +116,9 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         f"  strategy  {cfg.strategy}: {STRATEGIES.get(cfg.strategy).summary}",
     ]
     for name, note in ctx.stage_notes.items():
+        if name == "features":
+            lines.append(f"  features  {note['images']} images through the frozen backbone in {format_seconds(note['seconds'])} (cached for next time)")
+            continue
         lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, val loss {note['best_val_loss']:.4f}, "
                      f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")

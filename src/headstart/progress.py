@@ -37,7 +37,8 @@ class RunProgress:
 
     def open(self, desc: str, total: int, unit: str = "it") -> None:
         self.close()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not self.enabled, leave=True, dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not self.enabled, leave=True, dynamic_ncols=True,
+                        file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
 
     def advance(self, steps: int, units: float, **postfix) -> None:
         self.done += units

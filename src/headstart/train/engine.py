@@ -1,6 +1,7 @@
 """Lightning's Trainer, configured from the run's config: devices, precision, multi-node, callbacks."""
 from __future__ import annotations
 
+import logging
 import warnings
 
 import lightning as L
@@ -22,9 +23,21 @@ def parse_devices(devices: str | int):
     return int(devices) if str(devices).isdigit() else devices  # "0,1" stays a list spec
 
 
+def quiet_lightning() -> None:
+    """Lightning's banners and tips would bury headstart's own one-screen output; real warnings stay."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*smaller than the logging interval.*",
+        ".*LeafSpec.*",
+        ".*module\\(s\\) in eval mode.*",  # intended: BatchNorm of frozen groups runs in eval mode
+    ):
+        warnings.filterwarnings("ignore", pattern)
+
+
 def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list) -> L.Trainer:
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*number of training batches.*smaller than the logging interval.*")
+    quiet_lightning()
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=parse_devices(cfg.devices),

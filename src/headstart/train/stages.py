@@ -26,6 +26,7 @@ def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
     key = ctx.backbone.cache_key()
 
     def extract(paths: list[str], _progress) -> torch.Tensor:
+        start = time.perf_counter()
         ctx.progress.open(f"features ({split})", total=len(paths), unit="img")
         dataset = ImageDataset([(p, 0) for p in paths], eval_transform(ctx.backbone.preprocess))
         feats = extract_features(
@@ -33,6 +34,9 @@ def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
             on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n),
         )
         ctx.progress.close()
+        note = ctx.stage_notes.setdefault("features", {"images": 0, "seconds": 0.0})
+        note["images"] += len(paths)
+        note["seconds"] = round(note["seconds"] + time.perf_counter() - start, 2)
         return feats
 
     hits_before = ctx.cache.hits
@@ -97,6 +101,7 @@ class HeadOnFeatures(Stage):
         val = TensorDataset(cached_features(ctx, "val"), _labels(ctx.data.val))
         for p in ctx.head.parameters():
             p.requires_grad_(True)
+        ctx.head.train()
         task = TransferTask(ctx.head, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
         batch = max(cfg.batch_size, 64)
         self._fit(
@@ -158,7 +163,7 @@ class FineTune(Stage):
 
     def run(self, ctx: FitContext) -> None:
         cfg = ctx.cfg
-        net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes)
+        net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes).train()  # Lightning keeps modules' modes
         param_groups, frozen_norms = self.param_groups(ctx)
         task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, frozen_norms)
         pre = ctx.backbone.preprocess

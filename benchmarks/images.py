@@ -1,0 +1,82 @@
+"""Image benchmark: linear-probe vs two-stage on every image set in ../shared/data, with stage timings.
+
+    python benchmarks/images.py                     # all image sets, default settings
+    python benchmarks/images.py --sets hymenoptera --probe-sizes 96,128,224
+
+Each fit gets a fresh feature cache, so its wall time includes feature extraction. Sets with train/ and val/
+only are fit on train/ (validation split off it) and scored on val/ as held-out data; sets with test/ are
+scored on test/. Prints a markdown table (paste it into benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import headstart as hs
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
+
+
+def fit_and_score(root: Path, strategy: str, out: Path, **options) -> dict:
+    has_test = (root / "test").is_dir()
+    data = root if has_test else root / "train"
+    extra = {} if has_test else {"test_fraction": 0.0}
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        run = hs.fit(str(data), strategy=strategy, out=str(out), force=True, cache_dir=cache, **extra, **options)
+        wall = time.perf_counter() - start
+    metrics = run.metrics if has_test else run.evaluate(str(root / "val"), save=False)
+    stages = run.metrics["stages"]
+    feats = stages.get("features", {"images": 0, "seconds": 0})
+    return {
+        "accuracy": metrics["accuracy"],
+        "scored_on": "test" if has_test else "val (held out)",
+        "input_size": hs.load(out).model.preprocess.input_size,
+        "wall_s": wall,
+        "features_s": feats["seconds"],
+        "features_img_s": feats["images"] / feats["seconds"] if feats["seconds"] else float("nan"),
+        "head_s": stages.get("head", {}).get("seconds", 0.0),
+        "finetune_s": stages.get("finetune", {}).get("seconds", 0.0),
+        "best_epochs": {k: v["best_epoch"] for k, v in stages.items() if "best_epoch" in v},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default=",".join(IMAGE_SETS))
+    parser.add_argument("--strategies", default="linear-probe,two-stage")
+    parser.add_argument("--probe-sizes", default="", help="extra linear-probe runs at these input sizes (e.g. 64,96,128,224)")
+    parser.add_argument("--out", default="runs/bench-images")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"benchmark data not found at {SHARED}")
+
+    rows = []
+    for name in args.sets.split(","):
+        root = SHARED / name
+        runs = [(s, {}) for s in args.strategies.split(",")]
+        runs += [("linear-probe", {"image_size": int(z)}) for z in args.probe_sizes.split(",") if z]
+        for strategy, options in runs:
+            tag = f"{strategy}" + (f"@{options['image_size']}" if options else "")
+            result = fit_and_score(root, strategy, Path(args.out) / f"{name}-{tag}", progress=False, **options)
+            rows.append({"set": name, "strategy": tag, **result})
+            print(f"{name:16} {tag:18} acc {result['accuracy']:.4f}  wall {result['wall_s']:.0f}s", flush=True)
+
+    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    print("\n| set | strategy | input px | accuracy | scored on | features s | features img/s | head s | fine-tune s | best epochs | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['set']} | {r['strategy']} | {r['input_size']} | {r['accuracy']:.4f} | {r['scored_on']} | {r['features_s']:.1f} | "
+              f"{r['features_img_s']:.1f} | {r['head_s']:.1f} | {r['finetune_s']:.1f} | {r['best_epochs']} | {r['wall_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+import shutil
+
+import pytest
+
+from headstart.data.images import collect_image_files, load_image_data, load_labeled_items
+from headstart.data.sizing import choose_preprocess
+from headstart.backbones.base import Preprocess
+from headstart.errors import UserError
+
+from conftest import make_images
+
+
+def test_one_folder_is_split_stratified(tiny_images):
+    data = load_image_data(tiny_images, val_fraction=0.25, test_fraction=0.25, seed=1)
+    assert data.layout == "class-folders" and data.classes == ["blue", "green", "red"]
+    assert len(data.train) + len(data.val) + len(data.test) == 36
+    for split in (data.val, data.test):
+        assert sorted({y for _, y in split}) == [0, 1, 2], "every class in every split"
+    assert not set(data.train) & set(data.val) and not set(data.train) & set(data.test)
+    again = load_image_data(tiny_images, val_fraction=0.25, test_fraction=0.25, seed=1)
+    assert again.test == data.test, "same seed, same split"
+    assert data.native_size == 32
+
+
+def test_imagefolder_splits_are_used_as_given(tmp_path):
+    make_images(tmp_path / "d" / "train", per_class=6)
+    make_images(tmp_path / "d" / "val", per_class=2, seed=1)
+    make_images(tmp_path / "d" / "test", per_class=3, seed=2)
+    data = load_image_data(tmp_path / "d")
+    assert data.layout == "splits"
+    assert (len(data.train), len(data.val), len(data.test)) == (18, 6, 9)
+
+
+def test_manifest_csv(tmp_path):
+    make_images(tmp_path / "imgs", per_class=5)
+    rows = ["path,label"] + [f"imgs/{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(5)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    data = load_image_data(tmp_path / "m.csv", val_fraction=0.2, test_fraction=0.2)
+    assert data.layout == "manifest" and data.classes == ["blue", "red"]
+    assert len(data.train) + len(data.val) + len(data.test) == 10
+
+
+def test_manifest_with_unknown_columns_is_one_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(UserError, match="path,label"):
+        load_image_data(tmp_path / "m.csv")
+
+
+def test_corrupt_image_is_skipped_and_listed(tiny_images):
+    bad = tiny_images / "red" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    truncated = tiny_images / "blue" / "truncated.png"
+    truncated.write_bytes((tiny_images / "blue" / "blue_000.png").read_bytes()[:60])
+    data = load_image_data(tiny_images)
+    skipped = {p for p, _ in data.skipped}
+    assert skipped == {str(bad), str(truncated)}
+    assert len(data.train) + len(data.val) + len(data.test) == 36
+    assert data.summary()["skipped"][0]["reason"]
+
+
+def test_empty_class_is_one_clear_error(tiny_images):
+    (tiny_images / "purple").mkdir()
+    with pytest.raises(UserError, match="'purple' has no readable training images"):
+        load_image_data(tiny_images)
+
+
+def test_single_class_is_one_clear_error(tmp_path):
+    make_images(tmp_path / "one", classes=("red",))
+    with pytest.raises(UserError, match="only one class"):
+        load_image_data(tmp_path / "one")
+
+
+def test_no_images_is_one_clear_error(tmp_path):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "a" / "notes.txt").write_text("hi")
+    with pytest.raises(UserError, match="no readable training images"):
+        load_image_data(tmp_path / "empty")
+
+
+def test_missing_path_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_image_data(tmp_path / "nope")
+
+
+def test_labeled_items_reject_unknown_class(tiny_images):
+    with pytest.raises(UserError, match="not one of the model's classes"):
+        load_labeled_items(tiny_images, ["red", "green"])
+
+
+def test_collect_image_files_from_files_and_folders(tiny_images):
+    one = str(tiny_images / "red" / "red_000.png")
+    files = collect_image_files([one, tiny_images / "blue"])
+    assert files[0] == one and len(files) == 13
+
+
+@pytest.mark.parametrize("native,expected", [(8, 96), (32, 128), (50, 224), (500, 224)])
+def test_input_size_rule(native, expected):
+    default = Preprocess(224, (0.5,) * 3, (0.5,) * 3)
+    pre, reason = choose_preprocess(default, native, None)
+    assert pre.input_size == expected and "auto" in reason
+    assert pre.crop_pct == (1.0 if native < expected else 0.875)
+    assert choose_preprocess(default, native, 160)[0].input_size == 160
