@@ -80,6 +80,7 @@ class Stage:
             "best_val_loss": round(best.best, 6),
             "seconds": round(time.perf_counter() - start, 2),
             "trainable_params": trainable_parameters(task.net),
+            "world_size": trainer.world_size,
         }
 
 

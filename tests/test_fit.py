@@ -1,0 +1,127 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import headstart as hs
+from headstart.backbones.timm_backbone import TimmBackbone
+from headstart.cli import main
+from headstart.errors import UserError
+
+FAST = dict(image_size=64, head_epochs=10, epochs=1, batch_size=8, progress=False)
+
+
+def test_two_stage_run_directory(tiny_run):
+    run, _ = tiny_run
+    files = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "model", "metrics.json", "history.csv", "history.png", "confusion_matrix.png", "data.json"} <= files
+    assert {p.name for p in (run.path / "model").iterdir()} == {"model.safetensors", "model.json"}
+    spec = json.loads((run.path / "model" / "model.json").read_text())
+    assert spec["classes"] == ["blue", "green", "red"] and spec["preprocess"]["input_size"] == 64
+    metrics = run.metrics
+    assert metrics["accuracy"] >= 0.8, metrics["accuracy"]  # coloured squares: easy for ImageNet features
+    assert {"precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix"} <= set(metrics)
+    with open(run.path / "history.csv") as f:
+        stages = {row["stage"] for row in csv.DictReader(f)}
+    assert stages == {"head", "finetune"}, "history has both stages"
+
+
+def test_load_reproduces_predictions(tiny_run):
+    run, data = tiny_run
+    paths = sorted(str(p) for p in data.rglob("*.png"))[:10]
+    before = run.predict_proba(paths)
+    again = hs.load(run.path).predict_proba(paths)
+    assert np.abs(before - again).max() < 1e-5
+
+
+def test_predict_top_k_and_evaluate(tiny_run):
+    run, data = tiny_run
+    rows = run.predict([str(data / "red")], top_k=2)
+    assert len(rows) == 14 and len(rows[0]["predictions"]) == 2
+    probs = [p["probability"] for p in rows[0]["predictions"]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    metrics = run.evaluate(str(data))
+    assert metrics["n"] == 42 and metrics["accuracy"] >= 0.8
+    assert (run.path / json.loads(json.dumps(metrics["saved_to"])).split("/")[-1] / "metrics.json").is_file()
+
+
+def test_cli_predict_csv_and_evaluate(tiny_run, tmp_path, capsys):
+    run, data = tiny_run
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run.path), str(data / "blue" / "blue_000.png"), str(data / "green"),
+                 "--top-k", "3", "--format", "csv", "--output", str(out)]) == 0
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert len(rows) == 1 + 1 + 14
+    assert main(["evaluate", str(run.path), str(data)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_linear_probe_rerun_never_runs_the_backbone(tiny_images, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = TimmBackbone.forward_features
+
+    def counting(self, x):
+        calls["n"] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(TimmBackbone, "forward_features", counting)
+    first = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "a"), **FAST)
+    assert calls["n"] > 0
+    calls["n"] = 0
+    second = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "b"), **FAST)
+    assert calls["n"] == 0, "second fit ran the frozen backbone again"
+    assert second.metrics["feature_cache"]["computed"] == 0
+    assert second.metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
+
+
+def test_feature_cache_key_depends_on_file_content(tiny_images, tmp_path):
+    hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "a"), **FAST)
+    target = tiny_images / "red" / "red_000.png"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(target)  # same name, new content
+    run = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "b"), **FAST)
+    assert run.metrics["feature_cache"]["computed"] == 1
+
+
+def test_existing_run_directory_needs_force(tiny_images, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="--force"):
+        hs.fit(str(tiny_images), strategy="linear-probe", out=str(out), **FAST)
+    assert (out / "precious.txt").read_text() == "keep me"
+    code = main(["fit", str(tiny_images), "--strategy", "linear-probe", "--out", str(out), "--image-size", "64", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--force" in err
+    hs.fit(str(tiny_images), strategy="linear-probe", out=str(out), force=True, **FAST)
+    assert not (out / "precious.txt").exists() and (out / "model" / "model.safetensors").is_file()
+
+
+def test_finetune_strategy_trains_the_backbone(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), strategy="finetune", out=str(tmp_path / "ft"), **FAST)
+    assert run.metrics["stages"]["finetune"]["trainable_params"] > 3_000_000
+    assert "head" not in run.metrics["stages"]
+
+
+def test_unknown_strategy_and_option_are_clear_errors(tiny_images):
+    with pytest.raises(UserError, match="unknown strategy 'magic'"):
+        hs.fit(str(tiny_images), strategy="magic")
+    with pytest.raises(UserError, match="unknown fit option"):
+        hs.fit(str(tiny_images), learning_rate=1)
+
+
+def test_cli_help_lists_strategies(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for word in ("linear-probe", "two-stage", "finetune", "--bn", "--devices", "--precision", "--num-nodes"):
+        assert word in out
+
+
+def test_mlp_head(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), strategy="linear-probe", head="mlp", out=str(tmp_path / "mlp"), **FAST)
+    assert isinstance(hs.load(run.path).model.head[0], torch.nn.Linear)
+    assert json.loads((run.path / "model" / "model.json").read_text())["head"]["name"] == "mlp"

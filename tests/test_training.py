@@ -1,0 +1,82 @@
+"""What each stage trains, and nothing else: discriminative rates, frozen groups, BatchNorm, DDP."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from headstart.backbones import create_backbone
+from headstart.config import FitConfig
+from headstart.data.images import load_image_data
+from headstart.heads import build_head
+from headstart.progress import RunProgress
+from headstart.train.context import FitContext
+from headstart.train.feature_cache import FeatureCache
+from headstart.train.stages import FineTune
+
+
+def make_context(data_dir, tmp_path, **options) -> FitContext:
+    cfg = FitConfig(data=str(data_dir), image_size=64, epochs=1, batch_size=8, progress=False, num_workers=0, **options)
+    data = load_image_data(data_dir)
+    backbone = create_backbone("efficientnet_lite0")
+    backbone.preprocess = backbone.preprocess.with_size(64)
+    head = build_head("linear", backbone.feature_dim, len(data.classes))
+    return FitContext(cfg, data, backbone, head, FeatureCache(tmp_path / "cache"), RunProgress(False))
+
+
+def test_discriminative_rates_grow_from_stem_to_top(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, lr=1e-3, lr_mult=10)
+    groups, _ = FineTune(discriminative=True).param_groups(ctx)
+    rates = [g["lr"] for g in groups]
+    assert rates[0] == pytest.approx(1e-4) and rates[-2] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:-2], rates[1:-1])), rates
+    flat, _ = FineTune(discriminative=False).param_groups(ctx)
+    assert {g["lr"] for g in flat} == {1e-3}
+
+
+def _stats(modules):
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in modules]
+
+
+def _norms(group):
+    return [m for m in group if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+
+
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_frozen_groups_and_their_batchnorm(tiny_images, tmp_path, bn):
+    ctx = make_context(tiny_images, tmp_path, freeze_until=3, bn=bn)
+    groups = ctx.backbone.layer_groups()
+    frozen_norms, live_norms = [m for g in groups[:3] for m in _norms(g)], _norms(groups[-1])
+    frozen_convs = [m.weight.clone() for g in groups[:3] for m in g if isinstance(m, torch.nn.Conv2d)]
+    before_frozen, before_live = _stats(frozen_norms), _stats(live_norms)
+    live_weight = groups[-1][0].weight.clone()
+
+    FineTune(discriminative=True).run(ctx)
+
+    after_frozen = _stats(frozen_norms)
+    unchanged = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(before_frozen, after_frozen))
+    assert unchanged == (bn == "frozen"), f"--bn {bn}: running stats of frozen groups {'changed' if not unchanged else 'did not change'}"
+    assert all(torch.equal(w, m.weight) for w, m in zip(frozen_convs, [m for g in groups[:3] for m in g if isinstance(m, torch.nn.Conv2d)]))
+    assert not torch.equal(live_weight, groups[-1][0].weight), "trainable top group must change"
+    assert any(not torch.equal(a[0], m.running_mean) for a, m in zip(before_live, live_norms)), "BN of trained groups updates"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP test runs on Linux/macOS")
+def test_two_process_ddp_fit_on_cpu(tiny_images, tmp_path):
+    """Lightning's DDP (gloo) with 2 CPU processes: one run directory, written once, that loads and predicts."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "headstart.cli", "fit", str(tiny_images), "--out", str(out), "--strategy", "two-stage",
+           "--accelerator", "cpu", "--devices", "2", "--image-size", "64", "--epochs", "1", "--head-epochs", "3",
+           "--batch-size", "8", "--num-workers", "0", "--no-progress"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("headstart fit:") == 1, "only rank 0 reports and writes"
+    import headstart as hs
+
+    run = hs.load(out)
+    stages = run.metrics["stages"]
+    assert stages["head"]["world_size"] == stages["finetune"]["world_size"] == 2
+    assert stages["finetune"]["epochs_run"] == 1
+    assert len(run.predict([str(tiny_images / "red")])) == 12
