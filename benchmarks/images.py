@@ -3,9 +3,10 @@
     python benchmarks/images.py                     # all image sets, default settings
     python benchmarks/images.py --sets hymenoptera --probe-sizes 96,128,224
 
-Each fit gets a fresh feature cache, so its wall time includes feature extraction. Sets with train/ and val/
-only are fit on train/ (validation split off it) and scored on val/ as held-out data; sets with test/ are
-scored on test/. Prints a markdown table (paste it into benchmarks/README.md).
+Each fit gets a fresh feature cache, so its wall time includes feature extraction. Sets with test/ are
+scored on test/. Sets with only train/ and val/ depend on --protocol: "given" (default) is what
+`headstart fit DATA` does, val/ validates (early stopping) and is scored; "held-out" fits on train/ alone
+(validation split off it) and scores val/ as unseen data. Prints a markdown table for benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
 
 
-def fit_and_score(root: Path, strategy: str, out: Path, **options) -> dict:
-    has_test = (root / "test").is_dir()
+def fit_and_score(root: Path, strategy: str, out: Path, protocol: str, **options) -> dict:
+    has_test = (root / "test").is_dir() or protocol == "given"
     data = root if has_test else root / "train"
     extra = {} if has_test else {"test_fraction": 0.0}
     with tempfile.TemporaryDirectory() as cache:
@@ -37,7 +38,7 @@ def fit_and_score(root: Path, strategy: str, out: Path, **options) -> dict:
     feats = stages.get("features", {"images": 0, "seconds": 0})
     return {
         "accuracy": metrics["accuracy"],
-        "scored_on": "test" if has_test else "val (held out)",
+        "scored_on": {"test": "test", "val": "val (also early stopping)"}[run.metrics["split"]] if has_test else "val (held out)",
         "input_size": hs.load(out).model.preprocess.input_size,
         "wall_s": wall,
         "features_s": feats["seconds"],
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="linear-probe,two-stage")
     parser.add_argument("--probe-sizes", default="", help="extra linear-probe runs at these input sizes (e.g. 64,96,128,224)")
     parser.add_argument("--out", default="runs/bench-images")
+    parser.add_argument("--protocol", choices=["given", "held-out"], default="given")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"benchmark data not found at {SHARED}")
@@ -65,7 +67,7 @@ def main() -> None:
         runs += [("linear-probe", {"image_size": int(z)}) for z in args.probe_sizes.split(",") if z]
         for strategy, options in runs:
             tag = f"{strategy}" + (f"@{options['image_size']}" if options else "")
-            result = fit_and_score(root, strategy, Path(args.out) / f"{name}-{tag}", progress=False, **options)
+            result = fit_and_score(root, strategy, Path(args.out) / f"{name}-{tag}", args.protocol, progress=False, **options)
             rows.append({"set": name, "strategy": tag, **result})
             print(f"{name:16} {tag:18} acc {result['accuracy']:.4f}  wall {result['wall_s']:.0f}s", flush=True)
 

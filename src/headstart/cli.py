@@ -38,6 +38,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help="peak fine-tuning rate of the top group and head (default %(default)s)")
     g.add_argument("--lr-mult", type=float, default=d.lr_mult, help="discriminative rates: stem gets lr/lr-mult (default %(default)s)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay (default %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="fine-tuning loss only (default %(default)s)")
     g.add_argument("--patience", type=int, default=d.patience, help="early stopping on validation loss (default %(default)s)")
     g.add_argument("--bn", default=d.bn, choices=["frozen", "train"],
                    help="BatchNorm in frozen layer groups: frozen = eval statistics, no updates (default); train = as fastai's train_bn")

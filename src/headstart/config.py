@@ -37,6 +37,7 @@ class FitConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of steps spent warming up, then cosine decay
     patience: int = 3  # early stopping on validation loss
+    label_smoothing: float = 0.1  # fine-tuning loss only
     bn: str = "frozen"  # BatchNorm in frozen layer groups: "frozen" (eval statistics, no updates) or "train"
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
     # engine (Lightning Trainer)

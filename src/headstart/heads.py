@@ -19,5 +19,11 @@ def mlp_head(in_dim: int, n_out: int, dropout: float = 0.2, hidden: int = 512) -
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
 
 
+def sole_linear_layer(head: nn.Module) -> nn.Linear | None:
+    """The head's only trainable layer when it is a plain linear map (then it can be solved, not trained)."""
+    layers = [m for m in head.modules() if len(list(m.parameters(recurse=False)))]
+    return layers[0] if len(layers) == 1 and isinstance(layers[0], nn.Linear) else None
+
+
 def build_head(name: str, in_dim: int, n_out: int) -> nn.Module:
     return HEADS.get(name)(in_dim, n_out)

@@ -30,12 +30,14 @@ class TransferTask(L.LightningModule):
         weight_decay: float,
         warmup: float,
         frozen_norms: list[nn.Module] = (),
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.net = net
         self.param_groups = param_groups
         self.weight_decay, self.warmup = weight_decay, warmup
         self.frozen_norms = list(frozen_norms)
+        self.label_smoothing = label_smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -43,7 +45,9 @@ class TransferTask(L.LightningModule):
     def _step(self, batch, prefix: str) -> torch.Tensor:
         x, y = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits.float(), y)
+        # Smoothing regularises training only; validation loss stays the plain one early stopping compares.
+        smoothing = self.label_smoothing if prefix == "train" else 0.0
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
         acc = (logits.argmax(1) == y).float().mean()
         self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log(f"{prefix}_acc", acc, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))

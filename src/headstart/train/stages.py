@@ -6,9 +6,11 @@ import time
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.data.images import ImageDataset, eval_transform, train_transform
+from headstart.heads import sole_linear_layer
 from headstart.model import TransferModel
 from headstart.progress import EVAL_COST, TRAIN_COST
 from headstart.train.callbacks import BestWeights, History, StageProgress
@@ -16,6 +18,7 @@ from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.feature_cache import extract_features
 from headstart.train.module import TransferTask
+from headstart.train.probe import fit_logistic_head
 
 HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
 
@@ -100,6 +103,10 @@ class HeadOnFeatures(Stage):
         cfg = ctx.cfg
         train = TensorDataset(cached_features(ctx, "train"), _labels(ctx.data.train))
         val = TensorDataset(cached_features(ctx, "val"), _labels(ctx.data.val))
+        layer = sole_linear_layer(ctx.head)
+        if layer is not None:
+            self._solve(ctx, layer, train, val)
+            return
         for p in ctx.head.parameters():
             p.requires_grad_(True)
         ctx.head.train()
@@ -111,6 +118,26 @@ class HeadOnFeatures(Stage):
             DataLoader(val, batch_size=4 * batch),
             cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
         )
+
+
+    def _solve(self, ctx: FitContext, layer: nn.Linear, train: TensorDataset, val: TensorDataset) -> None:
+        """A linear head is fitted to convergence (logistic regression, C by cross-validation)."""
+        start = time.perf_counter()
+        chosen = fit_logistic_head(layer, *train.tensors, seed=ctx.cfg.seed)
+        row = {"stage": self.name, "epoch": 1}
+        with torch.no_grad():
+            for split, (x, y) in (("train", train.tensors), ("val", val.tensors)):
+                logits = ctx.head.eval()(x)
+                row[f"{split}_loss"] = round(float(F.cross_entropy(logits, y)), 6)
+                row[f"{split}_acc"] = round(float((logits.argmax(1) == y).float().mean()), 6)
+        seconds = time.perf_counter() - start
+        ctx.history.append(row | {"lr": 0.0, "seconds": round(seconds, 2)})
+        ctx.progress.advance(0, self.cost(ctx))
+        ctx.stage_notes[self.name] = {
+            "solver": "logistic regression (scikit-learn lbfgs)", **chosen,
+            "best_epoch": 1, "epochs_run": 1, "best_val_loss": row["val_loss"], "seconds": round(seconds, 2),
+            "trainable_params": sum(p.numel() for p in ctx.head.parameters()), "world_size": 1,
+        }
 
 
 class FineTune(Stage):
@@ -166,7 +193,7 @@ class FineTune(Stage):
         cfg = ctx.cfg
         net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes).train()  # Lightning keeps modules' modes
         param_groups, frozen_norms = self.param_groups(ctx)
-        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, frozen_norms)
+        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, frozen_norms, cfg.label_smoothing)
         pre = ctx.backbone.preprocess
         train = ImageDataset(ctx.data.train, train_transform(pre))
         val = ImageDataset(ctx.data.val, eval_transform(pre))

@@ -1,0 +1,47 @@
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from headstart.heads import build_head, sole_linear_layer
+from headstart.train.probe import fit_logistic_head
+
+
+def blobs(n_classes: int, n: int = 60, d: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (n_classes, d))
+    y = np.arange(n) % n_classes
+    x = centers[y] + rng.normal(0, 1, (n, d))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def test_multiclass_head_matches_logistic_regression():
+    x, y = blobs(3)
+    layer = nn.Linear(16, 3)
+    chosen = fit_logistic_head(layer, x, y, seed=0)
+    reference = LogisticRegression(C=chosen["C"], max_iter=2000).fit(x.double().numpy(), y.numpy())
+    ours = torch.softmax(layer(x), 1).detach().numpy()
+    assert np.abs(ours - reference.predict_proba(x.double().numpy())).max() < 1e-4
+    assert chosen["cv_folds"] == 5 and set(chosen["cv_neg_log_loss"]) and (ours.argmax(1) == y.numpy()).mean() > 0.95
+
+
+def test_binary_head_gives_two_logits_with_sigmoid_probabilities():
+    x, y = blobs(2)
+    layer = nn.Linear(16, 2)
+    chosen = fit_logistic_head(layer, x, y, seed=0)
+    reference = LogisticRegression(C=chosen["C"], max_iter=2000).fit(x.double().numpy(), y.numpy())
+    ours = torch.softmax(layer(x), 1).detach().numpy()
+    assert np.abs(ours - reference.predict_proba(x.double().numpy())).max() < 1e-4
+
+
+def test_random_labels_pick_strong_regularisation():
+    x, _ = blobs(2, n=80)
+    y = torch.tensor(np.random.default_rng(1).integers(0, 2, 80))
+    separable = fit_logistic_head(nn.Linear(16, 2), *blobs(2, n=80), seed=0)
+    noise = fit_logistic_head(nn.Linear(16, 2), x, y, seed=0)
+    assert noise["C"] < separable["C"]
+
+
+def test_only_plain_linear_heads_are_solved():
+    assert isinstance(sole_linear_layer(build_head("linear", 8, 3)), nn.Linear)
+    assert sole_linear_layer(build_head("mlp", 8, 3)) is None
