@@ -1,7 +1,6 @@
 """Shared fixtures: tiny image folders the tests make themselves, an isolated feature cache."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("shared_run")
     data = make_images(root / "colors", per_class=14)
-    os.environ.setdefault("HEADSTART_CACHE", str(root / "cache"))
     run = hs.fit(str(data), strategy="two-stage", out=str(root / "run"), image_size=64, head_epochs=15, epochs=2,
                  batch_size=8, cache_dir=str(root / "cache"), progress=False)
     return run, data

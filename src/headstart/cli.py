@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.config import FitConfig
+from headstart.config import BN_MODES, FitConfig
 from headstart.errors import UserError
 
 DEFAULTS = FitConfig(data="")
@@ -40,8 +40,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay (default %(default)s)")
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="fine-tuning loss only (default %(default)s)")
     g.add_argument("--patience", type=int, default=d.patience, help="early stopping on validation loss (default %(default)s)")
-    g.add_argument("--bn", default=d.bn, choices=["frozen", "train"],
-                   help="BatchNorm in frozen layer groups: frozen = eval statistics, no updates (default); train = as fastai's train_bn")
+    g.add_argument("--bn", default=d.bn, choices=list(BN_MODES),
+                   help="BatchNorm: frozen = pre-trained statistics in every layer, never updated (default, Keras); "
+                        "train-unfrozen = batch statistics in trainable groups; train = also inside frozen groups (fastai's train_bn)")
     g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
     g.add_argument("--cache-dir", default=None, help="feature cache (default $HEADSTART_CACHE or ~/.cache/headstart)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

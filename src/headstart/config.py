@@ -10,6 +10,9 @@ import yaml
 from headstart.errors import UserError
 
 
+BN_MODES = ("frozen", "train-unfrozen", "train")
+
+
 @dataclass
 class FitConfig:
     data: str
@@ -38,7 +41,7 @@ class FitConfig:
     warmup: float = 0.1  # fraction of steps spent warming up, then cosine decay
     patience: int = 3  # early stopping on validation loss
     label_smoothing: float = 0.1  # fine-tuning loss only
-    bn: str = "frozen"  # BatchNorm in frozen layer groups: "frozen" (eval statistics, no updates) or "train"
+    bn: str = "frozen"  # BatchNorm: "frozen" (pre-trained statistics everywhere), "train-unfrozen", "train" (see README)
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
     # engine (Lightning Trainer)
     accelerator: str = "auto"
@@ -50,8 +53,8 @@ class FitConfig:
     resolved: dict = field(default_factory=dict)  # what "auto" turned into (input size, precision, ...)
 
     def __post_init__(self) -> None:
-        if self.bn not in ("frozen", "train"):
-            raise UserError(f"--bn must be 'frozen' or 'train', not {self.bn!r}")
+        if self.bn not in BN_MODES:
+            raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn!r}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.9:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 0.9), not {getattr(self, name)}")

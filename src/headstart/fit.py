@@ -14,7 +14,7 @@ from headstart.data.images import load_image_data
 from headstart.data.sizing import choose_preprocess
 from headstart.errors import UserError
 from headstart.evaluate import classification_metrics, predict_proba
-from headstart.heads import build_head
+from headstart.heads import HEADS, build_head
 from headstart.io_utils import write_json, write_text
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix, plot_history
@@ -40,6 +40,7 @@ def fit(data: str | Path, model: str = "efficientnet_lite0", strategy: str = "tw
 def fit_config(cfg: FitConfig) -> Run | None:
     started = time.perf_counter()
     recipe = STRATEGIES.get(cfg.strategy)
+    HEADS.get(cfg.head)  # unknown names fail before anything is written
     cfg.out = str(cfg.out or default_out(cfg.data))
     primary = is_launch_primary()
     out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)

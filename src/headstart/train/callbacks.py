@@ -5,6 +5,7 @@ import copy
 import time
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 
 from headstart.progress import EVAL_COST, TRAIN_COST, RunProgress
 
@@ -18,8 +19,13 @@ class BestWeights(L.Callback):
         self.best_epoch = -1
         self.state = None
 
+    def seed(self, value: float, net) -> None:
+        """Start from a known point (epoch 0): later epochs must beat it to replace it."""
+        self.best, self.best_epoch = value, -1
+        self.state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
         if value < self.best:
@@ -70,7 +76,7 @@ class StageProgress(L.Callback):
         self.progress.advance(1, TRAIN_COST * self.unit_cost * len(batch[1]), epoch=trainer.current_epoch + 1)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             self.progress.advance(1, EVAL_COST * self.unit_cost * len(batch[1]))
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -25,6 +25,7 @@ class FitContext:
     history: list[dict] = field(default_factory=list)
     stage_notes: dict = field(default_factory=dict)  # per stage: best epoch, seconds, trainable params
     backbone_changed: bool = False  # set by a stage that trains backbone weights
+    head_trained: bool = False  # set once a stage has trained the new head
     is_global_zero: bool = True  # False in the extra processes of a multi-device run
 
     @property

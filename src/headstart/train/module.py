@@ -29,14 +29,14 @@ class TransferTask(L.LightningModule):
         param_groups: list[dict],
         weight_decay: float,
         warmup: float,
-        frozen_norms: list[nn.Module] = (),
+        eval_norms: list[nn.Module] = (),
         label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.net = net
         self.param_groups = param_groups
         self.weight_decay, self.warmup = weight_decay, warmup
-        self.frozen_norms = list(frozen_norms)
+        self.eval_norms = list(eval_norms)
         self.label_smoothing = label_smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,9 @@ class TransferTask(L.LightningModule):
         self._step(batch, "val")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # BatchNorm in frozen groups keeps its pre-trained statistics: eval mode, whatever mode the
-        # Trainer put the model in (it switches to train() each epoch).
-        for module in self.frozen_norms:
+        # These BatchNorm layers keep their pre-trained statistics: eval mode, whatever mode the Trainer
+        # put the model in (it switches to train() each epoch).
+        for module in self.eval_norms:
             module.eval()
 
     def configure_optimizers(self):

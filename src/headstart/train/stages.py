@@ -65,20 +65,24 @@ class Stage:
     def run(self, ctx: FitContext) -> None:
         raise NotImplementedError
 
-    def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int, unit_cost: float) -> None:
-        best = BestWeights()
-        callbacks = [
-            EarlyStopping("val_loss", patience=patience, mode="min"),
-            best,
-            History(self.name, ctx.history),
-            StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost),
-        ]
+    def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
+             unit_cost: float, validate_first: bool = False) -> None:
+        best, stopper = BestWeights(), EarlyStopping("val_loss", patience=patience, mode="min")
+        callbacks = [stopper, best, History(self.name, ctx.history), StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost)]
         trainer = make_trainer(ctx.cfg, epochs, callbacks)
         start = time.perf_counter()
+        if validate_first:
+            # The starting point (e.g. the head from stage 1) competes too: when no epoch beats it, it is kept.
+            trainer.validate(task, val_loader, verbose=False)
+            start_loss = float(trainer.callback_metrics["val_loss"])
+            best.seed(start_loss, task.net)
+            stopper.best_score = torch.tensor(start_loss)
+            ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
+                                "val_acc": round(float(trainer.callback_metrics["val_acc"]), 6), "lr": 0.0, "seconds": 0.0})
         trainer.fit(task, train_loader, val_loader)
         ctx.is_global_zero = trainer.is_global_zero
         ctx.stage_notes[self.name] = {
-            "best_epoch": best.best_epoch + 1,
+            "best_epoch": best.best_epoch + 1,  # 0: no epoch beat the starting point, which was kept
             "epochs_run": trainer.current_epoch,
             "best_val_loss": round(best.best, 6),
             "seconds": round(time.perf_counter() - start, 2),
@@ -118,6 +122,7 @@ class HeadOnFeatures(Stage):
             DataLoader(val, batch_size=4 * batch),
             cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
         )
+        ctx.head_trained = True
 
 
     def _solve(self, ctx: FitContext, layer: nn.Linear, train: TensorDataset, val: TensorDataset) -> None:
@@ -133,6 +138,7 @@ class HeadOnFeatures(Stage):
         seconds = time.perf_counter() - start
         ctx.history.append(row | {"lr": 0.0, "seconds": round(seconds, 2)})
         ctx.progress.advance(0, self.cost(ctx))
+        ctx.head_trained = True
         ctx.stage_notes[self.name] = {
             "solver": "logistic regression (scikit-learn lbfgs)", **chosen,
             "best_epoch": 1, "epochs_run": 1, "best_val_loss": row["val_loss"], "seconds": round(seconds, 2),
@@ -144,7 +150,9 @@ class FineTune(Stage):
     """Train backbone and head on raw inputs with augmentation.
 
     discriminative=True: each layer group gets its own rate, geometric from lr / lr_mult (stem) to lr (top).
-    Groups below `freeze_until` stay frozen; their BatchNorm follows `--bn`.
+    Groups below `freeze_until` stay frozen. BatchNorm follows `--bn`: "frozen" keeps every BN layer on its
+    pre-trained statistics (Keras' advice: the head was fitted to exactly those features), "train-unfrozen"
+    lets BN in trainable groups use batch statistics, "train" also trains BN inside frozen groups (fastai).
     """
 
     name = "finetune"
@@ -156,33 +164,32 @@ class FineTune(Stage):
         return ctx.cfg.epochs * (len(ctx.data.train) * TRAIN_COST + len(ctx.data.val) * EVAL_COST)
 
     def param_groups(self, ctx: FitContext) -> tuple[list[dict], list[nn.Module]]:
+        """Optimizer groups (one per trainable layer group, then the head) and the norms kept in eval mode."""
         cfg = ctx.cfg
         groups = ctx.backbone.layer_groups()
         n = len(groups)
         frozen_below = cfg.freeze_until or 0
-        param_groups, frozen_norms = [], []
+        param_groups, eval_norms = [], []
         for i, modules in enumerate(groups):
             params = [p for m in modules for p in m.parameters(recurse=False)]
             norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
-            if i < frozen_below:
+            frozen = i < frozen_below
+            if cfg.bn == "frozen" or (frozen and cfg.bn == "train-unfrozen"):
+                eval_norms += norms  # pre-trained running statistics, never updated
+            if frozen:
                 for p in params:
                     p.requires_grad_(False)
-                if cfg.bn == "frozen":
-                    frozen_norms += norms
-                else:  # "train": as fastai's train_bn, norm layers keep learning inside frozen groups
-                    norm_params = [p for m in norms for p in m.parameters(recurse=False)]
-                    for p in norm_params:
-                        p.requires_grad_(True)
-                    if norm_params:
-                        param_groups.append({"params": norm_params, "lr": self._lr(cfg, i, n)})
-                continue
+                if cfg.bn == "train":  # as fastai's train_bn: norm layers keep learning inside frozen groups
+                    params = [p for m in norms for p in m.parameters(recurse=False)]
+                else:
+                    continue
             for p in params:
                 p.requires_grad_(True)
             param_groups.append({"params": params, "lr": self._lr(cfg, i, n)})
         for p in ctx.head.parameters():
             p.requires_grad_(True)
         param_groups.append({"params": list(ctx.head.parameters()), "lr": cfg.lr})
-        return [g for g in param_groups if g["params"]], frozen_norms
+        return [g for g in param_groups if g["params"]], eval_norms
 
     def _lr(self, cfg, i: int, n: int) -> float:
         if not self.discriminative or n == 1:
@@ -192,8 +199,8 @@ class FineTune(Stage):
     def run(self, ctx: FitContext) -> None:
         cfg = ctx.cfg
         net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes).train()  # Lightning keeps modules' modes
-        param_groups, frozen_norms = self.param_groups(ctx)
-        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, frozen_norms, cfg.label_smoothing)
+        param_groups, eval_norms = self.param_groups(ctx)
+        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, eval_norms, cfg.label_smoothing)
         pre = ctx.backbone.preprocess
         train = ImageDataset(ctx.data.train, train_transform(pre))
         val = ImageDataset(ctx.data.val, eval_transform(pre))
@@ -204,5 +211,5 @@ class FineTune(Stage):
             ctx, task,
             DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size, **loader_args),
             DataLoader(val, batch_size=2 * cfg.batch_size, **loader_args),
-            cfg.epochs, cfg.patience, 1.0,
+            cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained,
         )
