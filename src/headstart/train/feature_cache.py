@@ -55,14 +55,14 @@ class FeatureCache:
         atomic_write(folder / f"{stem}.hashes", lambda tmp: Path(tmp).write_text("\n".join(hashes)))
         atomic_write(folder / f"{stem}.safetensors", lambda tmp: save_file({"features": feats.contiguous()}, tmp))
 
-    def features(self, key: str, paths: list[str], extract, progress=None) -> torch.Tensor:
-        """Features for `paths` in order; `extract(missing_paths, progress)` computes the ones not cached."""
+    def features(self, key: str, paths: list[str], extract) -> torch.Tensor:
+        """Features for `paths` in order; `extract(missing_paths)` computes the ones not cached."""
         hashes = [content_hash(p) for p in paths]
         known = self._load(key)
         missing = sorted({h: p for h, p in zip(hashes, paths) if h not in known}.items())
         self.hits += len(paths) - len(missing)
         if missing:
-            feats = extract([p for _, p in missing], progress)
+            feats = extract([p for _, p in missing])
             self._store(key, [h for h, _ in missing], feats)
             known.update(zip([h for h, _ in missing], feats))
             self.computed += len(missing)

@@ -28,7 +28,7 @@ def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
     items = getattr(ctx.data, split)
     key = ctx.backbone.cache_key()
 
-    def extract(paths: list[str], _progress) -> torch.Tensor:
+    def extract(paths: list[str]) -> torch.Tensor:
         start = time.perf_counter()
         ctx.progress.open(f"features ({split})", total=len(paths), unit="img")
         dataset = ImageDataset([(p, 0) for p in paths], eval_transform(ctx.backbone.preprocess))
