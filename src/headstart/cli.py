@@ -41,8 +41,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="fine-tuning loss only (default %(default)s)")
     g.add_argument("--patience", type=int, default=d.patience, help="early stopping on validation loss (default %(default)s)")
     g.add_argument("--bn", default=d.bn, choices=list(BN_MODES),
-                   help="BatchNorm: frozen = pre-trained statistics in every layer, never updated (default, Keras); "
-                        "train-unfrozen = batch statistics in trainable groups; train = also inside frozen groups (fastai's train_bn)")
+                   help="BatchNorm: frozen = BN of frozen groups keeps its pre-trained statistics, no updates (default); "
+                        "all-frozen = every BN layer does (Keras); train = BN trains inside frozen groups too (fastai's train_bn)")
     g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
     g.add_argument("--cache-dir", default=None, help="feature cache (default $HEADSTART_CACHE or ~/.cache/headstart)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

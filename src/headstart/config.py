@@ -10,7 +10,7 @@ import yaml
 from headstart.errors import UserError
 
 
-BN_MODES = ("frozen", "train-unfrozen", "train")
+BN_MODES = ("frozen", "all-frozen", "train")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class FitConfig:
     warmup: float = 0.1  # fraction of steps spent warming up, then cosine decay
     patience: int = 3  # early stopping on validation loss
     label_smoothing: float = 0.1  # fine-tuning loss only
-    bn: str = "frozen"  # BatchNorm: "frozen" (pre-trained statistics everywhere), "train-unfrozen", "train" (see README)
+    bn: str = "frozen"  # BatchNorm of frozen groups: "frozen" (eval statistics, no updates), "all-frozen", "train" (README)
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
     # engine (Lightning Trainer)
     accelerator: str = "auto"

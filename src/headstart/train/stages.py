@@ -150,9 +150,9 @@ class FineTune(Stage):
     """Train backbone and head on raw inputs with augmentation.
 
     discriminative=True: each layer group gets its own rate, geometric from lr / lr_mult (stem) to lr (top).
-    Groups below `freeze_until` stay frozen. BatchNorm follows `--bn`: "frozen" keeps every BN layer on its
-    pre-trained statistics (Keras' advice: the head was fitted to exactly those features), "train-unfrozen"
-    lets BN in trainable groups use batch statistics, "train" also trains BN inside frozen groups (fastai).
+    Groups below `freeze_until` stay frozen. BatchNorm follows `--bn`: "frozen" keeps BN of frozen groups on
+    its pre-trained statistics while BN of trainable groups trains; "all-frozen" keeps every BN layer on its
+    pre-trained statistics (Keras' advice); "train" also trains BN inside frozen groups (fastai's train_bn).
     """
 
     name = "finetune"
@@ -174,7 +174,7 @@ class FineTune(Stage):
             params = [p for m in modules for p in m.parameters(recurse=False)]
             norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
             frozen = i < frozen_below
-            if cfg.bn == "frozen" or (frozen and cfg.bn == "train-unfrozen"):
+            if cfg.bn == "all-frozen" or (frozen and cfg.bn == "frozen"):
                 eval_norms += norms  # pre-trained running statistics, never updated
             if frozen:
                 for p in params:
