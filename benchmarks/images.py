@@ -35,14 +35,14 @@ def fit_and_score(root: Path, strategy: str, out: Path, protocol: str, **options
         wall = time.perf_counter() - start
     metrics = run.metrics if has_test else run.evaluate(str(root / "val"), save=False)
     stages = run.metrics["stages"]
-    feats = stages.get("features", {"images": 0, "seconds": 0})
+    feats = stages.get("features", {"inputs": 0, "seconds": 0})
     return {
         "accuracy": metrics["accuracy"],
         "scored_on": {"test": "test", "val": "val (also early stopping)"}[run.metrics["split"]] if has_test else "val (held out)",
         "input_size": hs.load(out).model.preprocess.input_size,
         "wall_s": wall,
         "features_s": feats["seconds"],
-        "features_img_s": feats["images"] / feats["seconds"] if feats["seconds"] else float("nan"),
+        "features_img_s": feats["inputs"] / feats["seconds"] if feats["seconds"] else float("nan"),
         "head_s": stages.get("head", {}).get("seconds", 0.0),
         "finetune_s": stages.get("finetune", {}).get("seconds", 0.0),
         "best_epochs": {k: v["best_epoch"] for k, v in stages.items() if "best_epoch" in v},

@@ -19,7 +19,7 @@ def test_one_folder_is_split_stratified(tiny_images):
     assert not set(data.train) & set(data.val) and not set(data.train) & set(data.test)
     again = load_image_data(tiny_images, val_fraction=0.25, test_fraction=0.25, seed=1)
     assert again.test == data.test, "same seed, same split"
-    assert data.native_size == 32
+    assert data.info["native_size"] == 32
 
 
 def test_imagefolder_splits_are_used_as_given(tmp_path):

@@ -54,7 +54,7 @@ def test_cli_predict_csv_and_evaluate(tiny_run, tmp_path, capsys):
     assert main(["predict", str(run.path), str(data / "blue" / "blue_000.png"), str(data / "green"),
                  "--top-k", "3", "--format", "csv", "--output", str(out)]) == 0
     rows = list(csv.reader(out.open()))
-    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert rows[0] == ["input", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
     assert len(rows) == 1 + 1 + 14
     assert main(["evaluate", str(run.path), str(data)]) == 0
     assert "accuracy" in capsys.readouterr().out

@@ -8,9 +8,11 @@ import torch
 
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
+from headstart.data import MODALITIES
 from headstart.data.images import load_image_data
 from headstart.heads import build_head
 from headstart.progress import RunProgress
+from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.stages import FineTune
@@ -22,7 +24,7 @@ def make_context(data_dir, tmp_path, **options) -> FitContext:
     backbone = create_backbone("efficientnet_lite0")
     backbone.preprocess = backbone.preprocess.with_size(64)
     head = build_head("linear", backbone.feature_dim, len(data.classes))
-    return FitContext(cfg, data, backbone, head, FeatureCache(tmp_path / "cache"), RunProgress(False))
+    return FitContext(cfg, data, MODALITIES.get("image"), make_task("classification"), backbone, head, FeatureCache(tmp_path / "cache"), RunProgress(False))
 
 
 def test_discriminative_rates_grow_from_stem_to_top(tiny_images, tmp_path):

@@ -6,18 +6,15 @@ from headstart.run import Run, load
 
 
 def models() -> list[dict]:
-    """The registered backbones: name, parameter count (body only), input size, offline?, source."""
-    import timm
-
+    """The registered backbones: name, modality, parameter count (body only), input, offline?, source."""
     from headstart.backbones import BACKBONES
 
     rows = []
     for name in BACKBONES.names():
         info = BACKBONES.get(name)
-        net = timm.create_model(name, pretrained=False, num_classes=0)
-        size = int(timm.data.resolve_model_data_config(net)["input_size"][-1])
-        rows.append({"name": name, "params": sum(p.numel() for p in net.parameters()), "input_size": size,
-                     "offline": info.offline, "source": info.source, "modality": info.modality})
+        body = info.create(None)
+        rows.append({"name": name, "modality": info.modality, "params": sum(p.numel() for p in body.parameters()),
+                     "input": body.preprocess.describe(), "offline": info.offline, "source": info.source})
     return rows
 
 

@@ -17,7 +17,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     from headstart.strategies import STRATEGIES
 
     d = DEFAULTS
-    p.add_argument("--model", default=d.model, help="backbone: a bundled name (see `headstart models`) or timm:NAME")
+    p.add_argument("--model", default=d.model, help="backbone: auto (the data's default), a bundled name (see `headstart models`), "
+                   "timm:NAME, hf:NAME, or run:DIR (the body of an earlier run)")
     p.add_argument("--weights", default=None, help="local backbone weights (.safetensors, or .pth read with weights_only)")
     p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES.names(),
                    help="; ".join(f"{s.name}: {s.summary}" for s in map(STRATEGIES.get, STRATEGIES.names())))
@@ -25,6 +26,15 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<data>-<time>)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty run directory")
     g = p.add_argument_group("data")
+    g.add_argument("--modality", default=d.modality, help="image, text, audio, tabular, or auto (detected from the data)")
+    g.add_argument("--task", default=d.task, choices=["auto", "classification", "regression"], help="default: classification, "
+                   "regression for a numeric tabular target with many values")
+    g.add_argument("--text-column", default=d.text_column, help="text: the column holding the text")
+    g.add_argument("--label-column", default=d.label_column, help="text: the column holding the label")
+    g.add_argument("--target", default=None, help="tabular: the column to predict (makes a CSV/Parquet tabular data)")
+    g.add_argument("--max-length", type=int, default=None, help="text: tokens per text (default: from the training texts)")
+    g.add_argument("--clip-seconds", type=float, default=None, help="audio: clip length (default: from the clips)")
+    g.add_argument("--sample-rate", type=int, default=d.sample_rate, help="audio: resample everything to this rate")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="split off for validation when there is no val/ (default %(default)s)")
     g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="split off for testing when the data is one folder of classes (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and shuffling (default %(default)s)")
@@ -57,10 +67,12 @@ def cmd_models(args) -> None:
     from headstart.api import models
 
     rows = models()
-    print(f"{'name':<20} {'params':>9} {'input':>6} {'offline':>8}  source")
+    print(f"{'name':<20} {'modality':<9} {'params':>9} {'input':>11} {'offline':>8}  source")
     for r in rows:
-        print(f"{r['name']:<20} {r['params'] / 1e6:8.2f}M {r['input_size']:>5}px {'yes' if r['offline'] else 'no':>8}  {r['source']}")
+        print(f"{r['name']:<20} {r['modality']:<9} {r['params'] / 1e6:8.2f}M {r['input']:>11} {'yes' if r['offline'] else 'no':>8}  {r['source']}")
     print("timm:NAME            any timm architecture; pretrained weights from the hub when online, or --weights FILE")
+    print("hf:NAME              any Hugging Face text model (mean-pooled), from the hub when online")
+    print("run:DIR              the body of an earlier headstart run (any modality): develop a source model, then reuse it")
 
 
 def cmd_fit(args) -> None:
@@ -72,12 +84,12 @@ def cmd_fit(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from headstart.api import load
-    from headstart.run import summarize_metrics
 
-    metrics = load(args.run).evaluate(args.data)
-    print(summarize_metrics(metrics))
+    run = load(args.run)
+    metrics = run.evaluate(args.data)
+    print(run.summarize(metrics))
     if metrics.get("skipped"):
-        print(f"{len(metrics['skipped'])} unreadable file(s) skipped: " + ", ".join(s["path"] for s in metrics["skipped"][:5]))
+        print(f"{len(metrics['skipped'])} unreadable item(s) skipped: " + ", ".join(s["where"] for s in metrics["skipped"][:5]))
     print(f"saved to {metrics['saved_to']}")
 
 
@@ -116,18 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="transfer a pre-trained backbone to labeled data (new head, freeze, train, fine-tune)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", help="DATA/{train,val,test}/<class>/*, one folder of class folders, or a CSV manifest path,label[,split]")
+    p.add_argument("data", help="images or audio: DATA/{train,val,test}/<class>/*, one folder of class folders, or a CSV "
+                   "manifest path,label[,split]; text: CSV/TSV/JSONL or a folder of train/val/test.csv; tabular: CSV/Parquet with --target")
     _add_fit_arguments(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("evaluate", help="metrics of a run on any labeled folder or manifest")
     p.add_argument("run", help="a run directory (the --out of a fit)")
-    p.add_argument("data", help="class folders of images, or a CSV manifest path,label")
+    p.add_argument("data", help="labeled data in the run's modality (class folders, a manifest, a CSV)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top-k predictions for image files and folders")
+    p = sub.add_parser("predict", help="predictions for new data: image/audio files and folders, text or table CSV files, or texts")
     p.add_argument("run", help="a run directory (the --out of a fit)")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("inputs", nargs="+", help="files and/or folders (images, audio), a CSV of texts or rows, or literal texts")
     p.add_argument("--top-k", type=int, default=1, help="classes per image (default %(default)s)")
     p.add_argument("--format", choices=["json", "csv"], default="json", help="default %(default)s")
     p.add_argument("--output", help="write to this file instead of stdout")

@@ -16,13 +16,21 @@ BN_MODES = ("frozen", "all-frozen", "train")
 @dataclass
 class FitConfig:
     data: str
-    model: str = "efficientnet_lite0"
+    model: str = "auto"  # "auto": the modality's default backbone (efficientnet_lite0, minilm-l6, ...)
     strategy: str = "two-stage"
     head: str = "linear"
     out: str | None = None
     force: bool = False
     weights: str | None = None  # a local weights file for the backbone (.safetensors, or .pth read weights_only)
     # data
+    modality: str = "auto"  # "auto": detected from the data (image, text, audio, tabular)
+    task: str = "auto"  # "auto": classification, or regression for a numeric tabular target
+    text_column: str = "text"
+    label_column: str = "label"
+    target: str | None = None  # tabular: the column to predict (its presence makes a CSV tabular)
+    max_length: int | None = None  # text: tokens per text (None: from the training texts' lengths)
+    clip_seconds: float | None = None  # audio: clips padded/cropped to this (None: from the clips' lengths)
+    sample_rate: int = 16000  # audio: everything is resampled to this
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0

@@ -1,25 +1,9 @@
-"""Metrics (scikit-learn): accuracy, macro precision/recall/F1, per-class table, confusion matrix."""
+"""Metrics (scikit-learn): accuracy, macro precision/recall/F1, per-class table, confusion matrix; MAE, RMSE, R²."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from torch.utils.data import DataLoader
-
-from headstart.data.images import ImageDataset, eval_transform
-
-
-@torch.no_grad()
-def predict_proba(model, paths: list[str], batch_size: int = 64, device: str | torch.device = "cpu", num_workers: int = 0, on_batch=None) -> np.ndarray:
-    """Class probabilities [N, C] with the model's deterministic eval transform, in float32."""
-    model.eval().to(device)
-    loader = DataLoader(ImageDataset([(p, 0) for p in paths], eval_transform(model.preprocess)), batch_size=batch_size, num_workers=num_workers)
-    out = []
-    for x, _ in loader:
-        out.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
-        if on_batch:
-            on_batch(len(x))
-    return torch.cat(out).numpy()
+from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
+                             precision_recall_fscore_support, r2_score)
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
@@ -39,6 +23,16 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         ],
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": classes,
+    }
+
+
+def regression_metrics(y_true: np.ndarray, preds: np.ndarray, target: str) -> dict:
+    return {
+        "n": int(len(y_true)),
+        "target": target,
+        "r2": float(r2_score(y_true, preds)) if len(y_true) > 1 else float("nan"),
+        "mae": float(mean_absolute_error(y_true, preds)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, preds))),
     }
 
 

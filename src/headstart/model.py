@@ -10,43 +10,53 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from headstart.backbones import Backbone, Preprocess, rebuild_backbone
+from headstart.backbones import Backbone, rebuild_backbone
+from headstart.backbones.weights import file_digest
 from headstart.errors import UserError
 from headstart.heads import build_head
+from headstart.tasks import make_task
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class TransferModel(nn.Module):
-    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_name: str = "linear"):
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_name: str = "linear", task=None):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.classes, self.head_name = list(classes), head_name
+        self.task = task or make_task("classification")
 
     @property
-    def preprocess(self) -> Preprocess:
+    def preprocess(self):
         return self.backbone.preprocess
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def modality(self) -> str:
+        return self.backbone.modality
+
+    def forward(self, x) -> torch.Tensor:
         return self.head(self.backbone.forward_features(x))
 
     def spec(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
-            "task": "classification",
+            "modality": self.backbone.modality,
+            "task": self.task.name,
+            "target_scale": self.task.target_scale,
             "backbone": self.backbone.spec(),
-            "head": {"name": self.head_name, "in_dim": self.backbone.feature_dim, "n_out": len(self.classes)},
+            "head": {"name": self.head_name, "in_dim": self.backbone.feature_dim, "n_out": self.task.n_outputs(self.classes)},
             "classes": self.classes,
             "preprocess": self.preprocess.to_dict(),
         }
 
     def save(self, folder: str | Path) -> None:
-        """Write `model.safetensors` + `model.json` into `folder`, atomically (a temp folder renamed)."""
+        """Write `model.safetensors` + `model.json` (+ backbone assets) into `folder`, atomically (a temp folder renamed)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "headstart"})
+        self.backbone.save_assets(tmp)
         (tmp / "model.json").write_text(json.dumps(self.spec(), indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -61,8 +71,10 @@ class TransferModel(nn.Module):
         if not spec_path.is_file() or not weights_path.is_file():
             raise UserError(f"{folder} is not a headstart model (needs model.json and model.safetensors)")
         spec = json.loads(spec_path.read_text())
-        backbone = rebuild_backbone({**spec["backbone"], "preprocess": spec["preprocess"]})
+        backbone = rebuild_backbone({**spec["backbone"], "preprocess": spec["preprocess"]}, folder)
         head = build_head(spec["head"]["name"], spec["head"]["in_dim"], spec["head"]["n_out"])
-        model = cls(backbone, head, spec["classes"], spec["head"]["name"])
+        task = make_task(spec.get("task", "classification"), spec.get("target_scale"))
+        model = cls(backbone, head, spec["classes"], spec["head"]["name"], task)
         model.load_state_dict(load_file(str(weights_path)))
+        backbone.weights_id = f"run-{file_digest(weights_path)}"  # identity for the feature cache when reused
         return model.eval()

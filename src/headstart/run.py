@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headstart.data.images import collect_image_files, load_labeled_items
+from headstart.data import MODALITIES
 from headstart.errors import UserError
-from headstart.evaluate import classification_metrics, per_class_table, predict_proba
+from headstart.inference import predict_outputs
 from headstart.io_utils import write_json
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix
-from headstart.predict import top_k_rows
 
 
 def _device() -> torch.device:
@@ -44,27 +43,39 @@ class Run:
         path = self.path / "metrics.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def predict_proba(self, paths: list[str], batch_size: int = 64) -> np.ndarray:
-        return predict_proba(self.model, paths, batch_size=batch_size, device=_device())
+    @property
+    def modality(self):
+        return MODALITIES.get(self.model.modality)
+
+    def predict_outputs(self, inputs: list, batch_size: int = 64) -> np.ndarray:
+        """Raw inputs of the run's modality -> class probabilities [N, C] or regression values [N]."""
+        return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device())
+
+    predict_proba = predict_outputs  # the scikit-learn name, for classification runs
 
     def predict(self, inputs: list[str] | str, top_k: int = 1) -> list[dict]:
-        """Top-k labels with probabilities for files and folders of images."""
-        paths = collect_image_files([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
-        return top_k_rows(paths, self.predict_proba(paths), self.classes, top_k)
+        """Predictions for files, folders, texts or table rows (what the run's modality reads)."""
+        args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
+        return self.model.task.rows(names, self.predict_outputs(xs), self.classes, top_k)
 
     def evaluate(self, data: str | Path, save: bool = True) -> dict:
-        """Metrics on any labeled folder (class folders) or manifest; saved under `eval-<name>/` in the run."""
-        items, skipped = load_labeled_items(data, self.classes)
-        probs = self.predict_proba([p for p, _ in items])
-        metrics = classification_metrics(np.array([y for _, y in items]), probs, self.classes)
+        """Metrics on any labeled data the run's modality reads; saved under `eval-<name>/` in the run."""
+        items, skipped = self.modality.load_labeled(data, self.model)
+        preds = self.predict_outputs([x for x, _ in items])
+        metrics = self.model.task.metrics([y for _, y in items], preds, self.classes)
         metrics["data"] = str(data)
-        metrics["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
+        metrics["skipped"] = [{"where": p, "reason": r} for p, r in skipped]
         if save and self.path.is_dir():
             folder = self.path / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(data)).strip('_')[-60:]}"
             write_json(folder / "metrics.json", metrics)
-            plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
+            if "confusion_matrix" in metrics:
+                plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
             metrics["saved_to"] = str(folder)
         return metrics
+
+    def summarize(self, metrics: dict) -> str:
+        return self.model.task.summarize(metrics)
 
 
 def load(path: str | Path) -> Run:
@@ -74,10 +85,3 @@ def load(path: str | Path) -> Run:
     run = Run(path if (path / "model").is_dir() else path.parent)
     run.model  # noqa: B018 - load now so a broken run fails here, not at first use
     return run
-
-
-def summarize_metrics(metrics: dict) -> str:
-    return (
-        f"accuracy {metrics['accuracy']:.4f}  precision {metrics['precision_macro']:.4f}  "
-        f"recall {metrics['recall_macro']:.4f}  F1 {metrics['f1_macro']:.4f}  (n={metrics['n']})\n{per_class_table(metrics)}"
-    )

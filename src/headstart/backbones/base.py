@@ -4,9 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, default_collate
 
 
 @dataclass(frozen=True)
@@ -28,35 +30,64 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        return f"{self.input_size} px"
+
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
         return cls(int(d["input_size"]), tuple(d["mean"]), tuple(d["std"]), d["interpolation"], float(d["crop_pct"]))
 
 
 class Backbone(nn.Module):
-    """A pre-trained body with its top removed.
+    """A pre-trained body with its top removed: the one interface every modality's body honours.
 
-    Subclasses set `preprocess`, `feature_dim`, `weights_id` (identity of the weights, for the feature cache)
-    and implement `forward_features`, `layer_groups` and `spec` (JSON that rebuilds the architecture).
+    Subclasses set `modality` (which loader's inputs they read), `preprocess` (an object with `to_dict()`
+    and `key()`), `feature_dim`, `weights_id` (identity of the weights, for the feature cache) and `name`,
+    and implement `forward_features`, `layer_groups`, `dataset` and `spec`. Their `from_spec(spec, folder)`
+    is registered in ADAPTERS under `spec["adapter"]`.
     """
 
+    modality: str = "image"
     preprocess: Preprocess
     feature_dim: int
     weights_id: str
     name: str
+    pretrained: bool = True  # False for a body headstart trains itself from random initialisation
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [N, D]
+    def forward_features(self, x) -> torch.Tensor:  # a collated batch -> [N, D]
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x) -> torch.Tensor:
         return self.forward_features(x)
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """Ordered groups of modules, input side first (stem ... last stage)."""
         raise NotImplementedError
 
+    def dataset(self, inputs: list, train: bool) -> Dataset:
+        """A Dataset of model-ready tensors for raw inputs; `train=True` adds the training augmentation."""
+        raise NotImplementedError
+
+    def collate(self, batch: list):
+        """Stack a list of `dataset` items into one batch (text pads dynamically here)."""
+        return default_collate(batch)
+
+    def batch_order(self, inputs: list) -> list[int] | None:
+        """Optional order for inference batches (e.g. texts sorted by length); None keeps the given order."""
+        return None
+
+    def adapt(self, data, cfg) -> dict:
+        """Fit preprocessing to the training data (input size, max length, column encoder) before training.
+
+        Returns what was chosen and why, for config.yaml's `resolved`. A reused body keeps what it learned on.
+        """
+        return {}
+
     def spec(self) -> dict:
         raise NotImplementedError
+
+    def save_assets(self, folder: Path) -> None:
+        """Extra files the body needs to be rebuilt offline (tokenizer, config), written next to model.json."""
 
     def cache_key(self) -> str:
         return f"{self.name.replace(':', '_').replace('/', '_')}-{self.weights_id}-{self.preprocess.key()}"

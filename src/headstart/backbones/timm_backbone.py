@@ -32,11 +32,25 @@ class TimmBackbone(Backbone):
             ordered.append([modules[owner] for owner in owners])
         return ordered
 
+    def dataset(self, inputs: list[str], train: bool):
+        from headstart.data.images import ImageDataset, eval_transform, train_transform
+
+        return ImageDataset(inputs, (train_transform if train else eval_transform)(self.preprocess))
+
+    def adapt(self, data, cfg) -> dict:
+        """Input size from the images' native size (see data/sizing.py) unless --image-size is given."""
+        from headstart.data.sizing import choose_preprocess
+
+        native = data.info.get("native_size", 0) if data.modality == "image" else 0
+        self.preprocess, why = choose_preprocess(self.preprocess, native, cfg.image_size)
+        size = self.preprocess.input_size
+        return {"input_size": size, "input_size_reason": why, "input": f"{size} px ({why})"}
+
     def spec(self) -> dict:
         return {"adapter": "timm", "name": self.name, "arch": self.arch, "preprocess": self.preprocess.to_dict()}
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "TimmBackbone":
+    def from_spec(cls, spec: dict, folder=None) -> "TimmBackbone":
         """The architecture alone (random weights): a saved model's state dict fills it."""
         model = timm.create_model(spec["arch"], pretrained=False, num_classes=0)
         return cls(spec["name"], spec["arch"], model, "restored", Preprocess.from_dict(spec["preprocess"]))

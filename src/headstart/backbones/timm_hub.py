@@ -30,3 +30,6 @@ def create_timm_backbone(arch: str, weights: str | None = None) -> TimmBackbone:
         ) from None
     tag = model.pretrained_cfg.get("tag") or "default"
     return TimmBackbone(f"timm:{arch}", arch, model, weights_id=f"timm-{tag}")
+
+
+create_timm_backbone.modality = "image"

@@ -9,7 +9,6 @@ import csv
 import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from headstart.backbones.base import Preprocess
+from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -25,30 +25,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 Item = tuple[str, int]  # (path, class index)
-
-
-@dataclass
-class ImageData:
-    classes: list[str]
-    train: list[Item]
-    val: list[Item]
-    test: list[Item]
-    layout: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    native_size: int = 0  # median shorter side of the training images, in pixels
-
-    def summary(self) -> dict:
-        def counts(items):
-            return {c: sum(1 for _, y in items if y == i) for i, c in enumerate(self.classes)}
-
-        return {
-            "layout": self.layout,
-            "classes": self.classes,
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-            "class_counts": {"train": counts(self.train), "val": counts(self.val), "test": counts(self.test)},
-            "native_size": self.native_size,
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-        }
 
 
 def is_image(path: Path) -> bool:
@@ -116,7 +92,7 @@ def _find_split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> ImageData:
+def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
     """Discover the layout, drop unreadable files, and split what is not split yet (stratified)."""
     root = Path(source)
     if not root.exists():
@@ -144,7 +120,8 @@ def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fractio
         train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
     if not val:
         train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
-    return ImageData(classes, train, val, test, layout, skipped + skipped_val + skipped_test, int(statistics.median(sizes)))
+    return LabeledData("image", "classification", classes, train, val, test, layout, skipped + skipped_val + skipped_test,
+                       {"native_size": int(statistics.median(sizes))})
 
 
 def _check_classes(root: Path, classes: list[str], train: list[Item], skipped: list) -> None:
@@ -215,12 +192,60 @@ def open_rgb(path: str) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    def __init__(self, items: list[Item], transform):
-        self.items, self.transform = items, transform
+    """Image files -> transformed tensors."""
+
+    def __init__(self, paths: list[str], transform):
+        self.paths, self.transform = list(paths), transform
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.items[i]
-        return self.transform(open_rgb(path)), label
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(open_rgb(self.paths[i]))
+
+
+@register_modality
+class Images(Modality):
+    name = "image"
+    default_backbone = "efficientnet_lite0"
+    input_noun = "img"
+
+    def claims(self, source: Path, cfg) -> bool:
+        if source.is_file():
+            return source.suffix.lower() == ".csv" and "path" in _csv_columns(source) and not _lists_audio(source)
+        return source.is_dir() and any(is_image(p) for p in _first_files(source))
+
+    def load(self, cfg) -> LabeledData:
+        return load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+    def load_labeled(self, source, model):
+        return load_labeled_items(source, model.classes)
+
+    def collect_inputs(self, inputs, model):
+        files = collect_image_files(inputs)
+        return files, files
+
+    def input_key(self, x: str) -> str:
+        return file_hash(x)
+
+
+def _csv_columns(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return next(csv.reader(f), [])
+
+
+def _lists_audio(path: Path) -> bool:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        row = next(csv.DictReader(f), None) or {}
+    return Path(row.get("path") or "").suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _first_files(root: Path, limit: int = 200) -> list[Path]:
+    """A sample of the files under `root` (enough to tell images from audio without walking everything)."""
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            found.append(p)
+            if len(found) >= limit:
+                break
+    return found

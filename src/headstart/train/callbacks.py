@@ -38,7 +38,7 @@ class BestWeights(L.Callback):
 
 
 class History(L.Callback):
-    """One row per epoch: stage, epoch, train/val loss and accuracy, learning rate, seconds."""
+    """One row per epoch: stage, epoch, train/val loss and score (accuracy or MAE), learning rate, seconds."""
 
     def __init__(self, stage: str, rows: list[dict]):
         self.stage, self.rows = stage, rows
@@ -53,7 +53,7 @@ class History(L.Callback):
         self.rows.append({
             "stage": self.stage,
             "epoch": trainer.current_epoch + 1,
-            **{k: round(float(m[k]), 6) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m},
+            **{k: round(float(v), 6) for k, v in sorted(m.items()) if k.startswith(("train_", "val_"))},
             "lr": lr,
             "seconds": round(time.perf_counter() - self.t0, 2),
         })

@@ -9,7 +9,7 @@ from torch import nn
 
 from headstart.backbones import Backbone
 from headstart.config import FitConfig
-from headstart.data.images import ImageData
+from headstart.data.base import LabeledData, Modality
 from headstart.progress import RunProgress
 from headstart.train.feature_cache import FeatureCache
 
@@ -17,7 +17,9 @@ from headstart.train.feature_cache import FeatureCache
 @dataclass
 class FitContext:
     cfg: FitConfig
-    data: ImageData
+    data: LabeledData
+    modality: Modality
+    task: object  # headstart.tasks: classification or regression
     backbone: Backbone
     head: nn.Module
     cache: FeatureCache

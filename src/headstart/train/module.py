@@ -6,7 +6,6 @@ import math
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float):
@@ -26,6 +25,7 @@ class TransferTask(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
+        task,
         param_groups: list[dict],
         weight_decay: float,
         warmup: float,
@@ -33,24 +33,23 @@ class TransferTask(L.LightningModule):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        self.net = net
+        self.net, self.task = net, task
         self.param_groups = param_groups
         self.weight_decay, self.warmup = weight_decay, warmup
         self.eval_norms = list(eval_norms)
         self.label_smoothing = label_smoothing
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x) -> torch.Tensor:
         return self.net(x)
 
     def _step(self, batch, prefix: str) -> torch.Tensor:
         x, y = batch
-        logits = self.net(x)
+        out = self.net(x)
         # Smoothing regularises training only; validation loss stays the plain one early stopping compares.
         smoothing = self.label_smoothing if prefix == "train" else 0.0
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-        acc = (logits.argmax(1) == y).float().mean()
+        loss = self.task.loss(out, y, smoothing)
         self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.log(f"{prefix}_acc", acc, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log(f"{prefix}_{self.task.score_name}", self.task.score(out, y), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -46,3 +46,15 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
         layer.weight.copy_(torch.as_tensor(full_coef, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(full_intercept, dtype=layer.bias.dtype))
     return {"C": best_c, "cv_folds": folds, "cv_neg_log_loss": scores}
+
+
+def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Set `layer` (D -> 1) to ridge regression on the features, alpha by efficient leave-one-out CV."""
+    from sklearn.linear_model import RidgeCV
+
+    alphas = tuple(10.0 ** k for k in range(-3, 4))
+    reg = RidgeCV(alphas=alphas).fit(feats.double().numpy(), targets.double().numpy())
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(reg.coef_, dtype=layer.weight.dtype).reshape(1, -1))
+        layer.bias.fill_(float(reg.intercept_))
+    return {"alpha": float(reg.alpha_)}

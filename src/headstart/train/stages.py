@@ -6,10 +6,9 @@ import time
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from headstart.data.images import ImageDataset, eval_transform, train_transform
+from headstart.errors import UserError
 from headstart.heads import sole_linear_layer
 from headstart.model import TransferModel
 from headstart.progress import EVAL_COST, TRAIN_COST
@@ -17,39 +16,37 @@ from headstart.train.callbacks import BestWeights, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.feature_cache import extract_features
+from headstart.train.batches import labeled_loader
 from headstart.train.module import TransferTask
-from headstart.train.probe import fit_logistic_head
 
 HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
 
 
 def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
     """Pooled features of the frozen backbone for one split, computed once (feature cache)."""
-    items = getattr(ctx.data, split)
+    inputs = [x for x, _ in getattr(ctx.data, split)]
     key = ctx.backbone.cache_key()
+    noun = ctx.modality.input_noun
 
-    def extract(paths: list[str]) -> torch.Tensor:
+    def extract(missing: list) -> torch.Tensor:
         start = time.perf_counter()
-        ctx.progress.open(f"features ({split})", total=len(paths), unit="img")
-        dataset = ImageDataset([(p, 0) for p in paths], eval_transform(ctx.backbone.preprocess))
-        feats = extract_features(
-            ctx.backbone, dataset, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
-            on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n),
-        )
+        ctx.progress.open(f"features ({split})", total=len(missing), unit=noun)
+        feats = extract_features(ctx.backbone, missing, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
+                                 on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
         ctx.progress.close()
-        note = ctx.stage_notes.setdefault("features", {"images": 0, "seconds": 0.0})
-        note["images"] += len(paths)
+        note = ctx.stage_notes.setdefault("features", {"inputs": 0, "seconds": 0.0})
+        note["inputs"] += len(missing)
         note["seconds"] = round(note["seconds"] + time.perf_counter() - start, 2)
         return feats
 
     hits_before = ctx.cache.hits
-    feats = ctx.cache.features(key, [p for p, _ in items], extract)
+    feats = ctx.cache.features(key, inputs, [ctx.modality.input_key(x) for x in inputs], extract)
     ctx.progress.total -= (ctx.cache.hits - hits_before) * EVAL_COST  # planned, but already cached
     return feats
 
 
-def _labels(items) -> torch.Tensor:
-    return torch.tensor([y for _, y in items], dtype=torch.long)
+def _targets(ctx: FitContext, split: str) -> torch.Tensor:
+    return ctx.task.targets(y for _, y in getattr(ctx.data, split))
 
 
 def trainable_parameters(module: nn.Module) -> int:
@@ -77,8 +74,9 @@ class Stage:
             start_loss = float(trainer.callback_metrics["val_loss"])
             best.seed(start_loss, task.net)
             stopper.best_score = torch.tensor(start_loss)
+            score = f"val_{ctx.task.score_name}"
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
-                                "val_acc": round(float(trainer.callback_metrics["val_acc"]), 6), "lr": 0.0, "seconds": 0.0})
+                                score: round(float(trainer.callback_metrics[score]), 6), "lr": 0.0, "seconds": 0.0})
         trainer.fit(task, train_loader, val_loader)
         ctx.is_global_zero = trainer.is_global_zero
         ctx.stage_notes[self.name] = {
@@ -96,6 +94,17 @@ class HeadOnFeatures(Stage):
 
     name = "head"
 
+    def __init__(self, required: bool = True):
+        self.required = required  # False: skipped (with a note) when the body is untrained, nothing to transfer
+
+    def applies(self, ctx: FitContext) -> bool:
+        if ctx.backbone.pretrained:
+            return True
+        if self.required:
+            raise UserError(f"--model {ctx.cfg.model} is an untrained body: a head on its frozen features learns nothing; "
+                            "use --strategy finetune, or --model run:DIR to reuse a trained body")
+        return False
+
     def cost(self, ctx: FitContext) -> float:
         n_train, n_val = len(ctx.data.train), len(ctx.data.val)
         return ctx.cfg.head_epochs * (n_train + n_val) * HEAD_STEP_COST
@@ -105,8 +114,11 @@ class HeadOnFeatures(Stage):
 
     def run(self, ctx: FitContext) -> None:
         cfg = ctx.cfg
-        train = TensorDataset(cached_features(ctx, "train"), _labels(ctx.data.train))
-        val = TensorDataset(cached_features(ctx, "val"), _labels(ctx.data.val))
+        if not self.applies(ctx):
+            ctx.stage_notes[self.name] = {"skipped": "untrained body: the head trains with it in fine-tuning"}
+            return
+        train = TensorDataset(cached_features(ctx, "train"), _targets(ctx, "train"))
+        val = TensorDataset(cached_features(ctx, "val"), _targets(ctx, "val"))
         layer = sole_linear_layer(ctx.head)
         if layer is not None:
             self._solve(ctx, layer, train, val)
@@ -114,7 +126,7 @@ class HeadOnFeatures(Stage):
         for p in ctx.head.parameters():
             p.requires_grad_(True)
         ctx.head.train()
-        task = TransferTask(ctx.head, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
+        task = TransferTask(ctx.head, ctx.task, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
         batch = max(cfg.batch_size, 64)
         self._fit(
             ctx, task,
@@ -126,21 +138,21 @@ class HeadOnFeatures(Stage):
 
 
     def _solve(self, ctx: FitContext, layer: nn.Linear, train: TensorDataset, val: TensorDataset) -> None:
-        """A linear head is fitted to convergence (logistic regression, C by cross-validation)."""
+        """A linear head is fitted to convergence (a convex solve: logistic or ridge regression, CV'd strength)."""
         start = time.perf_counter()
-        chosen = fit_logistic_head(layer, *train.tensors, seed=ctx.cfg.seed)
+        chosen = ctx.task.solve_head(layer, *train.tensors, seed=ctx.cfg.seed)
         row = {"stage": self.name, "epoch": 1}
         with torch.no_grad():
             for split, (x, y) in (("train", train.tensors), ("val", val.tensors)):
-                logits = ctx.head.eval()(x)
-                row[f"{split}_loss"] = round(float(F.cross_entropy(logits, y)), 6)
-                row[f"{split}_acc"] = round(float((logits.argmax(1) == y).float().mean()), 6)
+                out = ctx.head.eval()(x)
+                row[f"{split}_loss"] = round(float(ctx.task.loss(out, y)), 6)
+                row[f"{split}_{ctx.task.score_name}"] = round(float(ctx.task.score(out, y)), 6)
         seconds = time.perf_counter() - start
         ctx.history.append(row | {"lr": 0.0, "seconds": round(seconds, 2)})
         ctx.progress.advance(0, self.cost(ctx))
         ctx.head_trained = True
         ctx.stage_notes[self.name] = {
-            "solver": "logistic regression (scikit-learn lbfgs)", **chosen,
+            **chosen,
             "best_epoch": 1, "epochs_run": 1, "best_val_loss": row["val_loss"], "seconds": round(seconds, 2),
             "trainable_params": sum(p.numel() for p in ctx.head.parameters()), "world_size": 1,
         }
@@ -185,31 +197,29 @@ class FineTune(Stage):
                     continue
             for p in params:
                 p.requires_grad_(True)
-            param_groups.append({"params": params, "lr": self._lr(cfg, i, n)})
+            param_groups.append({"params": params, "lr": self._lr(cfg, i, n, ctx.backbone.pretrained)})
         for p in ctx.head.parameters():
             p.requires_grad_(True)
         param_groups.append({"params": list(ctx.head.parameters()), "lr": cfg.lr})
         return [g for g in param_groups if g["params"]], eval_norms
 
-    def _lr(self, cfg, i: int, n: int) -> float:
-        if not self.discriminative or n == 1:
+    def _lr(self, cfg, i: int, n: int, pretrained: bool = True) -> float:
+        if not self.discriminative or n == 1 or not pretrained:  # an untrained body has nothing to protect
             return cfg.lr
         return cfg.lr / cfg.lr_mult ** ((n - 1 - i) / (n - 1))
 
     def run(self, ctx: FitContext) -> None:
         cfg = ctx.cfg
-        net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes).train()  # Lightning keeps modules' modes
+        net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, task=ctx.task).train()  # Lightning keeps modules' modes
         param_groups, eval_norms = self.param_groups(ctx)
-        task = TransferTask(net, param_groups, cfg.weight_decay, cfg.warmup, eval_norms, cfg.label_smoothing)
-        pre = ctx.backbone.preprocess
-        train = ImageDataset(ctx.data.train, train_transform(pre))
-        val = ImageDataset(ctx.data.val, eval_transform(pre))
+        task = TransferTask(net, ctx.task, param_groups, cfg.weight_decay, cfg.warmup, eval_norms, cfg.label_smoothing)
         workers = ctx.num_workers
         loader_args = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": ctx.device.type == "cuda"}
         ctx.backbone_changed = True
+        inputs = ctx.data.inputs
         self._fit(
             ctx, task,
-            DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size, **loader_args),
-            DataLoader(val, batch_size=2 * cfg.batch_size, **loader_args),
+            labeled_loader(ctx.backbone, inputs["train"], _targets(ctx, "train"), True, cfg.batch_size, **loader_args),
+            labeled_loader(ctx.backbone, inputs["val"], _targets(ctx, "val"), False, 2 * cfg.batch_size, **loader_args),
             cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained,
         )

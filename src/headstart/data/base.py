@@ -1,0 +1,114 @@
+"""The modality contract: a loader turns user data into labeled inputs; the backbone turns inputs into tensors.
+
+An input is whatever identifies one example for its modality: an image or audio file path, a text string,
+a table row (dict column -> value). Targets are class indices (classification) or floats (regression).
+Nothing downstream of `data/` and `backbones/` asks which modality it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headstart.registry import Registry
+
+Item = tuple[Any, Any]  # (input, target)
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+
+
+@dataclass
+class LabeledData:
+    modality: str
+    task: str  # "classification" or "regression"
+    classes: list[str]  # class names; for regression the target column's name(s)
+    train: list[Item]
+    val: list[Item]
+    test: list[Item]
+    layout: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or "file row N", reason)
+    info: dict = field(default_factory=dict)  # facts a backbone adapts to (native image size, columns, ...)
+
+    @property
+    def inputs(self) -> dict[str, list]:
+        return {s: [x for x, _ in getattr(self, s)] for s in ("train", "val", "test")}
+
+    def summary(self) -> dict:
+        out = {
+            "modality": self.modality,
+            "task": self.task,
+            "layout": self.layout,
+            "classes": self.classes,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            **{k: v for k, v in self.info.items() if _is_jsonable(v)},
+            "skipped": [{"where": p, "reason": r} for p, r in self.skipped],
+        }
+        if self.task == "classification":
+            out["class_counts"] = {
+                s: {c: n for c, n in zip(self.classes, _counts(getattr(self, s), len(self.classes)))} for s in ("train", "val", "test")
+            }
+        return out
+
+
+def _counts(items: list[Item], n: int) -> list[int]:
+    c = Counter(y for _, y in items)
+    return [c.get(i, 0) for i in range(n)]
+
+
+def _is_jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def file_hash(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def value_hash(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Modality:
+    """One kind of data. Registered by name in MODALITIES; `fit` picks one with `claims` or `--modality`."""
+
+    name: str = ""
+    default_backbone: str = ""
+    input_noun: str = "item"  # for progress bars and summaries ("img", "text", "clip", "row")
+
+    def claims(self, source: Path, cfg) -> bool:
+        """Whether `source` looks like this modality's data (auto-detection)."""
+        return False
+
+    def load(self, cfg) -> LabeledData:
+        """Read, clean (skip and list bad items) and split `cfg.data`."""
+        raise NotImplementedError
+
+    def load_labeled(self, source: str | Path, model) -> tuple[list[Item], list[tuple[str, str]]]:
+        """Every labeled example under `source`, targets in the saved `model`'s terms (evaluate)."""
+        raise NotImplementedError
+
+    def collect_inputs(self, inputs: list[str], model) -> tuple[list, list[str]]:
+        """Unlabeled inputs from command-line arguments (predict): (inputs, a display name for each)."""
+        raise NotImplementedError
+
+    def input_key(self, x) -> str:
+        """Content identity of one input, for the feature cache (a file's bytes, a text, a row)."""
+        return value_hash(x)
+
+
+MODALITIES: Registry[Modality] = Registry("modality")
+
+
+def register_modality(cls: type[Modality]) -> type[Modality]:
+    """Class decorator: registers one instance under `cls.name`."""
+    MODALITIES.register(cls.name)(cls())
+    return cls

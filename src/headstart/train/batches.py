@@ -1,0 +1,59 @@
+"""Batches for any modality: the backbone turns raw inputs into tensors, these helpers feed them."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class WithTargets(Dataset):
+    """A backbone's dataset of inputs paired with targets: items are (x, y)."""
+
+    def __init__(self, inputs: Dataset, targets: torch.Tensor):
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int):
+        return self.inputs[i], self.targets[i]
+
+
+def labeled_loader(backbone, inputs: list, targets: torch.Tensor, train: bool, batch_size: int, **loader_args) -> DataLoader:
+    """Shuffled, augmented batches for training (train=True) or ordered eval batches, as (x, y)."""
+    def collate(batch):
+        return backbone.collate([x for x, _ in batch]), torch.stack([torch.as_tensor(y) for _, y in batch])
+
+    return DataLoader(WithTargets(backbone.dataset(inputs, train=train), targets), batch_size=batch_size, shuffle=train,
+                      drop_last=train and len(inputs) > batch_size, collate_fn=collate, **loader_args)
+
+
+def to_device(x, device: torch.device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x
+
+
+@torch.no_grad()
+def map_batches(fn, backbone, inputs: list, batch_size: int, device: torch.device, num_workers: int = 0, on_batch=None) -> torch.Tensor:
+    """`fn(batch)` over every input in eval mode, in the backbone's preferred batch order; rows in input order, float32 CPU."""
+    order = backbone.batch_order(inputs) or list(range(len(inputs)))
+    dataset = backbone.dataset([inputs[i] for i in order], train=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=backbone.collate)
+    out = []
+    for x in loader:
+        x = to_device(x, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            y = fn(x)
+        out.append(y.float().cpu())
+        if on_batch:
+            on_batch(len(y))
+    if not out:
+        return torch.empty(0)
+    result = torch.cat(out)
+    restored = torch.empty_like(result)
+    restored[torch.as_tensor(order)] = result
+    return restored
