@@ -22,6 +22,7 @@ def make_context(data_dir, tmp_path, **options) -> FitContext:
     cfg = FitConfig(data=str(data_dir), image_size=64, epochs=1, batch_size=8, progress=False, num_workers=0, **options)
     data = load_image_data(data_dir)
     backbone = create_backbone("efficientnet_lite0")
+    cfg.apply_training_defaults(backbone.default_hparams)
     backbone.preprocess = backbone.preprocess.with_size(64)
     head = build_head("linear", backbone.feature_dim, len(data.classes))
     return FitContext(cfg, data, MODALITIES.get("image"), make_task("classification"), backbone, head, FeatureCache(tmp_path / "cache"), RunProgress(False))

@@ -12,6 +12,22 @@ from headstart.errors import UserError
 
 BN_MODES = ("frozen", "all-frozen", "train")
 
+# Training defaults that depend on the body being transferred: None in FitConfig means "the backbone's
+# default_hparams, else these" (tuned for pre-trained CNNs). A transformer wants a far lower rate than a CNN,
+# a from-scratch MLP more epochs; the backbone module says so, no `if modality` anywhere.
+TRAINING_DEFAULTS = {
+    "batch_size": 32,
+    "head_epochs": 60,
+    "head_lr": 3e-3,
+    "epochs": 10,
+    "lr": 1e-3,
+    "lr_mult": 10.0,
+    "weight_decay": 0.01,
+    "warmup": 0.1,
+    "patience": 3,
+    "label_smoothing": 0.1,
+}
+
 
 @dataclass
 class FitConfig:
@@ -35,20 +51,20 @@ class FitConfig:
     test_fraction: float = 0.15
     seed: int = 0
     image_size: int | None = None  # None: chosen from the images' native size (see data.sizing)
-    batch_size: int = 32
+    batch_size: int | None = None 
     num_workers: int | None = None  # None: from the machine's cores
     # stage 1: the new head on cached features of the frozen body
-    head_epochs: int = 60
-    head_lr: float = 3e-3
+    head_epochs: int | None = None 
+    head_lr: float | None = None 
     head_patience: int = 8
     # stage 2: fine-tuning
-    epochs: int = 10
-    lr: float = 1e-3  # peak rate of the top layer group (and the head)
-    lr_mult: float = 10.0  # discriminative rates: the stem trains at lr / lr_mult, groups between geometric
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of steps spent warming up, then cosine decay
-    patience: int = 3  # early stopping on validation loss
-    label_smoothing: float = 0.1  # fine-tuning loss only
+    epochs: int | None = None 
+    lr: float | None = None # peak rate of the top layer group (and the head)
+    lr_mult: float | None = None # discriminative rates: the stem trains at lr / lr_mult, groups between geometric
+    weight_decay: float | None = None 
+    warmup: float | None = None # fraction of steps spent warming up, then cosine decay
+    patience: int | None = None # early stopping on validation loss
+    label_smoothing: float | None = None # fine-tuning loss only
     bn: str = "frozen"  # BatchNorm of frozen groups: "frozen" (eval statistics, no updates), "all-frozen", "train" (README)
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
     # engine (Lightning Trainer)
@@ -66,6 +82,15 @@ class FitConfig:
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.9:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 0.9), not {getattr(self, name)}")
+
+    def apply_training_defaults(self, backbone_defaults: dict) -> dict:
+        """Fill unset training options from the backbone's defaults, else TRAINING_DEFAULTS; returns what was filled."""
+        filled = {}
+        for name, generic in TRAINING_DEFAULTS.items():
+            if getattr(self, name) is None:
+                filled[name] = backbone_defaults.get(name, generic)
+                setattr(self, name, filled[name])
+        return filled
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

@@ -55,6 +55,7 @@ def fit_config(cfg: FitConfig) -> Run | None:
     if backbone.modality != modality.name:
         raise UserError(f"--model {cfg.model} reads {backbone.modality} data, but {cfg.data} is {modality.name} data; "
                         f"use a {modality.name} backbone (e.g. {modality.default_backbone}) or pass --modality")
+    filled = cfg.apply_training_defaults(backbone.default_hparams)
     cfg.resolved = {
         "modality": modality.name,
         "task": task.name,
@@ -64,6 +65,7 @@ def fit_config(cfg: FitConfig) -> Run | None:
         "precision": resolve_precision(cfg),
         "evaluated_on": "test" if data.test else "val",
         "backbone_weights": backbone.weights_id,
+        "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},
     }
     head = build_head(cfg.head, backbone.feature_dim, task.n_outputs(data.classes))
     if primary:

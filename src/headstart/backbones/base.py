@@ -53,6 +53,7 @@ class Backbone(nn.Module):
     weights_id: str
     name: str
     pretrained: bool = True  # False for a body headstart trains itself from random initialisation
+    default_hparams: dict = {}  # training defaults suited to this body (lr, epochs, ...; see config.TRAINING_DEFAULTS)
 
     def forward_features(self, x) -> torch.Tensor:  # a collated batch -> [N, D]
         raise NotImplementedError
