@@ -3,8 +3,9 @@
     import headstart as hs
     run = hs.fit("DATA", model="efficientnet_lite0", strategy="two-stage")
     run.evaluate("DATA/test"); run.predict(["img.jpg"]); run = hs.load("runs/ants")
+    hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
 """
-from headstart.api import Run, fit, load, models
+from headstart.api import Run, fit, load, models, rank
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "models", "Run", "__version__"]
+__all__ = ["fit", "load", "models", "rank", "Run", "__version__"]

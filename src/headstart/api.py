@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from headstart.fit import fit
 from headstart.run import Run, load
+from headstart.select import rank
 
 
 def models() -> list[dict]:
@@ -18,4 +19,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["fit", "load", "models", "Run"]
+__all__ = ["fit", "load", "models", "rank", "Run"]

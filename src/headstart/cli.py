@@ -107,6 +107,14 @@ def cmd_predict(args) -> None:
         print(text)
 
 
+def cmd_rank(args) -> None:
+    from headstart.api import rank
+
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "strategy", "out", "force")}
+    options = {k: v for k, v in options.items() if v is not None}
+    rank(args.data, args.models, score=args.score, out=args.out, force=args.force, fit_best=args.fit_best, **options)
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline
@@ -132,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "manifest path,label[,split]; text: CSV/TSV/JSONL or a folder of train/val/test.csv; tabular: CSV/Parquet with --target")
     _add_fit_arguments(p)
     p.set_defaults(func=cmd_fit)
+
+    from headstart.select.scores import SCORES
+
+    p = sub.add_parser("rank", help="score candidate backbones on your data before training (LogME, kNN, linear probe)")
+    p.add_argument("data", help="labeled data, as for fit")
+    p.add_argument("--models", required=True, help="comma-separated backbones: bundled names, timm:NAME, hf:NAME, run:DIR")
+    p.add_argument("--score", default="logme", choices=list(SCORES), help="sort by: " + "; ".join(f"{k}: {v}" for k, v in SCORES.items()))
+    p.add_argument("--fit-best", action="store_true", help="then fit the winner (into OUT/fit) with the options given")
+    _add_fit_arguments(p)
+    p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("evaluate", help="metrics of a run on any labeled folder or manifest")
     p.add_argument("run", help="a run directory (the --out of a fit)")

@@ -35,22 +35,23 @@ def plot_confusion_matrix(cm: list[list[int]], classes: list[str], path: str | P
 
 
 def plot_history(rows: list[dict], path: str | Path) -> None:
-    """Loss and accuracy per epoch, one colour per stage, epochs numbered across the whole run."""
+    """Loss and score (accuracy, or MAE for regression) per epoch, one colour per stage, epochs across the run."""
     if not rows:
         return
+    score = "acc" if any("val_acc" in r for r in rows) else "mae"
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     offset = 0
     for stage in stages:
         part = [r for r in rows if r["stage"] == stage]
         x = [offset + r["epoch"] for r in part]
-        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+        for ax, key in ((ax_loss, "loss"), (ax_acc, score)):
             for split, style in (("train", "--"), ("val", "-")):
                 y = [r.get(f"{split}_{key}") for r in part]
                 if all(v is not None for v in y):
                     ax.plot(x, y, style, marker=".", label=f"{stage} {split}")
         offset = x[-1]
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+    for ax, name in ((ax_loss, "loss"), (ax_acc, {"acc": "accuracy", "mae": "mean absolute error"}[score])):
         ax.set_xlabel("epoch (whole run)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

@@ -34,7 +34,8 @@ def is_launch_primary() -> bool:
 
 
 def write_history_csv(path: str | Path, rows: list[dict]) -> None:
-    columns = ["stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    metrics = sorted({k for row in rows for k in row if k.startswith(("train_", "val_"))})  # loss, acc or mae
+    columns = ["stage", "epoch", *metrics, "lr", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()

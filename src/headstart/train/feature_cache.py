@@ -64,3 +64,27 @@ def extract_features(backbone, inputs: list, batch_size: int, device: torch.devi
     """One forward pass of the frozen body over `inputs` in eval mode; [N, D] float32 on the CPU."""
     backbone.eval().to(device)
     return map_batches(backbone.forward_features, backbone, inputs, batch_size, device, num_workers, on_batch)
+
+
+def features_of(cache: FeatureCache, backbone, modality, inputs: list, batch_size: int, device: torch.device,
+                num_workers: int, progress, label: str) -> tuple[torch.Tensor, int, float]:
+    """Frozen-body features of `inputs` through the cache: (features, inputs computed now, seconds computing)."""
+    import time
+
+    from headstart.progress import EVAL_COST
+
+    spent = {"n": 0, "seconds": 0.0}
+
+    def extract(missing: list) -> torch.Tensor:
+        start = time.perf_counter()
+        progress.open(f"features ({label})", total=len(missing), unit=modality.input_noun)
+        feats = extract_features(backbone, missing, batch_size, device, num_workers,
+                                 on_batch=lambda n: progress.advance(n, EVAL_COST * n))
+        progress.close()
+        spent["n"], spent["seconds"] = len(missing), time.perf_counter() - start
+        return feats
+
+    hits_before = cache.hits
+    feats = cache.features(backbone.cache_key(), inputs, [modality.input_key(x) for x in inputs], extract)
+    progress.total -= (cache.hits - hits_before) * EVAL_COST  # planned, but already cached
+    return feats, spent["n"], spent["seconds"]

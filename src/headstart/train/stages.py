@@ -15,7 +15,7 @@ from headstart.progress import EVAL_COST, TRAIN_COST
 from headstart.train.callbacks import BestWeights, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
-from headstart.train.feature_cache import extract_features
+from headstart.train.feature_cache import features_of
 from headstart.train.batches import labeled_loader
 from headstart.train.module import TransferTask
 
@@ -25,23 +25,12 @@ HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equiv
 def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
     """Pooled features of the frozen backbone for one split, computed once (feature cache)."""
     inputs = [x for x, _ in getattr(ctx.data, split)]
-    key = ctx.backbone.cache_key()
-    noun = ctx.modality.input_noun
-
-    def extract(missing: list) -> torch.Tensor:
-        start = time.perf_counter()
-        ctx.progress.open(f"features ({split})", total=len(missing), unit=noun)
-        feats = extract_features(ctx.backbone, missing, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
-                                 on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
-        ctx.progress.close()
+    feats, computed, seconds = features_of(ctx.cache, ctx.backbone, ctx.modality, inputs, 2 * ctx.cfg.batch_size,
+                                           ctx.device, ctx.num_workers, ctx.progress, split)
+    if computed:
         note = ctx.stage_notes.setdefault("features", {"inputs": 0, "seconds": 0.0})
-        note["inputs"] += len(missing)
-        note["seconds"] = round(note["seconds"] + time.perf_counter() - start, 2)
-        return feats
-
-    hits_before = ctx.cache.hits
-    feats = ctx.cache.features(key, inputs, [ctx.modality.input_key(x) for x in inputs], extract)
-    ctx.progress.total -= (ctx.cache.hits - hits_before) * EVAL_COST  # planned, but already cached
+        note["inputs"] += computed
+        note["seconds"] = round(note["seconds"] + seconds, 2)
     return feats
 
 

@@ -1,0 +1,104 @@
+"""rank: score candidate backbones on the user's labeled data before any training (one feature pass each)."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from headstart.backbones import create_backbone
+from headstart.config import FitConfig
+from headstart.data import resolve_modality
+from headstart.errors import UserError
+from headstart.io_utils import write_json, write_text
+from headstart.progress import RunProgress
+from headstart.rundir import default_out, prepare_run_dir
+from headstart.select.scores import SCORES, knn_accuracy, logme, probe_accuracy
+from headstart.train.feature_cache import FeatureCache, features_of
+
+
+def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: str | Path | None = None, force: bool = False,
+         fit_best: bool = False, **options) -> list[dict]:
+    """Transferability of each candidate body on `data` (train + val examples; test stays unseen), best first.
+
+    Scores: LogME, leave-one-out kNN accuracy and cross-validated linear-probe accuracy (classification),
+    LogME only for regression. With `fit_best`, the winner goes on to a normal `fit` (same options).
+    """
+    models = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    if not models:
+        raise UserError("rank needs at least one model (--models a,b,c)")
+    if score not in SCORES:
+        raise UserError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
+    unknown = set(options) - FitConfig.field_names()
+    if unknown:
+        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    cfg = FitConfig(data=str(data), model=models[0], **options)
+    cfg.apply_training_defaults({})
+    out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force)
+    modality = resolve_modality(cfg)
+    labeled = modality.load(cfg)
+    regression = labeled.task == "regression"
+    if regression and score != "logme":
+        raise UserError("kNN and probe scores are for classification; use --score logme for a regression target")
+    items = labeled.train + labeled.val
+    inputs, targets = [x for x, _ in items], np.array([y for _, y in items])
+    cache, progress = FeatureCache(cfg.cache_dir), RunProgress(cfg.progress)
+    device = _device(cfg)
+    rows = []
+    for name in models:
+        start = time.perf_counter()
+        body = create_backbone(name, None)
+        if body.modality != modality.name:
+            raise UserError(f"{name} reads {body.modality} data, but {data} is {modality.name} data")
+        body.adapt(labeled, cfg)
+        feats, computed, extract_s = features_of(cache, body, modality, inputs, 64, device, 0, progress, name)
+        f = feats.double().numpy()
+        row = {"model": name, "feature_dim": int(f.shape[1]), "input": body.preprocess.describe(),
+               "logme": logme(f, targets, regression=regression)}
+        if not regression:
+            row["knn"] = knn_accuracy(f, targets)
+            row["probe"] = probe_accuracy(f, targets, seed=cfg.seed)
+        row.update(features_computed=computed, feature_seconds=round(extract_s, 2), seconds=round(time.perf_counter() - start, 2))
+        rows.append(row)
+    rows.sort(key=lambda r: -r[score])
+    result = {"data": str(data), "score": score, "scores": {k: SCORES[k] for k in (["logme"] if regression else SCORES)},
+              "n_examples": len(items), "modality": modality.name, "task": labeled.task, "ranking": rows}
+    write_text(out_dir / "config.yaml", cfg.to_yaml())
+    write_json(out_dir / "rank.json", result)
+    write_text(out_dir / "rank.csv", _csv(rows))
+    print(format_table(result) + f"\nsaved to {out_dir}/rank.json and rank.csv", flush=True)
+    if fit_best:
+        from headstart.fit import fit
+
+        fit_options = {k: v for k, v in options.items()}
+        fit(data, model=rows[0]["model"], out=str(out_dir / "fit"), **fit_options)
+    return rows
+
+
+def _device(cfg: FitConfig):
+    import torch
+
+    wants_gpu = cfg.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def format_table(result: dict) -> str:
+    rows, score = result["ranking"], result["score"]
+    cols = [c for c in ("logme", "knn", "probe") if c in rows[0]]
+    width = max(10, *(len(r["model"]) for r in rows))
+    lines = [f"ranked by {score} on {result['n_examples']} labeled {result['modality']} examples ({result['task']})",
+             f"{'#':>2}  {'model':<{width}}  " + "  ".join(f"{c:>7}" for c in cols) + "  features  seconds"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"{i:>2}  {r['model']:<{width}}  " + "  ".join(f"{r[c]:7.4f}" for c in cols)
+                     + f"  {r['feature_dim']:>8}  {r['seconds']:7.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Transferability scores (LogME against its closed form and invariances; kNN/probe on separable vs random labels) and rank."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import headstart as hs
+from headstart.select.scores import knn_accuracy, logme, logme_details, probe_accuracy
+
+
+@pytest.fixture
+def features():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 80)
+    return rng.normal(size=(80, 6)) + 1.5 * np.eye(6)[y], y  # features that carry the labels: finite alpha
+
+
+def test_logme_is_the_bayesian_evidence_at_its_maximum(features):
+    f, y = features
+    det = logme_details(f, y)
+    onehot = (y[:, None] == np.arange(3)[None]).astype(float)
+
+    def log_evidence(c, alpha, beta):  # y ~ N(0, I/beta + F F^T/alpha): the closed-form marginal likelihood
+        cov = np.eye(len(f)) / beta + f @ f.T / alpha
+        return multivariate_normal(np.zeros(len(f)), cov).logpdf(onehot[:, c]) / len(f)
+
+    for c in range(3):
+        a, b = det["alpha"][c], det["beta"][c]
+        assert det["evidence"][c] == pytest.approx(log_evidence(c, a, b), abs=1e-9)
+        for da, db in ((1.3, 1), (0.7, 1), (1, 1.3), (1, 0.7)):  # a fixed point of the evidence: a maximum
+            assert log_evidence(c, a * da, b * db) < det["evidence"][c]
+
+
+def test_logme_invariances(features):
+    f, y = features
+    base = logme(f, y)
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(len(y))
+    q, _ = np.linalg.qr(rng.normal(size=(f.shape[1], f.shape[1])))
+    relabel = np.array([2, 0, 1])[y]
+    assert logme(f[perm], y[perm]) == pytest.approx(base, abs=1e-9)  # order of samples
+    assert logme(f @ q, y) == pytest.approx(base, abs=1e-9)  # rotation of the feature space (isotropic prior)
+    assert logme(f, relabel) == pytest.approx(base, abs=1e-9)  # names of the classes
+
+
+def test_scores_prefer_features_that_carry_the_labels():
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(4), 30)
+    informative = rng.normal(size=(120, 8)) + 3.0 * np.eye(8)[y]
+    noise = rng.normal(size=(120, 8))
+    assert logme(informative, y) > logme(noise, y)
+    assert knn_accuracy(informative, y) > 0.9 and knn_accuracy(noise, y) < 0.5
+    assert probe_accuracy(informative, y) > 0.9 and probe_accuracy(noise, y) < 0.5
+    assert logme(informative[:, :1] @ np.ones((1, 8)), rng.normal(size=120), regression=True) < logme(
+        informative, informative[:, 0] * 2 + 0.1 * rng.normal(size=120), regression=True)
+
+
+def test_rank_bundled_backbones_and_fit_best(tiny_images, tmp_path):
+    out = tmp_path / "rank"
+    rows = hs.rank(str(tiny_images), ["efficientnet_lite0", "efficientnet_lite1"], score="knn", out=str(out),
+                   image_size=64, progress=False, cache_dir=str(tmp_path / "cache"), fit_best=True, strategy="linear-probe")
+    assert [r["model"] for r in rows] == sorted([r["model"] for r in rows], key=lambda m: -next(r["knn"] for r in rows if r["model"] == m))
+    assert {r["model"] for r in rows} == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert all(0 <= r["knn"] <= 1 and 0 <= r["probe"] <= 1 and np.isfinite(r["logme"]) for r in rows)
+    saved = json.loads((out / "rank.json").read_text())
+    assert saved["ranking"][0]["model"] == rows[0]["model"]
+    assert hs.load(out / "fit").model.backbone.name == rows[0]["model"]  # --fit-best fitted the winner
+    again = hs.rank(str(tiny_images), ["efficientnet_lite0"], out=str(tmp_path / "rank2"), image_size=64, progress=False,
+                    cache_dir=str(tmp_path / "cache"))
+    assert again[0]["features_computed"] == 0, "rank reuses the feature cache"
+
+
+def test_rank_cli_errors_are_one_line(tiny_images, tmp_path):
+    cmd = [sys.executable, "-m", "headstart.cli", "rank", str(tiny_images), "--models", "nope_net", "--out", str(tmp_path / "r"),
+           "--no-progress"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown backbone 'nope_net'" in result.stderr and "Traceback" not in result.stderr
