@@ -78,3 +78,35 @@ def test_rank_cli_errors_are_one_line(tiny_images, tmp_path):
            "--no-progress"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2 and "unknown backbone 'nope_net'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_verdict_flags_negative_transfer_only_when_a_rival_matches_transfer():
+    from headstart.select.compare import _verdict
+
+    row = {"transfer": {"test": 0.9}, "scratch": {"test": 0.5}, "baseline": {"name": "raw pixels", "test": 0.8}}
+    assert not _verdict(row, "m")["negative_transfer"]
+    row["baseline"]["test"] = 0.9
+    verdict = _verdict(row, "m")
+    assert verdict["negative_transfer"] and "raw pixels" in verdict["message"] and "rank" in verdict["message"]
+    row["baseline"]["test"], row["scratch"]["test"] = 0.1, 0.95
+    assert "scratch" in _verdict(row, "m")["message"]
+
+
+def test_compare_transfer_scratch_baseline(tiny_images, tmp_path):
+    out = tmp_path / "cmp"
+    result = hs.compare(str(tiny_images), fractions="0.5,1", out=str(out), image_size=64, epochs=2, batch_size=16,
+                        progress=False, cache_dir=str(tmp_path / "cache"))
+    assert list(result["fractions"]) == ["0.5", "1"]
+    full, half = result["fractions"]["1"], result["fractions"]["0.5"]
+    assert half["train_size"] < full["train_size"]
+    for arm in ("transfer", "scratch"):
+        assert {"start", "slope", "asymptote", "test", "curve"} <= set(full[arm])
+        assert full[arm]["asymptote"] == max(full[arm]["curve"])
+    assert len(full["scratch"]["curve"]) == 2, "scratch trains for the same budget, not stopped early"
+    assert full["transfer"]["test"] > full["scratch"]["test"], "ImageNet features beat a random body on 26 images"
+    assert full["baseline"]["name"].startswith("logistic regression on raw pixels")
+    assert (out / "compare.json").is_file() and (out / "compare.png").stat().st_size > 10_000
+    scratch_model = hs.load(out / "train-1" / "scratch").model
+    transfer_model = hs.load(out / "train-1" / "transfer").model
+    first = lambda m: next(p for n, p in m.backbone.named_parameters() if n.endswith("conv_stem.weight"))  # noqa: E731
+    assert (first(scratch_model) - first(transfer_model)).abs().max() > 0.1, "scratch did not start from the pre-trained weights"

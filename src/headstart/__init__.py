@@ -4,8 +4,9 @@
     run = hs.fit("DATA", model="efficientnet_lite0", strategy="two-stage")
     run.evaluate("DATA/test"); run.predict(["img.jpg"]); run = hs.load("runs/ants")
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
+    hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
 """
-from headstart.api import Run, fit, load, models, rank
+from headstart.api import Run, compare, fit, load, models, rank
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "models", "rank", "Run", "__version__"]
+__all__ = ["compare", "fit", "load", "models", "rank", "Run", "__version__"]

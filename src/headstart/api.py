@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from headstart.fit import fit
 from headstart.run import Run, load
-from headstart.select import rank
+from headstart.select import compare, rank
 
 
 def models() -> list[dict]:
@@ -19,4 +19,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["fit", "load", "models", "rank", "Run"]
+__all__ = ["compare", "fit", "load", "models", "rank", "Run"]

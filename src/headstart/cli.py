@@ -115,6 +115,14 @@ def cmd_rank(args) -> None:
     rank(args.data, args.models, score=args.score, out=args.out, force=args.force, fit_best=args.fit_best, **options)
 
 
+def cmd_compare(args) -> None:
+    from headstart.api import compare
+
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "strategy", "out", "force")}
+    options = {k: v for k, v in options.items() if v is not None}
+    compare(args.data, model=args.model, strategy=args.strategy, fractions=args.fractions, out=args.out, force=args.force, **options)
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline
@@ -150,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-best", action="store_true", help="then fit the winner (into OUT/fit) with the options given")
     _add_fit_arguments(p)
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("compare", help="transfer vs the same model from scratch vs a classical baseline: curves, start/slope/asymptote")
+    p.add_argument("data", help="labeled data, as for fit (needs a test split: test/ or --test-fraction)")
+    p.add_argument("--fractions", default="0.1,0.25,0.5,1", help="training-set fractions for the data curve (default %(default)s)")
+    _add_fit_arguments(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate", help="metrics of a run on any labeled folder or manifest")
     p.add_argument("run", help="a run directory (the --out of a fit)")

@@ -10,7 +10,7 @@ import torch
 
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
-from headstart.data import resolve_modality
+from headstart.data import MODALITIES, resolve_modality
 from headstart.errors import UserError
 from headstart.heads import HEADS, build_head
 from headstart.inference import predict_outputs
@@ -37,7 +37,8 @@ def fit(data: str | Path, model: str = "auto", strategy: str = "two-stage", **op
     return fit_config(cfg)
 
 
-def fit_config(cfg: FitConfig) -> Run | None:
+def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
+    """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (used by `compare`: subsets, scratch)."""
     started = time.perf_counter()
     recipe = STRATEGIES.get(cfg.strategy)
     HEADS.get(cfg.head)  # unknown names fail before anything is written
@@ -46,12 +47,12 @@ def fit_config(cfg: FitConfig) -> Run | None:
     out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    modality = resolve_modality(cfg)
-    data = modality.load(cfg)
+    modality = resolve_modality(cfg) if data is None else MODALITIES.get(data.modality)
+    data = data or modality.load(cfg)
     task = make_task(data.task)
     if data.task == "regression":
         task.fit_scale(y for _, y in data.train)
-    backbone = create_backbone(cfg.model if cfg.model != "auto" else modality.default_backbone, cfg.weights)
+    backbone = backbone or create_backbone(cfg.model if cfg.model != "auto" else modality.default_backbone, cfg.weights)
     if backbone.modality != modality.name:
         raise UserError(f"--model {cfg.model} reads {backbone.modality} data, but {cfg.data} is {modality.name} data; "
                         f"use a {modality.name} backbone (e.g. {modality.default_backbone}) or pass --modality")

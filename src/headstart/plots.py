@@ -57,3 +57,29 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _save(fig, Path(path))
+
+
+def plot_compare(results: dict, path: str | Path) -> None:
+    """Transfer vs scratch: validation curves over epochs (full data) and test score over training fractions."""
+    fig, (ax_epochs, ax_frac) = plt.subplots(1, 2, figsize=(11, 4))
+    fractions = list(results["fractions"])
+    full = results["fractions"][fractions[-1]]
+    ylabel = "validation " + ("MAE" if results["score"] == "r2" else "accuracy")
+    for arm, style in (("transfer", "-"), ("scratch", "--")):
+        curve = full[arm].get("curve", [])
+        ax_epochs.plot(range(1, len(curve) + 1), curve, style, marker=".", label=arm)
+        ax_frac.plot([float(f) for f in fractions], [results["fractions"][f][arm]["test"] for f in fractions], style, marker="o", label=arm)
+    if "baseline" in full:
+        ax_frac.plot([float(f) for f in fractions], [results["fractions"][f].get("baseline", {}).get("test") for f in fractions],
+                     ":", marker="s", label=full["baseline"]["name"])
+        ax_epochs.axhline(full["baseline"]["test"], color="gray", ls=":", label=f"{full['baseline']['name']} (test)")
+    ax_epochs.set_xlabel("epoch (all training on the full data)")
+    ax_epochs.set_ylabel(ylabel)
+    ax_frac.set_xlabel("fraction of the training set")
+    ax_frac.set_ylabel(f"test {results['score']}")
+    ax_frac.set_xscale("log")
+    for ax in (ax_epochs, ax_frac):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(results["verdict"]["message"][:110], fontsize=9)
+    _save(fig, Path(path))

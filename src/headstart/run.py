@@ -44,6 +44,18 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
+    def history(self) -> list[dict]:
+        """Per-epoch rows of every stage (history.csv), numbers as floats."""
+        import csv
+
+        path = self.path / "history.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: (v if k == "stage" else float(v)) for k, v in r.items() if v not in ("", None)} for r in rows]
+
+    @property
     def modality(self):
         return MODALITIES.get(self.model.modality)
 

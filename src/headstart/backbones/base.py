@@ -92,3 +92,15 @@ class Backbone(nn.Module):
 
     def cache_key(self) -> str:
         return f"{self.name.replace(':', '_').replace('/', '_')}-{self.weights_id}-{self.preprocess.key()}"
+
+
+def reinitialize(body: Backbone, seed: int = 0) -> Backbone:
+    """The same architecture from random initialisation (the from-scratch control in `compare`), in place."""
+    torch.manual_seed(seed)
+    for module in body.modules():
+        if hasattr(module, "reset_parameters") and module is not body:
+            module.reset_parameters()
+    body.pretrained = False
+    body.weights_id = f"random-{seed}"
+    body.name = f"{body.name} (random init)"
+    return body

@@ -100,6 +100,10 @@ class Modality:
         """Unlabeled inputs from command-line arguments (predict): (inputs, a display name for each)."""
         raise NotImplementedError
 
+    def classical_baseline(self, train: list[Item], test: list[Item], task: str) -> tuple[str, float] | None:
+        """A model without transfer on the same rows (raw pixels, TF-IDF, the raw table): (name, test score)."""
+        return None
+
     def input_key(self, x) -> str:
         """Content identity of one input, for the feature cache (a file's bytes, a text, a row)."""
         return value_hash(x)

@@ -11,6 +11,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -227,6 +228,24 @@ class Images(Modality):
 
     def input_key(self, x: str) -> str:
         return file_hash(x)
+
+    def classical_baseline(self, train, test, task):
+        """Logistic regression on raw pixels (grayscale, at most 32x32), standardised."""
+        if task != "classification":
+            return None
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        side = min(32, *open_rgb(train[0][0]).size)  # small images stay at their own size
+
+        def pixels(items):
+            return np.stack([np.asarray(open_rgb(p).convert("L").resize((side, side)), dtype=np.float32).ravel() for p, _ in items])
+
+        x_train, x_test = pixels(train), pixels(test)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        clf.fit(x_train, [y for _, y in train])
+        return "logistic regression on raw pixels", float(clf.score(x_test, [y for _, y in test]))
 
 
 def _csv_columns(path: Path) -> list[str]:

@@ -1,0 +1,132 @@
+"""compare: did transfer help? The transferred model vs the same architecture from scratch vs a classical baseline.
+
+Same data, same splits, same fine-tuning budget (epochs). Learning curves over epochs (validation score per
+epoch) and over training-set fractions (test score), and for each contender the three numbers the transfer
+literature uses: start (score after the first epoch), slope (mean gain per epoch over the first epochs) and
+asymptote (best score). When scratch or the baseline is at least as good as transfer on the full data, the
+result says "negative transfer" plainly, with what to try next.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from headstart.backbones import create_backbone
+from headstart.backbones.base import reinitialize
+from headstart.config import FitConfig
+from headstart.data import resolve_modality
+from headstart.data.splits import stratified_split
+from headstart.errors import UserError
+from headstart.io_utils import write_json, write_text
+from headstart.rundir import default_out, prepare_run_dir
+
+SLOPE_EPOCHS = 3
+
+
+def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", fractions=(0.1, 0.25, 0.5, 1.0),
+            out: str | Path | None = None, force: bool = False, **options) -> dict:
+    """Transfer vs scratch vs classical baseline on `data`; writes compare.json, compare.png and one run per fit."""
+    fractions = sorted({float(f) for f in (fractions.split(",") if isinstance(fractions, str) else fractions)})
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise UserError(f"--fractions must be numbers in (0, 1], e.g. 0.1,0.25,0.5,1 (got {fractions})")
+    unknown = set(options) - FitConfig.field_names()
+    if unknown:
+        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    out_dir = prepare_run_dir(out or default_out(f"compare-{Path(str(data)).stem}"), force)
+    base_cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
+    modality = resolve_modality(base_cfg)
+    full = modality.load(base_cfg)
+    if not full.test:
+        raise UserError(f"{data}: compare scores on a test split; give data with test/ or let headstart split one off (--test-fraction > 0)")
+    model_name = model if model != "auto" else modality.default_backbone
+    # The budget both models get: as many fine-tuning epochs, no early stopping cutting one curve short.
+    budget = {"patience": 10**6}
+    regression = full.task == "regression"
+    started = time.perf_counter()
+    results = {"data": str(data), "model": model_name, "strategy": strategy, "task": full.task,
+               "score": "r2" if regression else "accuracy", "fractions": {}}
+    for frac in fractions:
+        train = _subset(full.train, frac, base_cfg.seed, regression)
+        part = type(full)(full.modality, full.task, full.classes, train, full.val, full.test, full.layout, full.skipped, full.info)
+        row = {"train_size": len(train)}
+        for arm, arm_strategy, body in (("transfer", strategy, None), ("scratch", "finetune", "scratch")):
+            from headstart.fit import fit_config
+
+            cfg = FitConfig(data=str(data), model=model_name, strategy=arm_strategy,
+                            out=str(out_dir / f"train-{frac:g}" / arm), force=True, **{**options, **budget})
+            backbone = reinitialize(create_backbone(model_name, cfg.weights), cfg.seed) if body == "scratch" else None
+            run = fit_config(cfg, data=part, backbone=backbone)
+            row[arm] = _arm_summary(run, regression)
+        baseline = modality.classical_baseline(train, full.test, full.task)
+        if baseline:
+            row["baseline"] = {"name": baseline[0], "test": baseline[1]}
+        results["fractions"][f"{frac:g}"] = row
+    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(out_dir / "compare.json", results)
+    from headstart.plots import plot_compare
+
+    plot_compare(results, out_dir / "compare.png")
+    write_text(out_dir / "compare.md", format_compare(results) + "\n")
+    print("\n" + format_compare(results) + f"\nsaved to {out_dir}/compare.json, compare.png", flush=True)
+    return results
+
+
+def _subset(items: list, fraction: float, seed: int, regression: bool) -> list:
+    if fraction >= 1:
+        return list(items)
+    if regression:
+        rows = list(items)
+        random.Random(seed).shuffle(rows)
+        return rows[: max(2, int(round(fraction * len(rows))))]
+    _, kept = stratified_split(items, [y for _, y in items], fraction, seed)
+    return kept
+
+
+def _arm_summary(run, regression: bool) -> dict:
+    """Per-epoch validation curve and start / slope / asymptote from a run's history."""
+    key, sign = ("val_mae", -1) if regression else ("val_acc", 1)
+    curve = [row[key] for row in run.history if row.get(key) is not None and row["epoch"] > 0]
+    test = run.metrics["r2" if regression else "accuracy"]
+    summary = {"test": test, "curve": curve, "seconds": run.metrics.get("seconds")}
+    if curve:
+        k = min(SLOPE_EPOCHS, len(curve) - 1)
+        summary.update(start=curve[0], slope=(curve[k] - curve[0]) / k if k else 0.0,
+                       asymptote=(max if sign > 0 else min)(curve))
+    return summary
+
+
+def _verdict(full_row: dict, model: str) -> dict:
+    transfer = full_row["transfer"]["test"]
+    rivals = {"scratch": full_row["scratch"]["test"]}
+    if "baseline" in full_row:
+        rivals[full_row["baseline"]["name"]] = full_row["baseline"]["test"]
+    beaten_by = [name for name, score in rivals.items() if score >= transfer]
+    if not beaten_by:
+        return {"negative_transfer": False, "message": f"transfer from {model} helped: {transfer:.4f} vs "
+                + ", ".join(f"{n} {s:.4f}" for n, s in rivals.items())}
+    return {
+        "negative_transfer": True,
+        "message": f"NEGATIVE TRANSFER: {', '.join(beaten_by)} did at least as well as transfer from {model} ({transfer:.4f}). "
+                   "Try another body (`headstart rank DATA --models ...`), fine-tuning all layers instead of a probe "
+                   "(--strategy two-stage or finetune), a larger input size, or more data.",
+    }
+
+
+def format_compare(results: dict) -> str:
+    score = results["score"]
+    lines = [f"transfer ({results['model']}, {results['strategy']}) vs scratch (same architecture, random init) vs classical baseline; "
+             f"test {score}",
+             "| train fraction | n | transfer | scratch | baseline | transfer start / slope / asymptote | scratch start / slope / asymptote |",
+             "|---|---|---|---|---|---|---|"]
+    for frac, row in results["fractions"].items():
+        def sss(arm):
+            a = row[arm]
+            return f"{a['start']:.3f} / {a['slope']:+.3f} / {a['asymptote']:.3f}" if "start" in a else "-"
+
+        base = f"{row['baseline']['test']:.4f}" if "baseline" in row else "-"
+        lines.append(f"| {frac} | {row['train_size']} | {row['transfer']['test']:.4f} | {row['scratch']['test']:.4f} | {base} | "
+                     f"{sss('transfer')} | {sss('scratch')} |")
+    lines.append(results["verdict"]["message"])
+    return "\n".join(lines)
