@@ -17,6 +17,8 @@ from headstart.inference import predict_outputs
 from headstart.io_utils import write_json, write_text
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix, plot_history
+from headstart.predict import write_predictions
+from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
 from headstart.run import Run
 from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, write_history_csv
@@ -91,6 +93,9 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
     _write_outputs(out, model, metrics, ctx)
+    write_predictions(out / "predictions.csv", [modality.describe_input(x) for x, _ in eval_items],
+                      [y for _, y in eval_items], preds, data.classes, task.name)
+    render_report(out)
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
     return Run(out, model)
 
@@ -140,6 +145,7 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
-    files = "config.yaml model/ metrics.json history.csv history.png" + (" confusion_matrix.png" if "confusion_matrix" in metrics else "")
+    files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
+        " confusion_matrix.png" if "confusion_matrix" in metrics else "")
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
     return "\n".join(lines)

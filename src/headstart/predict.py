@@ -4,6 +4,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
+
+import numpy as np
+
+from headstart.io_utils import write_text
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:
@@ -20,3 +25,17 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     for r in rows:
         writer.writerow([r["input"]] + [v for p in r["predictions"] for v in (p["label"], p["probability"])])
     return buf.getvalue()
+
+
+def write_predictions(path: Path, names: list[str], targets: list, preds: np.ndarray, classes: list[str], task: str) -> None:
+    """The evaluation split's predictions: input, true, predicted (+ confidence for classes), for the report."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if task == "classification":
+        writer.writerow(["input", "true", "predicted", "confidence"])
+        for name, y, p in zip(names, targets, preds):
+            writer.writerow([name, classes[y], classes[int(p.argmax())], round(float(p.max()), 6)])
+    else:
+        writer.writerow(["input", "true", "predicted"])
+        writer.writerows([name, y, round(float(p), 6)] for name, y, p in zip(names, targets, preds))
+    write_text(path, buf.getvalue())

@@ -104,6 +104,16 @@ class Modality:
         """A model without transfer on the same rows (raw pixels, TF-IDF, the raw table): (name, test score)."""
         return None
 
+    def describe_input(self, x) -> str:
+        """How one input is written in predictions.csv (a path, the text, the row as JSON)."""
+        return x if isinstance(x, str) else json.dumps(x, default=str)
+
+    def preview_html(self, described: str) -> str:
+        """A small HTML view of one input for report.html (thumbnails for images); `described` from describe_input."""
+        import html
+
+        return html.escape(described[:300])
+
     def input_key(self, x) -> str:
         """Content identity of one input, for the feature cache (a file's bytes, a text, a row)."""
         return value_hash(x)

@@ -229,6 +229,21 @@ class Images(Modality):
     def input_key(self, x: str) -> str:
         return file_hash(x)
 
+    def preview_html(self, described: str) -> str:
+        import base64
+        import html
+        import io
+
+        try:
+            img = open_rgb(described)
+            img.thumbnail((140, 140))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=85)
+            src = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+            return f'<img src="{src}" alt="{html.escape(described)}" title="{html.escape(described)}">'
+        except OSError:
+            return html.escape(described)
+
     def classical_baseline(self, train, test, task):
         """Logistic regression on raw pixels (grayscale, at most 32x32), standardised."""
         if task != "classification":

@@ -69,6 +69,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
 
     plot_compare(results, out_dir / "compare.png")
     write_text(out_dir / "compare.md", format_compare(results) + "\n")
+    _into_transfer_report(out_dir / f"train-{fractions[-1]:g}" / "transfer", out_dir, results)
     print("\n" + format_compare(results) + f"\nsaved to {out_dir}/compare.json, compare.png", flush=True)
     return results
 
@@ -130,3 +131,14 @@ def format_compare(results: dict) -> str:
                      f"{sss('transfer')} | {sss('scratch')} |")
     lines.append(results["verdict"]["message"])
     return "\n".join(lines)
+
+
+def _into_transfer_report(run_dir: Path, out_dir: Path, results: dict) -> None:
+    """The full-data transfer run's report.html shows the comparison too."""
+    import shutil
+
+    from headstart.report import render_report
+
+    write_json(run_dir / "compare.json", results)
+    shutil.copyfile(out_dir / "compare.png", run_dir / "compare.png")
+    render_report(run_dir)

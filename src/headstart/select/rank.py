@@ -72,8 +72,11 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     if fit_best:
         from headstart.fit import fit
 
-        fit_options = {k: v for k, v in options.items()}
-        fit(data, model=rows[0]["model"], out=str(out_dir / "fit"), **fit_options)
+        from headstart.report import render_report
+
+        fit(data, model=rows[0]["model"], out=str(out_dir / "fit"), **options)
+        write_json(out_dir / "fit" / "rank.json", result)
+        render_report(out_dir / "fit")
     return rows
 
 
