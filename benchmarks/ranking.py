@@ -1,0 +1,95 @@
+"""Do the rank scores predict which backbone fine-tunes best? LogME / kNN / probe vs fine-tuned accuracy.
+
+    python benchmarks/ranking.py                                   # image sets, the three bundled EfficientNet-Lites
+    python benchmarks/ranking.py --sets hymenoptera --image-size 160 --epochs 3 --max-train 300
+
+For each set: `hs.rank` scores every candidate on train (+ val), then each candidate is fitted with the default
+two-stage recipe and scored on test (or val); Kendall's tau between each score and the fitted accuracy says
+how well the score ranks. With three candidates tau is one of -1, -1/3, 1/3, 1: read it with that in mind.
+Prints a markdown table for benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from scipy.stats import kendalltau
+
+import headstart as hs
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MODELS = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
+
+
+def subset_manifest(root: Path, max_train: int, seed: int, folder: Path) -> Path:
+    """A CSV manifest with at most `max_train` training images (stratified) and the set's own val/test."""
+    import csv
+    import random
+
+    from headstart.data.images import SPLIT_NAMES, is_image
+
+    rows = []
+    for split, names in SPLIT_NAMES.items():
+        for name in names:
+            if (root / name).is_dir():
+                items = [(str(p), p.parent.name) for p in sorted((root / name).rglob("*")) if p.is_file() and is_image(p)]
+                if split == "train" and max_train and len(items) > max_train:
+                    random.Random(seed).shuffle(items)
+                    items = items[:max_train]
+                rows += [{"path": p, "label": c, "split": split} for p, c in items]
+                break
+    path = folder / f"{root.name}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="hymenoptera,tf_flowers")
+    parser.add_argument("--models", default=MODELS)
+    parser.add_argument("--image-size", type=int, default=None, help="one input size for every candidate (default: auto)")
+    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: headstart's)")
+    parser.add_argument("--max-train", type=int, default=0, help="subsample the training images (0: all)")
+    parser.add_argument("--out", default="runs/bench-ranking")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"benchmark data not found at {SHARED}")
+    options = {k: v for k, v in {"image_size": args.image_size, "epochs": args.epochs}.items() if v}
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sets.split(","):
+            data = subset_manifest(SHARED / name, args.max_train, 0, Path(tmp))
+            ranked = hs.rank(str(data), args.models, out=f"{args.out}/{name}-rank", force=True, progress=False, **options)
+            scores = {r["model"]: r for r in ranked}
+            for model in args.models.split(","):
+                start = time.perf_counter()
+                run = hs.fit(str(data), model=model, out=f"{args.out}/{name}-{model}", force=True, progress=False, **options)
+                scores[model]["fitted"] = run.metrics["accuracy"]
+                scores[model]["fit_s"] = time.perf_counter() - start
+                print(f"{name:14} {model:20} logme {scores[model]['logme']:.4f} knn {scores[model]['knn']:.4f} "
+                      f"probe {scores[model]['probe']:.4f} fitted {scores[model]['fitted']:.4f}", flush=True)
+            fitted = [scores[m]["fitted"] for m in args.models.split(",")]
+            taus = {s: kendalltau([scores[m][s] for m in args.models.split(",")], fitted).statistic for s in ("logme", "knn", "probe")}
+            for model in args.models.split(","):
+                table.append({"set": name, "model": model, **scores[model], **{f"tau_{k}": v for k, v in taus.items()}})
+
+    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
+          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; options {options or 'defaults'}, "
+          f"max train {args.max_train or 'all'}")
+    print("\n| set | model | LogME | kNN | probe | rank s | fitted accuracy (two-stage) | fit s | tau LogME | tau kNN | tau probe |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['set']} | {r['model']} | {r['logme']:.4f} | {r['knn']:.4f} | {r['probe']:.4f} | {r['seconds']:.0f} | "
+              f"{r['fitted']:.4f} | {r['fit_s']:.0f} | {r['tau_logme']:+.2f} | {r['tau_knn']:+.2f} | {r['tau_probe']:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
