@@ -1,0 +1,88 @@
+"""Learning-rate range test (Smith 2015; fastai's and Lightning's lr_find) on the fine-tuning setup itself.
+
+The top group's rate grows exponentially from `min_lr` to `max_lr` over `steps` mini-batches while every
+other group keeps its discriminative ratio to it (Lightning's tuner would set every group to one rate);
+the smoothed training loss is recorded until it diverges. The suggestion is the rate at the steepest
+descent of the smoothed loss (Lightning's rule), and the weights are restored afterwards.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from headstart.model import TransferModel
+from headstart.train.batches import labeled_loader, to_device
+
+
+def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, beta: float = 0.9,
+                  diverge: float = 4.0) -> dict:
+    from headstart.train.stages import FineTune  # stages import this module for --lr auto
+
+    cfg = ctx.cfg
+    top_lr = cfg.lr if isinstance(cfg.lr, float) else 1e-3
+    cfg_lr, cfg.lr = cfg.lr, top_lr  # param_groups reads cfg.lr for the ratios
+    net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, task=ctx.task).to(ctx.device).train()
+    groups, eval_norms = FineTune(discriminative=True).param_groups(ctx)
+    cfg.lr = cfg_lr
+    ratios = [g["lr"] / top_lr for g in groups]
+    saved = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    targets = ctx.task.targets(y for _, y in ctx.data.train)
+    loader = labeled_loader(ctx.backbone, [x for x, _ in ctx.data.train], targets, True, cfg.batch_size, num_workers=ctx.num_workers)
+    lrs, losses, smoothed, best = [], [], 0.0, math.inf
+    batches = iter(loader)
+    ctx.progress.open("lr range test", total=steps, unit="batch")
+    for step in range(steps):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
+        for group, ratio in zip(optimizer.param_groups, ratios):
+            group["lr"] = lr * ratio
+        for module in eval_norms:
+            module.eval()
+        loss = ctx.task.loss(net(to_device(x, ctx.device)), to_device(y, ctx.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        smoothed = beta * smoothed + (1 - beta) * float(loss.detach())
+        value = smoothed / (1 - beta ** (step + 1))  # bias-corrected running mean
+        lrs.append(lr)
+        losses.append(value)
+        ctx.progress.advance(1, 0.0)
+        best = min(best, value)
+        if step > 5 and (not math.isfinite(value) or value > diverge * best):
+            break
+    ctx.progress.close()
+    net.load_state_dict(saved)
+    return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr}
+
+
+def suggest(lrs: list[float], losses: list[float]) -> float:
+    """The rate where the smoothed loss falls fastest (per log-rate), ignoring the noisy first and last points."""
+    if len(lrs) < 5:
+        return lrs[int(np.argmin(losses))] if lrs else 1e-3
+    lo, hi = max(1, len(lrs) // 10), max(2, len(lrs) - 2)
+    slopes = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
+    return float(lrs[lo + int(np.argmin(slopes[lo:hi]))])
+
+
+def plot_lr_find(result: dict, path) -> None:
+    from headstart.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result["lrs"], result["losses"])
+    ax.axvline(result["suggestion"], color="red", ls="--", label=f"suggested {result['suggestion']:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate of the top layer group (lower groups keep their ratio)")
+    ax.set_ylabel("smoothed training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    from pathlib import Path
+
+    _save(fig, Path(path))
