@@ -42,3 +42,91 @@ def resolve_auto_lr(ctx) -> None:
     ctx.cfg.lr = result["suggestion"]
     ctx.cfg.resolved["lr"] = {"auto": result["suggestion"], "range_test_steps": len(result["lrs"])}
     ctx.stage_notes["lr_find"] = {"suggestion": result["suggestion"], "steps": len(result["lrs"])}
+
+
+SEARCH_SPACE = "lr (log 1e-5..1e-2), batch size (16, 32, 64), epochs (2..15), strategy, weight decay (log 1e-5..0.1)"
+
+
+def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: str | list[str] = "two-stage,finetune,linear-probe",
+         out: str | Path | None = None, force: bool = False, storage: str | None = None, study_name: str | None = None,
+         timeout: float | None = None, **options) -> dict:
+    """Optuna search over the fit's training options, minimising validation loss, with per-epoch pruning.
+
+    The study lives in SQLite inside the output folder unless `storage` names a shared database (then
+    several machines can run `tune` on one study at once). The best trial is refit and saved as a normal run
+    in OUT/best.
+    """
+    import optuna
+
+    from headstart.fit import fit_config
+    from headstart.strategies import STRATEGIES
+
+    strategies = [s.strip() for s in (strategies.split(",") if isinstance(strategies, str) else strategies) if s.strip()]
+    for name in strategies:
+        STRATEGIES.get(name)
+    unknown = set(options) - FitConfig.field_names()
+    if unknown:
+        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    out_dir = Path(out or default_out(f"tune-{Path(str(data)).stem}"))
+    if not storage:
+        out_dir = prepare_run_dir(out_dir, force)
+        storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=study_name or f"headstart-{Path(str(data)).stem}", storage=storage,
+                                direction="minimize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fixed = {k: v for k, v in options.items() if v is not None}  # an option the user sets is not searched
+
+    def objective(trial: "optuna.Trial") -> float:
+        space = {
+            "strategy": lambda: trial.suggest_categorical("strategy", strategies),
+            "lr": lambda: trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+            "batch_size": lambda: trial.suggest_categorical("batch_size", [16, 32, 64]),
+            "epochs": lambda: trial.suggest_int("epochs", 2, 15),
+            "weight_decay": lambda: trial.suggest_float("weight_decay", 1e-5, 0.1, log=True),
+        }
+        params = {name: suggest() for name, suggest in space.items() if name not in fixed}
+        cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
+                        **{**fixed, **params, "progress": False})
+        run = fit_config(cfg, callbacks=[prune_callback(trial)])
+        notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
+        value = notes[-1]["best_val_loss"]
+        trial.set_user_attr("val_loss", value)
+        print(f"trial {trial.number}: {params} -> val loss {value:.4f}", flush=True)
+        return value
+
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(RuntimeError,))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise UserError(f"no trial of {study.study_name} completed (all pruned or failed); try more --trials")
+    best = study.best_trial
+    print(f"best trial {best.number}: {best.params} (val loss {best.value:.4f}); refitting into {out_dir / 'best'}", flush=True)
+    cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "best"), force=True, **{**fixed, **best.params})
+    cfg.progress = fixed.get("progress", True)
+    fit_config(cfg)
+    summary = {"study": study.study_name, "storage": storage, "search_space": SEARCH_SPACE, "best": best.params,
+               "best_val_loss": best.value, "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
+                                                        "value": t.value} for t in study.trials]}
+    write_json(out_dir / "tune.json", summary)
+    return summary
+
+
+def prune_callback(trial):
+    """A Lightning callback: report each validation loss to Optuna and stop a hopeless trial."""
+    import lightning as L
+    import optuna
+
+    class PruneTrial(L.Callback):
+        step = 0
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+                return
+            trial.report(float(trainer.callback_metrics["val_loss"]), self.step)
+            self.step += 1
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at validation {self.step}")
+
+    return PruneTrial()

@@ -1,0 +1,41 @@
+"""Optuna tuning: trials in a SQLite study (shared by name/URL), pruning callback wired, best trial refit as a run."""
+import json
+
+import headstart as hs
+from headstart.tuning import prune_callback
+
+
+def test_tune_study_is_shared_and_best_is_refit(tiny_images, tmp_path):
+    options = dict(image_size=64, epochs=1, batch_size=8, progress=False, cache_dir=str(tmp_path / "cache"), num_workers=0)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = hs.tune(str(tiny_images), trials=2, strategies="linear-probe,finetune", out=str(tmp_path / "a"),
+                    storage=storage, study_name="colors", **options)
+    second = hs.tune(str(tiny_images), trials=1, strategies="linear-probe,finetune", out=str(tmp_path / "b"),
+                     storage=storage, study_name="colors", **options)
+    assert len(first["trials"]) == 2 and len(second["trials"]) == 3, "the second machine joined the same study"
+    assert all({"lr", "weight_decay", "strategy"} <= set(t["params"]) for t in second["trials"])
+    assert all("epochs" not in t["params"] for t in second["trials"]), "an option the user fixed is not searched"
+    best = hs.load(tmp_path / "b" / "best")
+    assert best.metrics["accuracy"] >= 0 and json.loads((tmp_path / "b" / "tune.json").read_text())["best"] == second["best"]
+
+
+def test_default_study_lives_in_the_run_folder(tiny_images, tmp_path):
+    result = hs.tune(str(tiny_images), trials=1, strategies="linear-probe", out=str(tmp_path / "t"), image_size=64,
+                     progress=False, cache_dir=str(tmp_path / "cache"))
+    assert result["storage"].startswith("sqlite:///") and (tmp_path / "t" / "study.db").is_file()
+
+
+def test_prune_callback_stops_a_hopeless_trial():
+    import optuna
+    import pytest
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    trial = study.ask()
+    callback = prune_callback(trial)
+
+    class Trainer:
+        sanity_checking = False
+        callback_metrics = {"val_loss": 5.0}
+
+    with pytest.raises(optuna.TrialPruned):
+        callback.on_validation_end(Trainer(), None)
