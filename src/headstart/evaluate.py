@@ -26,6 +26,29 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     }
 
 
+def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float = 0.5) -> dict:
+    """Micro/macro F1 at `threshold`, mean average precision over labels, per-label precision/recall/F1."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    y_pred = (probs >= threshold).astype(int)
+    y_true = y_true.astype(int)
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    present = y_true.sum(0) > 0
+    ap = average_precision_score(y_true[:, present], probs[:, present], average=None) if present.any() else np.array([0.0])
+    return {
+        "n": int(len(y_true)),
+        "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "map": float(np.mean(ap)),
+        "threshold": threshold,
+        "per_class": [
+            {"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        ],
+        "classes": classes,
+    }
+
+
 def regression_metrics(y_true: np.ndarray, preds: np.ndarray, target: str) -> dict:
     return {
         "n": int(len(y_true)),

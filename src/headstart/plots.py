@@ -38,7 +38,7 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
     """Loss and score (accuracy, or MAE for regression) per epoch, one colour per stage, epochs across the run."""
     if not rows:
         return
-    score = "acc" if any("val_acc" in r for r in rows) else "mae"
+    score = next((k for k in ("acc", "f1", "mae") if any(f"val_{k}" in r for r in rows)), "acc")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     offset = 0
@@ -51,7 +51,7 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
                 if all(v is not None for v in y):
                     ax.plot(x, y, style, marker=".", label=f"{stage} {split}")
         offset = x[-1]
-    for ax, name in ((ax_loss, "loss"), (ax_acc, {"acc": "accuracy", "mae": "mean absolute error"}[score])):
+    for ax, name in ((ax_loss, "loss"), (ax_acc, {"acc": "accuracy", "f1": "micro F1", "mae": "mean absolute error"}[score])):
         ax.set_xlabel("epoch (whole run)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

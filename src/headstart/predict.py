@@ -35,6 +35,10 @@ def write_predictions(path: Path, names: list[str], targets: list, preds: np.nda
         writer.writerow(["input", "true", "predicted", "confidence"])
         for name, y, p in zip(names, targets, preds):
             writer.writerow([name, classes[y], classes[int(p.argmax())], round(float(p.max()), 6)])
+    elif task == "multilabel":
+        writer.writerow(["input", "true", "predicted"])
+        for name, y, p in zip(names, targets, preds):
+            writer.writerow([name, ";".join(c for c, t in zip(classes, y) if t), ";".join(c for c, q in zip(classes, p) if q >= 0.5)])
     else:
         writer.writerow(["input", "true", "predicted"])
         writer.writerows([name, y, round(float(p), 6)] for name, y, p in zip(names, targets, preds))

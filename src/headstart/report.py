@@ -111,6 +111,9 @@ def render_report(run: str | Path) -> Path:
     if "accuracy" in metrics:
         parts.append(f"<p>{metrics.get('split', 'eval')} accuracy <b>{metrics['accuracy']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
                      f"precision {metrics['precision_macro']:.4f}, recall {metrics['recall_macro']:.4f} (n={metrics['n']})</p>")
+    elif "f1_micro" in metrics:
+        parts.append(f"<p>{metrics.get('split', 'eval')} micro F1 <b>{metrics['f1_micro']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
+                     f"mAP {metrics['map']:.4f} (n={metrics['n']})</p>")
     elif "r2" in metrics:
         parts.append(f"<p>{metrics.get('split', 'eval')} R² <b>{metrics['r2']:.4f}</b>, MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f} "
                      f"(n={metrics['n']})</p>")

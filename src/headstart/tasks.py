@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from headstart.evaluate import classification_metrics, per_class_table, regression_metrics
+from headstart.evaluate import classification_metrics, multilabel_metrics, per_class_table, regression_metrics
 from headstart.registry import Registry
-from headstart.train.probe import fit_logistic_head, fit_ridge_head
+from headstart.train.probe import fit_logistic_head, fit_one_vs_rest_head, fit_ridge_head
 
 TASKS: Registry = Registry("task")
 
@@ -24,6 +24,13 @@ class Classification:
 
     def __init__(self, target_scale: dict | None = None):
         self.target_scale = None
+        self.class_weights: torch.Tensor | None = None  # --balance weights: inverse class frequency
+
+    def balance(self, targets, n_classes: int) -> list[float]:
+        counts = np.bincount(np.asarray(list(targets)), minlength=n_classes).astype(float)
+        weights = counts.sum() / (n_classes * np.maximum(counts, 1))
+        self.class_weights = torch.as_tensor(weights, dtype=torch.float32)
+        return [round(float(w), 4) for w in weights]
 
     def n_outputs(self, classes: list[str]) -> int:
         return len(classes)
@@ -32,13 +39,16 @@ class Classification:
         return torch.as_tensor(list(values), dtype=torch.long)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        return F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+        weight = None if self.class_weights is None else self.class_weights.to(out.device)
+        return F.cross_entropy(out.float(), y, weight=weight, label_smoothing=label_smoothing)
 
     def score(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (out.argmax(1) == y).float().mean()
 
     def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
-        return {"solver": "logistic regression (scikit-learn lbfgs)", **fit_logistic_head(layer, feats, y, seed)}
+        balanced = self.class_weights is not None
+        return {"solver": "logistic regression (scikit-learn lbfgs)" + (", balanced class weights" if balanced else ""),
+                **fit_logistic_head(layer, feats, y, seed, class_weight="balanced" if balanced else None)}
 
     def predictions(self, out: torch.Tensor) -> np.ndarray:
         return torch.softmax(out.float(), dim=1).cpu().numpy()
@@ -99,6 +109,63 @@ class Regression:
 
     def rows(self, names: list[str], preds: np.ndarray, classes: list[str], top_k: int) -> list[dict]:
         return [{"input": name, "prediction": round(float(p), 6)} for name, p in zip(names, preds)]
+
+
+@TASKS.register("multilabel")
+class MultiLabel:
+    """Any number of labels per example: one sigmoid per class, binary cross-entropy, threshold 0.5."""
+
+    name = "multilabel"
+    score_name = "f1"  # micro F1 at 0.5, logged as val_f1
+    threshold = 0.5
+
+    def __init__(self, target_scale: dict | None = None):
+        self.target_scale = None
+        self.class_weights = None
+
+    def balance(self, targets, n_classes: int) -> list[float]:
+        y = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in targets])
+        pos = y.sum(0).clamp(min=1)
+        self.class_weights = (len(y) - pos) / pos  # BCE pos_weight: rare labels count more
+        return [round(float(w), 4) for w in self.class_weights]
+
+    def n_outputs(self, classes: list[str]) -> int:
+        return len(classes)
+
+    def targets(self, values) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        y = y.float() * (1 - label_smoothing) + 0.5 * label_smoothing
+        pos_weight = None if self.class_weights is None else self.class_weights.to(out.device)
+        return F.binary_cross_entropy_with_logits(out.float(), y, pos_weight=pos_weight)
+
+    def score(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pred = (out.float() > 0).float()
+        tp = (pred * y).sum()
+        return 2 * tp / (pred.sum() + y.sum()).clamp(min=1)
+
+    def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
+        return {"solver": "one-vs-rest logistic regression (scikit-learn)", **fit_one_vs_rest_head(layer, feats, y)}
+
+    def predictions(self, out: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(out.float()).cpu().numpy()
+
+    def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
+        return multilabel_metrics(np.stack([np.asarray(t) for t in y_true]), preds, classes, self.threshold)
+
+    def summarize(self, m: dict) -> str:
+        return (f"micro F1 {m['f1_micro']:.4f}  macro F1 {m['f1_macro']:.4f}  mAP {m['map']:.4f}  (n={m['n']})\n"
+                f"{per_class_table(m)}")
+
+    def rows(self, names: list[str], preds: np.ndarray, classes: list[str], top_k: int) -> list[dict]:
+        k = max(1, min(top_k, len(classes)))
+        rows = []
+        for name, p in zip(names, preds):
+            order = np.argsort(-p)
+            rows.append({"input": name, "labels": [classes[j] for j in order if p[j] >= self.threshold],
+                         "predictions": [{"label": classes[j], "probability": round(float(p[j]), 6)} for j in order[:k]]})
+        return rows
 
 
 def make_task(name: str, target_scale: dict | None = None):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headstart.errors import UserError
 from headstart.registry import Registry
 
 Item = tuple[Any, Any]  # (input, target)
@@ -45,6 +46,10 @@ class LabeledData:
             **{k: v for k, v in self.info.items() if _is_jsonable(v)},
             "skipped": [{"where": p, "reason": r} for p, r in self.skipped],
         }
+        if self.task == "multilabel":
+            out["class_counts"] = {
+                s: {c: int(sum(y[i] for _, y in getattr(self, s))) for i, c in enumerate(self.classes)} for s in ("train", "val", "test")
+            }
         if self.task == "classification":
             out["class_counts"] = {
                 s: {c: n for c, n in zip(self.classes, _counts(getattr(self, s), len(self.classes)))} for s in ("train", "val", "test")
@@ -120,6 +125,36 @@ class Modality:
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
+
+
+def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:
+    """Class names like "cat;dog" become two labels: classes are the separate names, targets multi-hot vectors."""
+    names = sorted({part.strip() for c in data.classes for part in c.split(separator) if part.strip()})
+    index = {n: i for i, n in enumerate(names)}
+
+    def hot(y: int) -> list[float]:
+        vec = [0.0] * len(names)
+        for part in data.classes[y].split(separator):
+            if part.strip():
+                vec[index[part.strip()]] = 1.0
+        return vec
+
+    split = {s: [(x, hot(y)) for x, y in getattr(data, s)] for s in ("train", "val", "test")}
+    return LabeledData(data.modality, "multilabel", names, split["train"], split["val"], split["test"], data.layout,
+                       data.skipped, {**data.info, "label_separator": separator})
+
+
+def as_regression(data: LabeledData, target: str) -> LabeledData:
+    """Labels that are numbers (e.g. an image manifest's label column) become regression targets."""
+    values = []
+    for c in data.classes:
+        try:
+            values.append(float(c))
+        except ValueError:
+            raise UserError(f"{data.layout} data: label {c!r} is not a number; regression needs numeric labels") from None
+    split = {s: [(x, values[y]) for x, y in getattr(data, s)] for s in ("train", "val", "test")}
+    return LabeledData(data.modality, "regression", [target], split["train"], split["val"], split["test"], data.layout,
+                       data.skipped, data.info)
 
 
 def register_modality(cls: type[Modality]) -> type[Modality]:

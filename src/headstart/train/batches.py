@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 
 class WithTargets(Dataset):
@@ -18,13 +18,25 @@ class WithTargets(Dataset):
         return self.inputs[i], self.targets[i]
 
 
-def labeled_loader(backbone, inputs: list, targets: torch.Tensor, train: bool, batch_size: int, **loader_args) -> DataLoader:
-    """Shuffled, augmented batches for training (train=True) or ordered eval batches, as (x, y)."""
+def labeled_loader(backbone, inputs: list, targets: torch.Tensor, train: bool, batch_size: int,
+                   sample_weights: torch.Tensor | None = None, **loader_args) -> DataLoader:
+    """Shuffled, augmented batches for training (train=True) or ordered eval batches, as (x, y).
+
+    `sample_weights` (training only) draws examples in proportion to them instead of shuffling (--balance sampler).
+    """
     def collate(batch):
         return backbone.collate([x for x, _ in batch]), torch.stack([torch.as_tensor(y) for _, y in batch])
 
-    return DataLoader(WithTargets(backbone.dataset(inputs, train=train), targets), batch_size=batch_size, shuffle=train,
-                      drop_last=train and len(inputs) > batch_size, collate_fn=collate, **loader_args)
+    sampler = WeightedRandomSampler(sample_weights, len(inputs)) if train and sample_weights is not None else None
+    return DataLoader(WithTargets(backbone.dataset(inputs, train=train), targets), batch_size=batch_size,
+                      shuffle=train and sampler is None, sampler=sampler, drop_last=train and len(inputs) > batch_size,
+                      collate_fn=collate, **loader_args)
+
+
+def balanced_sample_weights(targets: torch.Tensor) -> torch.Tensor:
+    """1 / (examples of its class) per example: every class is drawn equally often."""
+    counts = torch.bincount(targets)
+    return 1.0 / counts[targets].double()
 
 
 def to_device(x, device: torch.device):

@@ -20,7 +20,7 @@ from torch import nn
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
-def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, seed: int) -> dict:
+def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, seed: int, class_weight=None) -> dict:
     """Set `layer` (D -> C) to the cross-validated logistic-regression solution; returns what was chosen."""
     xs, y = feats.double().numpy(), labels.numpy()
     folds = min(5, int(np.bincount(y).min()))
@@ -30,12 +30,12 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
         if folds >= 2:
             cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
             for c in C_GRID:
-                model = LogisticRegression(C=c, max_iter=500)
+                model = LogisticRegression(C=c, max_iter=500, class_weight=class_weight)
                 scores[c] = float(cross_val_score(model, xs, y, cv=cv, scoring="neg_log_loss").mean())
             best_c = max(scores, key=scores.get)
         else:
             best_c = 1.0
-        clf = LogisticRegression(C=best_c, max_iter=2000).fit(xs, y)
+        clf = LogisticRegression(C=best_c, max_iter=2000, class_weight=class_weight).fit(xs, y)
     coef, intercept = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # binary: logits [0, z] give softmax == sigmoid(z)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
@@ -58,3 +58,23 @@ def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor)
         layer.weight.copy_(torch.as_tensor(reg.coef_, dtype=layer.weight.dtype).reshape(1, -1))
         layer.bias.fill_(float(reg.intercept_))
     return {"alpha": float(reg.alpha_)}
+
+
+def fit_one_vs_rest_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor, c: float = 1.0) -> dict:
+    """Multi-label: one logistic regression per label (sigmoid outputs); labels never (or always) seen get a constant."""
+    xs, y = feats.double().numpy(), targets.numpy().astype(int)
+    weight, bias = np.zeros((y.shape[1], xs.shape[1])), np.zeros(y.shape[1])
+    constant = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for j in range(y.shape[1]):
+            if y[:, j].min() == y[:, j].max():
+                bias[j] = 10.0 if y[0, j] else -10.0
+                constant.append(j)
+                continue
+            clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y[:, j])
+            weight[j], bias[j] = clf.coef_[0], clf.intercept_[0]
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    return {"C": c, "constant_labels": constant}

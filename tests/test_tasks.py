@@ -1,0 +1,72 @@
+"""Multi-label and regression heads on a manifest, and class-imbalance handling (--balance)."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import headstart as hs
+from headstart.tasks import make_task
+from headstart.train.batches import balanced_sample_weights
+
+TAGS = {"red": "red;warm", "green": "green;cool", "blue": "blue;cool"}
+VALUES = {"red": 1.0, "green": 2.0, "blue": 3.0}
+
+
+def manifest(folder, labels: dict, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        for img in sorted(folder.rglob("*.png")):
+            writer.writerow([str(img), labels[img.parent.name]])
+    return path
+
+
+def test_multilabel_fit_predicts_sets_of_labels(tiny_images, tmp_path):
+    data = manifest(tiny_images, TAGS, tmp_path / "tags.csv")
+    run = hs.fit(str(data), task="multilabel", strategy="linear-probe", out=str(tmp_path / "ml"), image_size=64,
+                 progress=False, cache_dir=str(tmp_path / "cache"))
+    assert run.classes == ["blue", "cool", "green", "red", "warm"]
+    m = run.metrics
+    assert m["f1_micro"] > 0.8 and m["map"] > 0.8, m
+    row = run.predict([str(next((tiny_images / "green").iterdir()))], top_k=2)[0]
+    assert set(row["labels"]) == {"green", "cool"}
+    assert hs.load(run.path).model.task.name == "multilabel"
+
+
+def test_regression_on_numeric_manifest_labels(tiny_images, tmp_path):
+    data = manifest(tiny_images, {k: str(v) for k, v in VALUES.items()}, tmp_path / "values.csv")
+    run = hs.fit(str(data), task="regression", strategy="linear-probe", out=str(tmp_path / "reg"), image_size=64,
+                 progress=False, cache_dir=str(tmp_path / "cache"))
+    assert run.metrics["r2"] > 0.8, run.metrics
+    value = run.predict([str(next((tiny_images / "blue").iterdir()))])[0]["prediction"]
+    assert abs(value - 3.0) < 0.5
+
+
+def test_balance_weights_follow_inverse_frequency():
+    task = make_task("classification")
+    weights = task.balance([0] * 30 + [1] * 10, 2)
+    assert weights[1] == pytest.approx(3 * weights[0], rel=1e-3)
+    out = torch.tensor([[2.0, 0.0]])
+    plain = make_task("classification").loss(out, torch.tensor([1]))
+    assert torch.isclose(task.loss(out, torch.tensor([1])), plain), "a single example: weighting is a mean, same loss"
+    two = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
+    y = torch.tensor([0, 1])
+    assert task.loss(two, y) > make_task("classification").loss(two, y), "the rare class's error weighs more"
+
+
+def test_balanced_sampler_draws_classes_equally():
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    sampler = torch.utils.data.WeightedRandomSampler(balanced_sample_weights(targets), 20000, generator=torch.Generator().manual_seed(0))
+    drawn = targets[torch.tensor(list(sampler))]
+    assert abs(float((drawn == 1).float().mean()) - 0.5) < 0.03
+
+
+def test_balance_in_a_fit_is_recorded(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), balance="weights", strategy="linear-probe", out=str(tmp_path / "b"), image_size=64,
+                 progress=False, cache_dir=str(tmp_path / "cache"))
+    import yaml
+
+    resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
+    assert len(resolved["class_weights"]) == 3 and np.isfinite(resolved["class_weights"]).all()
+    assert "balanced" in run.metrics["stages"]["head"]["solver"]
