@@ -7,4 +7,4 @@ from headstart.train.stages import FineTune, HeadOnFeatures
     "head on cached frozen features, then all layers fine-tuned with discriminative rates and warm-up + cosine",
 )
 def two_stage() -> list:
-    return [HeadOnFeatures(), FineTune(discriminative=True)]
+    return [HeadOnFeatures(required=False), FineTune(discriminative=True)]  # an untrained body: fine-tuning alone

@@ -1,0 +1,255 @@
+"""Tables: a column encoder (the preprocessing) and an MLP body that headstart trains itself.
+
+There is no pre-trained body for someone's table, so `mlp` starts from random initialisation
+(`pretrained=False`: the frozen-feature head stage is skipped and fine-tuning uses one rate). Transfer
+happens through `--model run:DIR`: the body *and its column encoder* of an earlier tabular run become the
+starting point; columns are matched by name, so a reused body demands the columns it was trained on.
+
+Design: each hidden block is Linear -> LayerNorm -> GELU -> Dropout. LayerNorm rather than BatchNorm1d
+because it is per row: it behaves the same in training and inference, has no running statistics to
+mis-estimate on a 20-row training set or to carry over from a source table whose rows are distributed
+differently, never fails on a final batch of one row, and needs none of the `--bn` freezing rules.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from headstart.backbones.base import Backbone
+from headstart.backbones.registry import ADAPTERS, BACKBONES, BackboneInfo
+from headstart.errors import UserError
+
+HIDDEN = (128, 128)
+DROPOUT = 0.1
+MAX_CATEGORIES = 100  # per column: the most frequent ones; rarer values share the "other/missing" slot
+
+
+def _as_number(v) -> float | None:
+    from headstart.data.tabular import as_number
+
+    return as_number(v)
+
+
+def _category(v) -> str | None:
+    """A categorical cell as text (None when missing); 1.0 and 1 are the same category."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+class ColumnEncoder:
+    """Rows {column: value} -> float32 features, fitted on the training rows and saved as JSON.
+
+    Numeric columns are standardised (missing -> the training mean, i.e. 0, plus a 0/1 "was missing" column
+    when the training rows had gaps); other columns are one-hot over the training categories plus one
+    "other/missing" slot. Columns are found by name; extra columns are ignored.
+    """
+
+    def __init__(self, columns: list[dict] | None = None, target: str | None = None):
+        self.columns = columns  # None until fitted
+        self.target = target  # the column the model predicts (metadata: not part of the transform's key)
+
+    @property
+    def fitted(self) -> bool:
+        return self.columns is not None
+
+    @property
+    def names(self) -> list[str]:
+        return [c["name"] for c in self.columns or []]
+
+    @property
+    def n_features(self) -> int:
+        return sum(self._width(c) for c in self.columns or [])
+
+    @staticmethod
+    def _width(col: dict) -> int:
+        if col["type"] == "numeric":
+            return 1 + int(col["missing_indicator"])
+        return len(col["categories"]) + 1
+
+    def fit(self, rows: list[dict], columns: list[str] | None = None, target: str | None = None) -> "ColumnEncoder":
+        columns = list(columns) if columns is not None else list(rows[0]) if rows else []
+        if not columns:
+            raise UserError("the table has no feature columns besides the target")
+        fitted = []
+        for name in columns:
+            values = [r.get(name) for r in rows]
+            present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+            numbers = [_as_number(v) for v in present]
+            if all(x is not None for x in numbers):
+                xs = np.asarray(numbers, dtype=np.float64)
+                mean = float(xs.mean()) if len(xs) else 0.0
+                std = float(xs.std()) if len(xs) else 0.0
+                fitted.append({"name": name, "type": "numeric", "mean": mean, "std": std if std > 1e-12 else 1.0,
+                               "missing_indicator": len(present) < len(values)})
+            else:
+                counts = Counter(_category(v) for v in present)
+                top = sorted(counts, key=lambda c: (-counts[c], c))[:MAX_CATEGORIES]
+                fitted.append({"name": name, "type": "categorical", "categories": sorted(top)})
+        self.columns, self.target = fitted, target
+        return self
+
+    def missing_columns(self, available) -> list[str]:
+        available = set(available)
+        return [n for n in self.names if n not in available]
+
+    def transform(self, rows: list[dict]) -> torch.Tensor:
+        if not self.fitted:
+            raise RuntimeError("ColumnEncoder.transform before fit")
+        present = set.intersection(*(set(r) for r in rows)) if rows else set(self.names)
+        missing = self.missing_columns(present)
+        if missing:
+            raise UserError(f"the rows lack column(s) the model was trained on: {', '.join(missing)} "
+                            f"(it reads {', '.join(self.names)})")
+        out = np.zeros((len(rows), self.n_features), dtype=np.float32)
+        j = 0
+        for col in self.columns:
+            values = [r[col["name"]] for r in rows]
+            if col["type"] == "numeric":
+                xs = np.array([np.nan if (x := _as_number(v)) is None else x for v in values], dtype=np.float64)
+                gap = np.isnan(xs)
+                out[:, j] = np.where(gap, 0.0, (xs - col["mean"]) / col["std"])
+                if col["missing_indicator"]:
+                    out[:, j + 1] = gap
+            else:
+                index = {c: i for i, c in enumerate(col["categories"])}
+                other = len(col["categories"])
+                slots = [index.get(_category(v), other) for v in values]
+                out[np.arange(len(rows)), j + np.asarray(slots, dtype=np.int64)] = 1.0
+            j += self._width(col)
+        return torch.from_numpy(out)
+
+    def to_dict(self) -> dict:
+        return {"kind": "columns", "target": self.target, "columns": self.columns}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ColumnEncoder":
+        return cls(d.get("columns"), d.get("target"))
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.columns, sort_keys=True).encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        if not self.fitted:
+            return "per table"
+        return f"{len(self.columns)} columns -> {self.n_features} features"
+
+    def summary(self) -> dict:
+        kinds = Counter(c["type"] for c in self.columns or [])
+        return {"numeric": kinds.get("numeric", 0), "categorical": kinds.get("categorical", 0),
+                "with_missing_indicator": [c["name"] for c in self.columns or [] if c.get("missing_indicator")]}
+
+
+class EncodedRows(Dataset):
+    """Rows encoded once into a [N, F] tensor; items are feature vectors."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.features[i]
+
+
+def _state_digest(module: nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+class MLPBody(Backbone):
+    modality = "tabular"
+    # A body trained from random init on a few hundred rows or fewer: the CNN defaults (10 epochs, patience 3)
+    # give a 16-row table 10 optimizer steps. Chosen on Carseats' US == Yes stores only, simulating 20 and 80
+    # training rows there (benchmarks/tabular.py): 200 epochs with patience 20 at 3e-3 beat 10 and 100 epochs.
+    default_hparams = {"epochs": 200, "patience": 20, "lr": 3e-3}
+
+    def __init__(self, name: str = "mlp", hidden=HIDDEN, dropout: float = DROPOUT, encoder: ColumnEncoder | None = None,
+                 pretrained: bool = False):
+        super().__init__()
+        self.name, self.hidden, self.dropout = name, tuple(int(h) for h in hidden), float(dropout)
+        self.preprocess = encoder or ColumnEncoder()
+        self.feature_dim = self.hidden[-1]
+        self.pretrained = pretrained
+        # Until `adapt` fits the encoder the input width is unknown: a 1-feature placeholder, rebuilt there.
+        self._build(self.preprocess.n_features if self.preprocess.fitted else 1)
+
+    def _build(self, in_dim: int) -> None:
+        """The layers for `in_dim` encoded features, freshly initialised (the global seed decides the draw)."""
+        blocks, d = [], in_dim
+        for h in self.hidden:
+            blocks.append(nn.Sequential(nn.Linear(d, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(self.dropout)))
+            d = h
+        self.blocks = nn.ModuleList(blocks)
+        # The initial draw's digest: a fresh body's features are cached only under the exact weights that made them.
+        self.weights_id = f"init-{_state_digest(self)}"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        return [[m for m in block if list(m.parameters(recurse=False))] for block in self.blocks]
+
+    def dataset(self, inputs: list, train: bool) -> Dataset:
+        return EncodedRows(self.preprocess.transform(inputs))
+
+    def adapt(self, data, cfg) -> dict:
+        """A fresh body fits the encoder to the training rows and sizes its input layer; a reused one keeps both."""
+        rows = [x for x, _ in data.train]
+        columns = data.info.get("columns") or (list(rows[0]) if rows else [])
+        enc = self.preprocess
+        if not enc.fitted:
+            enc.fit(rows, columns, target=data.info.get("target") or cfg.target)
+            self._build(enc.n_features)
+            return {"input": f"{enc.describe()} (encoder fitted on {len(rows)} training rows)",
+                    "encoder": enc.summary(), "hidden": list(self.hidden), "dropout": self.dropout}
+        missing = enc.missing_columns(columns)
+        if missing:
+            source = getattr(self, "source_run", None)
+            where = f"the body of run:{source}" if source else "this body"
+            raise UserError(f"{cfg.data} lacks column(s) that {where} was trained on: {', '.join(missing)} "
+                            f"(it reads {', '.join(enc.names)}; columns are matched by name)")
+        extra = [c for c in columns if c not in set(enc.names)]
+        enc.target = data.info.get("target") or cfg.target  # the transform is the source's; the label is this data's
+        why = f"{enc.describe()} (encoder kept from the reused body"
+        why += f"; {len(extra)} extra column(s) ignored: {', '.join(extra)})" if extra else ")"
+        return {"input": why, "encoder": enc.summary(), "ignored_columns": extra, "hidden": list(self.hidden),
+                "dropout": self.dropout, "body_from": getattr(self, "source_run", None)}
+
+    def spec(self) -> dict:
+        return {"adapter": "tabular-mlp", "name": self.name, "hidden": list(self.hidden), "dropout": self.dropout,
+                "preprocess": self.preprocess.to_dict()}
+
+    @classmethod
+    def from_spec(cls, spec: dict, folder=None) -> "MLPBody":
+        """Architecture and encoder from the saved JSON; the saved state dict fills the weights."""
+        body = cls(spec.get("name", "mlp"), spec["hidden"], spec.get("dropout", DROPOUT),
+                   ColumnEncoder.from_dict(spec["preprocess"]), pretrained=True)
+        body.weights_id = "restored"
+        return body
+
+
+def _create_mlp(weights: str | None = None) -> MLPBody:
+    if weights:
+        raise UserError("--weights does not apply to mlp (it starts from random initialisation); "
+                        "to start from a trained body use --model run:DIR")
+    return MLPBody()
+
+
+BACKBONES.register("mlp")(BackboneInfo("mlp", _create_mlp, offline=True, modality="tabular",
+                                       source="trained by headstart (random init)"))
+ADAPTERS.register("tabular-mlp")(MLPBody.from_spec)

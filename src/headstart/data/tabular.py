@@ -1,0 +1,303 @@
+"""Tabular data: one CSV/TSV/Parquet file (split here) or a folder with train.csv (+ val.csv, test.csv).
+
+An input is one row as a dict {column: value} of the feature columns (every column but `--target`); the
+column encoder of the backbone (backbones/tabular.py) turns rows into numbers. Rows whose target is missing
+are skipped and listed; missing feature values are kept (the encoder imputes them) and counted per column.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from headstart.data.base import LabeledData, Modality, register_modality
+from headstart.data.splits import stratified_split
+from headstart.errors import UserError
+
+TABLE_EXTENSIONS = {".csv", ".tsv", ".parquet", ".pq"}
+SPLIT_FILES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+REGRESSION_MIN_DISTINCT = 20  # a numeric target with more distinct values than this is regressed, not classified
+
+Row = dict  # {column: value}; missing values are None
+
+
+def read_table(path: str | Path):
+    """A pandas DataFrame of `path` (CSV, TSV or Parquet); empty strings and NA markers become missing."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"table {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError:
+            raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty (expected a header row of column names)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot parse the table: {str(err).splitlines()[0]}") from None
+
+
+def clean_value(v):
+    """A cell as a plain Python value: None for missing, int/float for numbers, str otherwise (JSON-friendly)."""
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, str):
+        return v
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def label_string(v) -> str:
+    """A class label as text: 1.0 and 1 are the same class "1" (pandas reads int columns with gaps as floats)."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def as_number(v) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return None if isinstance(v, float) and math.isnan(v) else float(v)
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        return None
+    return None if math.isnan(x) else x
+
+
+def table_rows(path: Path) -> tuple[list[str], list[Row], list[str]]:
+    """(columns, rows as dicts, where each row is: "file row N", N the spreadsheet row with the header as row 1)."""
+    df = read_table(path)
+    columns = [str(c) for c in df.columns]
+    if len(set(columns)) != len(columns):
+        raise UserError(f"{path}: duplicate column names ({', '.join(sorted({c for c in columns if columns.count(c) > 1}))})")
+    first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1
+    rows = [{c: clean_value(v) for c, v in zip(columns, values)} for values in df.itertuples(index=False, name=None)]
+    return columns, rows, [f"{path} row {i + first}" for i in range(len(rows))]
+
+
+def _check_target(path: Path, columns: list[str], target: str | None) -> None:
+    if not target:
+        raise UserError(f"{path}: tabular data needs --target COLUMN, the column to predict (columns: {', '.join(columns)})")
+    if target not in columns:
+        raise UserError(f"{path}: no column {target!r} for --target; columns found: {', '.join(columns)}")
+
+
+def detect_task(values: list, requested: str = "auto") -> str:
+    """cfg.task if given; else regression for a numeric target with many distinct values or fractions."""
+    if requested != "auto":
+        return requested
+    numbers = [as_number(v) for v in values]
+    if not values or any(x is None for x in numbers):
+        return "classification"
+    fractional = any(not float(x).is_integer() for x in numbers)
+    return "regression" if fractional or len(set(numbers)) > REGRESSION_MIN_DISTINCT else "classification"
+
+
+def _split_files(root: Path) -> dict[str, Path]:
+    found = {}
+    for split, names in SPLIT_FILES.items():
+        for name in names:
+            for ext in (".csv", ".tsv", ".parquet"):
+                if (root / f"{name}{ext}").is_file():
+                    found.setdefault(split, root / f"{name}{ext}")
+    return found
+
+
+def _feature_row(row: Row, target: str) -> Row:
+    return {c: v for c, v in row.items() if c != target}
+
+
+class _Targets:
+    """Turns target cells into targets: floats (regression) or class indices (classification)."""
+
+    def __init__(self, task: str, classes: list[str]):
+        self.task, self.index = task, {c: i for i, c in enumerate(classes)}
+
+    def __call__(self, value) -> tuple[object, str]:
+        if value is None:
+            return None, "missing target"
+        if self.task == "regression":
+            x = as_number(value)
+            return (x, "") if x is not None else (None, f"target {value!r} is not a number")
+        label = label_string(value)
+        if label not in self.index:
+            return None, f"label {label!r} is not one of the classes ({', '.join(self.index)})"
+        return self.index[label], ""
+
+
+def _items(rows: list[Row], wheres: list[str], target: str, to_target) -> tuple[list, list[tuple[str, str]]]:
+    items, skipped = [], []
+    for row, where in zip(rows, wheres):
+        y, reason = to_target(row.get(target))
+        if reason:
+            skipped.append((where, f"{reason} ({target})" if reason == "missing target" else reason))
+        else:
+            items.append((_feature_row(row, target), y))
+    return items, skipped
+
+
+def _random_split(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    if fraction <= 0 or len(items) < 2:
+        return list(items), []
+    n_off = min(max(1, int(round(fraction * len(items)))), len(items) - 1)
+    order = np.random.default_rng(seed).permutation(len(items))
+    off = set(order[:n_off].tolist())
+    return [x for i, x in enumerate(items) if i not in off], [x for i, x in enumerate(items) if i in off]
+
+
+def load_table_data(source: str | Path, target: str | None, task: str = "auto", val_fraction: float = 0.15,
+                    test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+    root = Path(source)
+    if not root.exists():
+        raise UserError(f"data {root} does not exist")
+    files = _split_files(root) if root.is_dir() else {"train": root}
+    if "train" not in files:
+        raise UserError(f"{root}: a tabular folder needs train.csv (optionally val.csv, test.csv)")
+    tables = {split: table_rows(path) for split, path in files.items()}
+    columns = tables["train"][0]
+    for split, (cols, _, _) in tables.items():
+        _check_target(files[split], cols, target)
+
+    train_values = [r[target] for r in tables["train"][1] if r[target] is not None]
+    if not train_values:
+        raise UserError(f"{files['train']}: every row's {target!r} is missing; nothing to learn from")
+    task = detect_task(train_values, task)
+    classes = sorted({label_string(v) for v in train_values}) if task == "classification" else [target]
+    if task == "classification" and len(classes) < 2:
+        raise UserError(f"{files['train']}: column {target!r} has only one value ({classes[0]!r}); a classifier needs at least two")
+    to_target = _Targets(task, classes)
+
+    splits, skipped = {}, []
+    for split in ("train", "val", "test"):
+        if split in tables:
+            _, rows, wheres = tables[split]
+            splits[split], bad = _items(rows, wheres, target, to_target)
+            skipped += bad
+        else:
+            splits[split] = []
+    train, val, test = splits["train"], splits["val"], splits["test"]
+
+    def split_off(items, fraction):
+        if task == "classification":
+            return stratified_split(items, [y for _, y in items], fraction, seed)
+        return _random_split(items, fraction, seed)
+
+    if not test and root.is_file():
+        train, test = split_off(train, test_fraction)
+    if not val:
+        train, val = split_off(train, val_fraction)
+    if not train:
+        raise UserError(f"{root}: no training rows left after skipping {len(skipped)} row(s) and splitting")
+
+    features = [c for c in columns if c != target]
+    everything = train + val + test
+    missing = {c: n for c in features if (n := sum(1 for x, _ in everything if x.get(c) is None))}
+    info = {"target": target, "columns": features, "missing": missing}
+    if task == "regression":
+        ys = np.array([y for _, y in train], dtype=np.float64)
+        info["target_range"] = [float(ys.min()), float(ys.max())]
+    return LabeledData("tabular", task, classes, train, val, test, "table-splits" if root.is_dir() else "table",
+                       skipped, info)
+
+
+def _model_target(model) -> str:
+    target = getattr(model.backbone.preprocess, "target", None)
+    if target:
+        return target
+    if model.task.name == "regression" and model.classes:
+        return model.classes[0]
+    raise UserError("this model does not record its target column; cannot read labels for it")
+
+
+def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, str]]]:
+    """Every row of a table (or a folder's test.csv, else all its split files) with the model's target."""
+    root = Path(source)
+    if not root.exists():
+        raise UserError(f"data {root} does not exist")
+    if root.is_dir():
+        found = _split_files(root)
+        files = [found["test"]] if "test" in found else list(found.values())
+        if not files:
+            raise UserError(f"{root}: no table found (expected a CSV/Parquet file, or a folder with test.csv)")
+    else:
+        files = [root]
+    target = _model_target(model)
+    to_target = _Targets(model.task.name, model.classes)
+    items, skipped = [], []
+    for path in files:
+        columns, rows, wheres = table_rows(path)
+        _check_target(path, columns, target)
+        good, bad = _items(rows, wheres, target, to_target)
+        items += good
+        skipped += bad
+    if not items:
+        raise UserError(f"{root}: no labeled rows (column {target!r})")
+    return items, skipped
+
+
+def collect_table_rows(inputs: list[str], model) -> tuple[list[Row], list[str]]:
+    """Rows of CSV/TSV/Parquet files (the target column, when present, is dropped); names "file:row N"."""
+    target = getattr(model.backbone.preprocess, "target", None)
+    rows, names = [], []
+    for arg in inputs:
+        path = Path(arg)
+        if path.is_dir():
+            found = _split_files(path)
+            paths = [found["test"]] if "test" in found else sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_EXTENSIONS)
+        elif path.is_file():
+            paths = [path]
+        else:
+            raise UserError(f"{arg} does not exist (a tabular model predicts rows of CSV/TSV/Parquet files)")
+        for p in paths:
+            if p.suffix.lower() not in TABLE_EXTENSIONS:
+                raise UserError(f"{p}: not a table (expected .csv, .tsv or .parquet)")
+            _, file_rows, _ = table_rows(p)
+            first = 2 if p.suffix.lower() in (".csv", ".tsv") else 1
+            rows += [_feature_row(r, target) for r in file_rows]
+            names += [f"{p}:row {i + first}" for i in range(len(file_rows))]
+    if not rows:
+        raise UserError(f"no rows found in {', '.join(inputs)}")
+    return rows, names
+
+
+@register_modality
+class Tables(Modality):
+    name = "tabular"
+    default_backbone = "mlp"
+    input_noun = "row"
+
+    def claims(self, source: Path, cfg) -> bool:
+        if not getattr(cfg, "target", None):
+            return False
+        if source.is_file():
+            return source.suffix.lower() in TABLE_EXTENSIONS
+        return source.is_dir() and "train" in _split_files(source)
+
+    def load(self, cfg) -> LabeledData:
+        return load_table_data(cfg.data, cfg.target, cfg.task, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+    def load_labeled(self, source, model):
+        return load_labeled_rows(source, model)
+
+    def collect_inputs(self, inputs, model):
+        return collect_table_rows(inputs, model)

@@ -1,0 +1,256 @@
+"""Tabular data and the MLP body; `--model run:DIR` (develop a source model, then reuse its body)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import headstart as hs
+from headstart.backbones.tabular import ColumnEncoder, MLPBody
+from headstart.cli import main
+from headstart.config import FitConfig
+from headstart.data import resolve_modality
+from headstart.data.tabular import Tables, detect_task
+from headstart.errors import UserError
+
+# A from-scratch MLP on a few hundred rows needs more epochs than the image defaults (10, patience 3).
+FAST = dict(epochs=60, patience=10, lr=3e-3, batch_size=32, num_workers=0, progress=False)
+
+
+def make_table(path: Path, n: int = 240, seed: int = 0, shift: float = 0.0, extra: bool = False) -> Path:
+    """Numeric a, b (a has gaps), categorical c (has gaps), integer d; y a smooth function of them, 2 rows unlabeled."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.uniform(-2, 2, size=n)
+    c = rng.choice(["x", "y", "z"], size=n)
+    d = rng.integers(0, 5, size=n)
+    y = 2 * a + np.sin(2 * b) + np.select([c == "x", c == "y"], [1.5, -1.0], 0.0) + 0.3 * d + shift + rng.normal(0, 0.2, n)
+    df = pd.DataFrame({"a": a, "b": b, "c": c, "d": d, "y": y})
+    df["label"] = np.where(y > np.median(y), "high", "low")
+    if extra:
+        df["noise"] = rng.normal(size=n)
+    df.loc[rng.choice(n, 12, replace=False), "a"] = np.nan
+    df.loc[rng.choice(n, 8, replace=False), "c"] = np.nan
+    df.loc[[3, 7], ["y", "label"]] = np.nan
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+def features(df: pd.DataFrame, drop=("y", "label")) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items() if k not in drop} for r in df.to_dict("records")]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A regression run on the synthetic table, shared by the read-only tests and the transfer tests."""
+    root = tmp_path_factory.mktemp("tabular_source")
+    data = make_table(root / "source.csv")
+    pd.read_csv(data).drop(columns=["label"]).to_csv(data, index=False)
+    run = hs.fit(str(data), target="y", strategy="finetune", out=str(root / "run"), cache_dir=str(root / "cache"), **FAST)
+    return run, data
+
+
+# ---- loader ----
+
+def test_loader_splits_skips_and_counts_missing(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=200)
+    loaded = Tables().load(FitConfig(data=str(data), target="y"))
+    assert loaded.modality == "tabular" and loaded.task == "regression" and loaded.classes == ["y"]
+    sizes = [len(loaded.train), len(loaded.val), len(loaded.test)]
+    assert sizes == [143, 25, 30]  # test: 15% of all rows; val: 15% of the rest (as for images)
+    assert [w for w, _ in loaded.skipped] == [f"{data} row 5", f"{data} row 9"]  # header is row 1
+    assert all("missing target" in r for _, r in loaded.skipped)
+    x, y = loaded.train[0]
+    assert set(x) == {"a", "b", "c", "d", "label"} and isinstance(y, float)
+    summary = loaded.summary()
+    assert summary["missing"] == {"a": 12, "c": 8} and summary["columns"] == ["a", "b", "c", "d", "label"]
+    assert len(summary["skipped"]) == 2
+
+
+def test_classification_split_is_stratified_and_classes_sorted(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=200)
+    pd.read_csv(data).drop(columns=["y"]).to_csv(data, index=False)
+    loaded = Tables().load(FitConfig(data=str(data), target="label"))
+    assert loaded.task == "classification" and loaded.classes == ["high", "low"]
+    for split in (loaded.train, loaded.val, loaded.test):
+        share = np.mean([y for _, y in split])
+        assert 0.4 <= share <= 0.6
+    assert len(loaded.skipped) == 2
+
+
+def test_task_auto_detection():
+    assert detect_task([0.5, 1.0, 2.0]) == "regression"  # fractional
+    assert detect_task(list(range(50))) == "regression"  # many distinct integers
+    assert detect_task([1, 2, 3, 1, 2] * 10) == "classification"  # few integer codes
+    assert detect_task(["a", "b", "a"]) == "classification"
+    assert detect_task(list(range(50)), "classification") == "classification"
+
+
+def test_wrong_target_lists_the_columns(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=40)
+    with pytest.raises(UserError, match="no column 'price'.*columns found: a, b, c, d, y, label"):
+        Tables().load(FitConfig(data=str(data), target="price"))
+    with pytest.raises(UserError, match="needs --target"):
+        Tables().load(FitConfig(data=str(data), modality="tabular"))
+
+
+def test_detection_and_folder_layout(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=60)
+    assert resolve_modality(FitConfig(data=str(data), target="y")).name == "tabular"
+    assert not Tables().claims(data, FitConfig(data=str(data)))  # no --target: not claimed
+    folder = tmp_path / "split"
+    folder.mkdir()
+    df = pd.read_csv(data)
+    df[:40].to_csv(folder / "train.csv", index=False)
+    df[40:].to_csv(folder / "test.csv", index=False)
+    assert resolve_modality(FitConfig(data=str(folder), target="y")).name == "tabular"
+    loaded = Tables().load(FitConfig(data=str(folder), target="y", val_fraction=0.25))
+    assert loaded.layout == "table-splits" and len(loaded.test) == 20 and len(loaded.val) == 10
+    assert [w for w, _ in loaded.skipped] == [f"{folder / 'train.csv'} row 5", f"{folder / 'train.csv'} row 9"]
+
+
+def test_parquet(tmp_path):
+    df = pd.read_csv(make_table(tmp_path / "t.csv", n=40))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        path = tmp_path / "t.parquet"
+        path.write_bytes(b"PAR1")
+        with pytest.raises(UserError, match="pip install pyarrow"):
+            Tables().load(FitConfig(data=str(path), target="y"))
+        return
+    df.to_parquet(tmp_path / "t.parquet")
+    loaded = Tables().load(FitConfig(data=str(tmp_path / "t.parquet"), target="y"))
+    assert len(loaded.train) + len(loaded.val) + len(loaded.test) == 38
+
+
+# ---- encoder ----
+
+def test_encoder_fit_transform_and_json_round_trip():
+    rows = [{"n": 1.0, "m": None, "cat": "a"}, {"n": 3.0, "m": 2.0, "cat": "b"}, {"n": 5.0, "m": 4.0, "cat": None}]
+    enc = ColumnEncoder().fit(rows, ["n", "m", "cat"], target="y")
+    assert enc.describe() == "3 columns -> 6 features"  # n; m + missing flag; a, b, other/missing
+    x = enc.transform(rows)
+    assert x.dtype == torch.float32 and x.shape == (3, 6)
+    assert torch.allclose(x[:, 0], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4)  # standardised
+    assert x[0, 1] == 0 and x[0, 2] == 1 and x[1, 2] == 0  # missing -> mean (0) and the indicator
+    assert x[2].tolist()[3:] == [0, 0, 1]  # missing category -> other/missing slot
+    again = ColumnEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert torch.equal(again.transform(rows), x) and again.key() == enc.key() and again.target == "y"
+    unseen = again.transform([{"n": "7", "m": "oops", "cat": "zzz", "extra": 1}])  # text numbers parse; junk is missing
+    assert unseen[0, 0] == pytest.approx(2.4495, abs=1e-4) and unseen[0, 2] == 1 and unseen[0].tolist()[3:] == [0, 0, 1]
+
+
+def test_encoder_names_missing_columns():
+    enc = ColumnEncoder().fit([{"a": 1, "b": "x", "c": 2}], ["a", "b", "c"])
+    with pytest.raises(UserError, match="lack column\\(s\\) .*: a, c"):
+        enc.transform([{"b": "x", "other": 1}])
+
+
+# ---- fitting ----
+
+def test_regression_fit_learns_and_round_trips(source_run, tmp_path):
+    run, data = source_run
+    assert run.metrics["r2"] > 0.7, run.metrics
+    assert run.metrics["stages"]["finetune"]["trainable_params"] > 10_000
+    resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
+    assert resolved["model"] == "mlp" and resolved["backbone_weights"].startswith("init-")
+    assert resolved["input"].startswith("4 columns -> 8 features")  # a (+missing flag), b, c (x, y, z, other), d
+    rows = features(pd.read_csv(data)[:25])
+    before = run.predict_outputs(rows)
+    again = hs.load(run.path).predict_outputs(rows)
+    assert before.shape == (25,) and np.abs(before - again).max() < 1e-5
+    preds = hs.load(run.path).predict(str(data))
+    assert len(preds) == 240 and preds[0]["input"] == f"{data}:row 2" and "prediction" in preds[0]
+    assert preds[0]["prediction"] == pytest.approx(float(again[0]), abs=1e-5)
+    metrics = run.evaluate(str(data), save=False)
+    assert metrics["n"] == 238 and len(metrics["skipped"]) == 2 and metrics["r2"] > 0.7
+
+
+def test_classification_fit(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=240)
+    pd.read_csv(data).drop(columns=["y"]).to_csv(data, index=False)
+    run = hs.fit(str(data), target="label", strategy="finetune", out=str(tmp_path / "run"), **FAST)
+    assert run.classes == ["high", "low"] and run.metrics["accuracy"] >= 0.75, run.metrics
+    metrics = run.evaluate(str(data), save=False)
+    assert metrics["n"] == 238 and metrics["accuracy"] >= 0.75
+    with pytest.raises(UserError, match="untrained body"):
+        hs.fit(str(data), target="label", strategy="linear-probe", out=str(tmp_path / "lp"), **FAST)
+
+
+def _body_state(run_path) -> dict:
+    return {k: v for k, v in hs.load(run_path).model.backbone.state_dict().items()}
+
+
+def test_run_source_linear_probe_keeps_the_body(source_run, tmp_path):
+    src, _ = source_run
+    target = make_table(tmp_path / "target.csv", n=80, seed=1, shift=1.0, extra=True)
+    run = hs.fit(str(target), model=f"run:{src.path}", target="y", strategy="linear-probe", out=str(tmp_path / "lp"), **FAST)
+    source_body, target_body = _body_state(src.path), _body_state(run.path)
+    assert source_body.keys() == target_body.keys()
+    assert all(torch.equal(source_body[k], target_body[k]) for k in source_body), "the frozen source body changed"
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert cfg["model"] == f"run:{src.path}" and cfg["resolved"]["body_from"] == str(src.path)
+    assert cfg["resolved"]["backbone_weights"].startswith("run-")
+    assert cfg["resolved"]["ignored_columns"] == ["label", "noise"]  # extra columns: ignored and said so
+    enc = hs.load(run.path).model.backbone.preprocess
+    assert enc.to_dict()["columns"] == src.model.backbone.preprocess.to_dict()["columns"]  # the source's encoder
+    assert run.metrics["stages"]["head"]["solver"].startswith("ridge") and run.metrics["r2"] > 0.5
+
+
+def test_run_source_two_stage(source_run, tmp_path):
+    src, _ = source_run
+    target = make_table(tmp_path / "target.csv", n=80, seed=2, shift=1.0)
+    pd.read_csv(target).drop(columns=["y"]).to_csv(target, index=False)  # a new task: classify, same columns
+    run = hs.fit(str(target), model=f"run:{src.path}", target="label", strategy="two-stage", out=str(tmp_path / "ts"), **FAST)
+    stages = run.metrics["stages"]
+    assert "solver" in stages["head"] and "skipped" not in stages["head"]  # head solved on the frozen source features
+    assert stages["finetune"]["epochs_run"] >= 1
+    with open(run.path / "history.csv") as f:
+        assert {r["stage"] for r in csv.DictReader(f)} == {"head", "finetune"}
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == f"run:{src.path}"
+    assert run.classes == ["high", "low"] and run.metrics["accuracy"] >= 0.6
+
+
+def test_run_source_missing_columns(source_run, tmp_path):
+    src, _ = source_run
+    target = make_table(tmp_path / "target.csv", n=60, seed=3)
+    pd.read_csv(target).drop(columns=["a", "d"]).to_csv(target, index=False)
+    with pytest.raises(UserError, match=r"lacks column\(s\) that the body of run:.* was trained on: a, d"):
+        hs.fit(str(target), model=f"run:{src.path}", target="y", strategy="two-stage", out=str(tmp_path / "x"), **FAST)
+
+
+def test_cli_fit_and_predict_csv(tmp_path, capsys):
+    data = make_table(tmp_path / "t.csv", n=120)
+    out = tmp_path / "run"
+    assert main(["fit", str(data), "--target", "y", "--out", str(out), "--no-progress", "--epochs", "20", "--num-workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "regression on y" in printed and "head      skipped: untrained body" in printed  # default two-stage
+    filled = yaml.safe_load((out / "config.yaml").read_text())["resolved"]["training_defaults"]
+    assert filled["patience"] == MLPBody.default_hparams["patience"] and filled["lr"] == MLPBody.default_hparams["lr"]
+    assert "skipped" in json.loads((out / "metrics.json").read_text())["stages"]["head"]
+    assert main(["predict", str(out), str(data), "--format", "csv"]) == 0
+    rows = [r for r in csv.reader(capsys.readouterr().out.splitlines()) if r]
+    assert rows[0] == ["input", "prediction"] and len(rows) == 121 and rows[1][0] == f"{data}:row 2"
+    float(rows[1][1])
+    assert main(["fit", str(data), "--target", "nope", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "columns found: a, b, c, d, y, label" in capsys.readouterr().err
+
+
+# ---- run:DIR for images ----
+
+def test_run_source_images(tiny_images, tmp_path):
+    from conftest import make_images
+
+    opts = dict(image_size=64, head_epochs=10, batch_size=8, num_workers=0, progress=False)
+    source = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "src"), **opts)
+    target_data = make_images(tmp_path / "two", classes=("red", "blue"), per_class=10, seed=5)
+    run = hs.fit(str(target_data), model=f"run:{source.path}", strategy="linear-probe", out=str(tmp_path / "dst"), **opts)
+    assert run.classes == ["blue", "red"] and run.metrics["accuracy"] >= 0.8
+    a, b = _body_state(source.path), _body_state(run.path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == f"run:{source.path}"
