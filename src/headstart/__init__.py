@@ -6,7 +6,7 @@
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
 """
-from headstart.api import Run, compare, fit, load, models, rank
+from headstart.api import Run, compare, fit, load, lr_find, models, rank, tune
 
 __version__ = "0.1.0"
-__all__ = ["compare", "fit", "load", "models", "rank", "Run", "__version__"]
+__all__ = ["compare", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]

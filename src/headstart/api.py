@@ -4,6 +4,7 @@ from __future__ import annotations
 from headstart.fit import fit
 from headstart.run import Run, load
 from headstart.select import compare, rank
+from headstart.tuning import lr_find, tune
 
 
 def models() -> list[dict]:
@@ -19,4 +20,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "fit", "load", "models", "rank", "Run"]
+__all__ = ["compare", "fit", "load", "lr_find", "models", "rank", "Run", "tune"]

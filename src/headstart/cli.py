@@ -27,8 +27,14 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing non-empty run directory")
     g = p.add_argument_group("data")
     g.add_argument("--modality", default=d.modality, help="image, text, audio, tabular, or auto (detected from the data)")
-    g.add_argument("--task", default=d.task, choices=["auto", "classification", "regression"], help="default: classification, "
-                   "regression for a numeric tabular target with many values")
+    g.add_argument("--task", default=d.task, choices=["auto", "classification", "regression", "multilabel"],
+                   help="default: classification (regression for a numeric tabular target with many values); regression on "
+                        "numeric labels of an image/text manifest; multilabel as --multi-label")
+    g.add_argument("--multi-label", dest="task", action="store_const", const="multilabel",
+                   help="several labels per example, separated by --label-separator in the label column (sigmoid head, BCE)")
+    g.add_argument("--label-separator", default=d.label_separator, help="multi-label separator (default %(default)r)")
+    g.add_argument("--balance", default=None, choices=["weights", "sampler"],
+                   help="class imbalance: weights = loss weighted by inverse class frequency; sampler = balanced batches")
     g.add_argument("--text-column", default=d.text_column, help="text: the column holding the text")
     g.add_argument("--label-column", default=d.label_column, help="text: the column holding the label")
     g.add_argument("--target", default=None, help="tabular: the column to predict (makes a CSV/Parquet tabular data)")
@@ -45,7 +51,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-epochs", type=int, default=None, help="max epochs of the head on cached features (default: the backbone's, else 60)")
     g.add_argument("--head-lr", type=float, default=None, help="(default: the backbone's, else 0.003)")
     g.add_argument("--epochs", type=int, default=None, help="max fine-tuning epochs (default: the backbone's, else 10)")
-    g.add_argument("--lr", type=float, default=None, help="peak fine-tuning rate of the top group and head (default: the backbone's, else 0.001)")
+    g.add_argument("--lr", default=None, help="peak fine-tuning rate of the top group and head or auto (range test after the head stage; default: the backbone's, else 0.001)")
     g.add_argument("--lr-mult", type=float, default=None, help="discriminative rates: stem gets lr/lr-mult (default: the backbone's, else 10.0)")
     g.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled weight decay (default: the backbone's, else 0.01)")
     g.add_argument("--label-smoothing", type=float, default=None, help="fine-tuning loss only (default: the backbone's, else 0.1)")
@@ -54,6 +60,12 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="BatchNorm: frozen = BN of frozen groups keeps its pre-trained statistics, no updates (default); "
                         "all-frozen = every BN layer does (Keras); train = BN trains inside frozen groups too (fastai's train_bn)")
     g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
+    g.add_argument("--ulmfit-factor", type=float, default=d.ulmfit_factor, help="ulmfit: rate divisor per layer group going down (default %(default)s)")
+    g.add_argument("--l2sp-alpha", type=float, default=d.l2sp_alpha, help="l2-sp: strength of the pull towards the pre-trained weights (default %(default)s)")
+    g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="lora: adapter rank (default %(default)s)")
+    g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="lora: adapter scaling alpha (default %(default)s)")
+    g.add_argument("--lora-targets", default=None, help="lora: module-name suffixes to adapt, comma-separated "
+                   "(default: attention query/value, else pointwise convs and linear layers)")
     g.add_argument("--cache-dir", default=None, help="feature cache (default $HEADSTART_CACHE or ~/.cache/headstart)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("engine (as in Lightning)")
@@ -123,6 +135,23 @@ def cmd_compare(args) -> None:
     compare(args.data, model=args.model, strategy=args.strategy, fractions=args.fractions, out=args.out, force=args.force, **options)
 
 
+def cmd_lr_find(args) -> None:
+    from headstart.api import lr_find
+
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "out", "force")}
+    options = {k: v for k, v in options.items() if v is not None}
+    lr_find(args.data, model=args.model, out=args.out, force=args.force, steps=args.steps, **options)
+
+
+def cmd_tune(args) -> None:
+    from headstart.api import tune
+
+    skip = ("data", "model", "out", "force", "strategy")
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in skip and v is not None}
+    tune(args.data, trials=args.trials, model=args.model, strategies=args.strategies, out=args.out, force=args.force,
+         storage=args.storage, study_name=args.study_name, timeout=args.timeout, **options)
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline
@@ -164,6 +193,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", default="0.1,0.25,0.5,1", help="training-set fractions for the data curve (default %(default)s)")
     _add_fit_arguments(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test on the fine-tuning setup: plot and suggested --lr")
+    p.add_argument("data", help="labeled data, as for fit")
+    p.add_argument("--steps", type=int, default=100, help="mini-batches in the test (default %(default)s)")
+    _add_fit_arguments(p)
+    p.set_defaults(func=cmd_lr_find)
+
+    from headstart.tuning import SEARCH_SPACE
+
+    p = sub.add_parser("tune", help=f"Optuna search ({SEARCH_SPACE}), pruned per epoch; the best trial is refit as a normal run")
+    p.add_argument("data", help="labeled data, as for fit")
+    p.add_argument("--trials", type=int, default=20, help="trials to run here (default %(default)s)")
+    p.add_argument("--strategies", default="two-stage,finetune,linear-probe", help="strategies to search (default %(default)s)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL shared by several machines (default: SQLite in OUT/study.db)")
+    p.add_argument("--study-name", default=None, help="join or create this study (default headstart-<data>)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    _add_fit_arguments(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="metrics of a run on any labeled folder or manifest")
     p.add_argument("run", help="a run directory (the --out of a fit)")

@@ -40,9 +40,11 @@ class FitConfig:
     weights: str | None = None  # a local weights file for the backbone (.safetensors, or .pth read weights_only)
     # data
     modality: str = "auto"  # "auto": detected from the data (image, text, audio, tabular)
-    task: str = "auto"  # "auto": classification, or regression for a numeric tabular target
+    task: str = "auto"  # "auto": classification (regression for a numeric tabular target); "multilabel", "regression"
     text_column: str = "text"
     label_column: str = "label"
+    label_separator: str = ";"  # multi-label: "cat;dog" in a label column is two labels
+    balance: str | None = None  # class imbalance: "weights" (loss weighted by inverse frequency) or "sampler"
     target: str | None = None  # tabular: the column to predict (its presence makes a CSV tabular)
     max_length: int | None = None  # text: tokens per text (None: from the training texts' lengths)
     clip_seconds: float | None = None  # audio: clips padded/cropped to this (None: from the clips' lengths)
@@ -59,7 +61,7 @@ class FitConfig:
     head_patience: int = 8
     # stage 2: fine-tuning
     epochs: int | None = None 
-    lr: float | None = None # peak rate of the top layer group (and the head)
+    lr: float | str | None = None  # "auto": the learning-rate range test picks it # peak rate of the top layer group (and the head)
     lr_mult: float | None = None # discriminative rates: the stem trains at lr / lr_mult, groups between geometric
     weight_decay: float | None = None 
     warmup: float | None = None # fraction of steps spent warming up, then cosine decay
@@ -67,6 +69,12 @@ class FitConfig:
     label_smoothing: float | None = None # fine-tuning loss only
     bn: str = "frozen"  # BatchNorm of frozen groups: "frozen" (eval statistics, no updates), "all-frozen", "train" (README)
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
+    # strategy-specific (see strategies/ and train/variants.py)
+    ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this
+    l2sp_alpha: float = 0.01  # l2-sp: strength of alpha/2 * ||w - w0||^2 towards the pre-trained body
+    lora_rank: int = 8  # lora: rank r of the adapters
+    lora_alpha: float = 16.0  # lora: scaling alpha (adapter output times alpha / r)
+    lora_targets: str | None = None  # lora: comma-separated module-name suffixes (None: attention q/v, else 1x1 convs + linears)
     # engine (Lightning Trainer)
     accelerator: str = "auto"
     devices: str = "auto"
@@ -77,6 +85,13 @@ class FitConfig:
     resolved: dict = field(default_factory=dict)  # what "auto" turned into (input size, precision, ...)
 
     def __post_init__(self) -> None:
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                raise UserError(f"--lr must be a number or 'auto', not {self.lr!r}") from None
+        if self.balance not in (None, "weights", "sampler"):
+            raise UserError(f"--balance must be weights or sampler, not {self.balance!r}")
         if self.bn not in BN_MODES:
             raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn!r}")
         for name in ("val_fraction", "test_fraction"):

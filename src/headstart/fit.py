@@ -11,6 +11,7 @@ import torch
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
+from headstart.data.base import as_multilabel, as_regression
 from headstart.errors import UserError
 from headstart.heads import HEADS, build_head
 from headstart.inference import predict_outputs
@@ -39,8 +40,9 @@ def fit(data: str | Path, model: str = "auto", strategy: str = "two-stage", **op
     return fit_config(cfg)
 
 
-def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
-    """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (used by `compare`: subsets, scratch)."""
+def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run | None:
+    """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (`compare`: subsets, scratch);
+    `callbacks` join every training stage's Lightning callbacks (`tune`: pruning)."""
     started = time.perf_counter()
     recipe = STRATEGIES.get(cfg.strategy)
     HEADS.get(cfg.head)  # unknown names fail before anything is written
@@ -49,36 +51,16 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
     out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    modality = resolve_modality(cfg) if data is None else MODALITIES.get(data.modality)
-    data = data or modality.load(cfg)
-    task = make_task(data.task)
-    if data.task == "regression":
-        task.fit_scale(y for _, y in data.train)
-    backbone = backbone or create_backbone(cfg.model if cfg.model != "auto" else modality.default_backbone, cfg.weights)
-    if backbone.modality != modality.name:
-        raise UserError(f"--model {cfg.model} reads {backbone.modality} data, but {cfg.data} is {modality.name} data; "
-                        f"use a {modality.name} backbone (e.g. {modality.default_backbone}) or pass --modality")
-    filled = cfg.apply_training_defaults(backbone.default_hparams)
-    cfg.resolved = {
-        "modality": modality.name,
-        "task": task.name,
-        "model": backbone.name,
-        **backbone.adapt(data, cfg),
-        "preprocess": backbone.preprocess.to_dict(),
-        "precision": resolve_precision(cfg),
-        "evaluated_on": "test" if data.test else "val",
-        "backbone_weights": backbone.weights_id,
-        "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},
-    }
-    head = build_head(cfg.head, backbone.feature_dim, task.n_outputs(data.classes))
+    ctx = build_context(cfg, data, backbone, progress=cfg.progress and primary)
+    data, modality, task, backbone, head = ctx.data, ctx.modality, ctx.task, ctx.backbone, ctx.head
+    ctx.extra_callbacks = list(callbacks)
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())
         write_json(out / "data.json", data.summary())
 
-    ctx = FitContext(cfg, data, modality, task, backbone, head, FeatureCache(cfg.cache_dir), RunProgress(cfg.progress and primary))
     stages = recipe.stages()
     eval_items = data.test or data.val
-    if any(isinstance(s, HeadOnFeatures) for s in stages):
+    if backbone.pretrained and any(isinstance(s, HeadOnFeatures) for s in stages):  # an untrained body skips it
         ctx.progress.plan(HeadOnFeatures().extraction_cost(ctx))
     ctx.progress.plan(sum(s.cost(ctx) for s in stages) + len(eval_items) * EVAL_COST)
     for stage in stages:
@@ -86,7 +68,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
     if not ctx.is_global_zero:
         return None
 
-    model = TransferModel(backbone, head, data.classes, cfg.head, task).eval()
+    model = TransferModel(backbone, head, data.classes, cfg.head, task, {"strategy": cfg.strategy, **ctx.model_notes}).eval()
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),
@@ -98,6 +80,39 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None) -> Run | None:
     render_report(out)
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
     return Run(out, model)
+
+
+def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = True) -> FitContext:
+    """data -> task -> backbone (adapted to the data) -> new head, and the training defaults they imply."""
+    modality = resolve_modality(cfg) if data is None else MODALITIES.get(data.modality)
+    data = data or modality.load(cfg)
+    if data.task == "classification" and cfg.task == "multilabel":
+        data = as_multilabel(data, cfg.label_separator)
+    elif data.task == "classification" and cfg.task == "regression":
+        data = as_regression(data, cfg.label_column)
+    task = make_task(data.task)
+    balance = task.balance((y for _, y in data.train), len(data.classes)) if cfg.balance == "weights" else None
+    if data.task == "regression":
+        task.fit_scale(y for _, y in data.train)
+    backbone = backbone or create_backbone(cfg.model if cfg.model != "auto" else modality.default_backbone, cfg.weights)
+    if backbone.modality != modality.name:
+        raise UserError(f"--model {cfg.model} reads {backbone.modality} data, but {cfg.data} is {modality.name} data; "
+                        f"use a {modality.name} backbone (e.g. {modality.default_backbone}) or pass --modality")
+    filled = cfg.apply_training_defaults(backbone.default_hparams)
+    cfg.resolved = {
+        "modality": modality.name,
+        "task": task.name,
+        **({"class_weights": balance} if balance else {}),
+        "model": backbone.name,
+        **backbone.adapt(data, cfg),
+        "preprocess": backbone.preprocess.to_dict(),
+        "precision": resolve_precision(cfg),
+        "evaluated_on": "test" if data.test else "val",
+        "backbone_weights": backbone.weights_id,
+        "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},
+    }
+    head = build_head(cfg.head, backbone.feature_dim, task.n_outputs(data.classes))
+    return FitContext(cfg, data, modality, task, backbone, head, FeatureCache(cfg.cache_dir), RunProgress(progress))
 
 
 def _eval_predictions(ctx: FitContext, model: TransferModel, split: str) -> np.ndarray:
@@ -125,12 +140,13 @@ def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitConte
 
 def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) -> str:
     sizes = data.summary()["sizes"]
-    what = f"{len(data.classes)} classes" if data.task == "classification" else f"regression on {', '.join(data.classes)}"
+    what = {"classification": f"{len(data.classes)} classes", "multilabel": f"{len(data.classes)} labels (multi-label)"}.get(
+        data.task, f"regression on {', '.join(data.classes)}")
     lines = [
         "",
         f"headstart fit: {cfg.data} -> {out}",
         f"  data      {data.modality}, {what}, train {sizes['train']} / val {sizes['val']} / test {sizes['test']} ({data.layout})"
-        + (f", {len(data.skipped)} unreadable item(s) skipped (listed in data.json)" if data.skipped else ""),
+        + (f", {len(data.skipped)} item(s) skipped (unreadable or invalid; listed in data.json)" if data.skipped else ""),
         f"  backbone  {cfg.resolved['model']}" + (f", input {cfg.resolved['input']}" if "input" in cfg.resolved else ""),
         f"  strategy  {cfg.strategy}: {STRATEGIES.get(cfg.strategy).summary}",
     ]
@@ -140,6 +156,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
                          f"{format_seconds(note['seconds'])} (cached for next time)")
         elif "skipped" in note:
             lines.append(f"  {name:<9} skipped: {note['skipped']}")
+        elif "best_epoch" not in note:  # a decision, not a training stage (e.g. what --strategy auto picked)
+            lines.append(f"  {name:<9} " + str(note.get("summary") or ", ".join(f"{k} {v}" for k, v in note.items())))
         else:
             lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, val loss {note['best_val_loss']:.4f}, "
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")

@@ -20,11 +20,13 @@ FORMAT_VERSION = 2
 
 
 class TransferModel(nn.Module):
-    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_name: str = "linear", task=None):
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_name: str = "linear", task=None,
+                 provenance: dict | None = None):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.classes, self.head_name = list(classes), head_name
         self.task = task or make_task("classification")
+        self.provenance = dict(provenance or {})  # how the weights were trained (strategy, LoRA merged, ...): informative only
 
     @property
     def preprocess(self):
@@ -47,6 +49,7 @@ class TransferModel(nn.Module):
             "head": {"name": self.head_name, "in_dim": self.backbone.feature_dim, "n_out": self.task.n_outputs(self.classes)},
             "classes": self.classes,
             "preprocess": self.preprocess.to_dict(),
+            **({"training": self.provenance} if self.provenance else {}),
         }
 
     def save(self, folder: str | Path) -> None:
@@ -74,7 +77,7 @@ class TransferModel(nn.Module):
         backbone = rebuild_backbone({**spec["backbone"], "preprocess": spec["preprocess"]}, folder)
         head = build_head(spec["head"]["name"], spec["head"]["in_dim"], spec["head"]["n_out"])
         task = make_task(spec.get("task", "classification"), spec.get("target_scale"))
-        model = cls(backbone, head, spec["classes"], spec["head"]["name"], task)
+        model = cls(backbone, head, spec["classes"], spec["head"]["name"], task, spec.get("training"))
         model.load_state_dict(load_file(str(weights_path)))
         backbone.weights_id = f"run-{file_digest(weights_path)}"  # identity for the feature cache when reused
         return model.eval()

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import lightning as L
 import torch
 from torch import nn
+
+Schedule = Callable[[int], Callable[[int], float]]  # total steps -> (step -> LR multiplier)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float):
@@ -21,7 +24,30 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
     return factor
 
 
+def slanted_triangular(total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0):
+    """LR multiplier of ULMFiT's slanted triangular rate (Howard & Ruder 2018, eq. 3).
+
+    A short linear rise over the first `cut_frac` of the steps from 1/ratio to 1, then a long linear decay
+    back to 1/ratio at the last step.
+    """
+    cut = max(1, math.floor(total_steps * cut_frac))
+
+    def factor(step: int) -> float:
+        t = min(step, total_steps)
+        p = t / cut if t < cut else 1 - (t - cut) / max(1, total_steps - cut)
+        return (1 + p * (ratio - 1)) / ratio
+
+    return factor
+
+
 class TransferTask(L.LightningModule):
+    """Loss from the task, AdamW over the given param groups, an LR multiplier per step.
+
+    `schedule(total_steps)` gives the per-step multiplier (default: warm-up + cosine). `penalty`, when given,
+    is a module whose forward() returns a scalar added to the training loss and logged as `train_<penalty.name>`
+    (e.g. L2-SP); being a submodule it moves to the net's device with it.
+    """
+
     def __init__(
         self,
         net: nn.Module,
@@ -31,13 +57,17 @@ class TransferTask(L.LightningModule):
         warmup: float,
         eval_norms: list[nn.Module] = (),
         label_smoothing: float = 0.0,
+        schedule: Schedule | None = None,
+        penalty: nn.Module | None = None,
     ):
         super().__init__()
         self.net, self.task = net, task
         self.param_groups = param_groups
         self.weight_decay, self.warmup = weight_decay, warmup
-        self.eval_norms = list(eval_norms)
+        self.eval_norms = list(eval_norms)  # a callback may change it between epochs (gradual unfreezing)
         self.label_smoothing = label_smoothing
+        self.schedule = schedule or (lambda total: warmup_cosine(total, warmup))
+        self.penalty = penalty
 
     def forward(self, x) -> torch.Tensor:
         return self.net(x)
@@ -50,6 +80,10 @@ class TransferTask(L.LightningModule):
         loss = self.task.loss(out, y, smoothing)
         self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log(f"{prefix}_{self.task.score_name}", self.task.score(out, y), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
+        if prefix == "train" and self.penalty is not None:
+            extra = self.penalty()
+            self.log(f"train_{self.penalty.name}", extra.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
+            loss = loss + extra
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -67,5 +101,5 @@ class TransferTask(L.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, self.warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -16,7 +16,7 @@ from headstart.train.callbacks import BestWeights, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.feature_cache import features_of
-from headstart.train.batches import labeled_loader
+from headstart.train.batches import balanced_sample_weights, labeled_loader
 from headstart.train.module import TransferTask
 
 HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
@@ -32,6 +32,13 @@ def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
         note["inputs"] += computed
         note["seconds"] = round(note["seconds"] + seconds, 2)
     return feats
+
+
+def _sample_weights(ctx: FitContext) -> torch.Tensor | None:
+    """--balance sampler: class-balanced draws for fine-tuning (single-label classification)."""
+    if ctx.cfg.balance != "sampler" or ctx.task.name != "classification":
+        return None
+    return balanced_sample_weights(_targets(ctx, "train"))
 
 
 def _targets(ctx: FitContext, split: str) -> torch.Tensor:
@@ -52,9 +59,10 @@ class Stage:
         raise NotImplementedError
 
     def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
-             unit_cost: float, validate_first: bool = False) -> None:
+             unit_cost: float, validate_first: bool = False, extra_callbacks: list = ()) -> None:
         best, stopper = BestWeights(), EarlyStopping("val_loss", patience=patience, mode="min")
-        callbacks = [stopper, best, History(self.name, ctx.history), StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost)]
+        callbacks = [*extra_callbacks, stopper, best, History(self.name, ctx.history),
+                     StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
         trainer = make_trainer(ctx.cfg, epochs, callbacks)
         start = time.perf_counter()
         if validate_first:
@@ -154,12 +162,18 @@ class FineTune(Stage):
     Groups below `freeze_until` stay frozen. BatchNorm follows `--bn`: "frozen" keeps BN of frozen groups on
     its pre-trained statistics while BN of trainable groups trains; "all-frozen" keeps every BN layer on its
     pre-trained statistics (Keras' advice); "train" also trains BN inside frozen groups (fastai's train_bn).
+    `lr_scale` multiplies every rate, head included (LP-FT fine-tunes at a fraction of the usual rate).
+
+    Variants (train/variants.py: gradual unfreezing, BitFit, L2-SP, LoRA) override the hooks: `body_params`
+    (which parameters of a trainable group train), `make_task` (schedule, penalty), `callbacks`, `prepare`
+    (before the optimizer is built) and `finish` (after training).
     """
 
     name = "finetune"
 
-    def __init__(self, discriminative: bool):
+    def __init__(self, discriminative: bool, lr_scale: float = 1.0):
         self.discriminative = discriminative
+        self.lr_scale = lr_scale
 
     def cost(self, ctx: FitContext) -> float:
         return ctx.cfg.epochs * (len(ctx.data.train) * TRAIN_COST + len(ctx.data.val) * EVAL_COST)
@@ -184,13 +198,35 @@ class FineTune(Stage):
                     params = [p for m in norms for p in m.parameters(recurse=False)]
                 else:
                     continue
+            else:
+                chosen = {id(p) for p in self.body_params(modules)}
+                for p in params:
+                    p.requires_grad_(id(p) in chosen)
+                params = [p for p in params if id(p) in chosen]
             for p in params:
                 p.requires_grad_(True)
-            param_groups.append({"params": params, "lr": self._lr(cfg, i, n, ctx.backbone.pretrained)})
+            param_groups.append({"params": params, "lr": self._lr(cfg, i, n, ctx.backbone.pretrained) * self.lr_scale})
         for p in ctx.head.parameters():
             p.requires_grad_(True)
-        param_groups.append({"params": list(ctx.head.parameters()), "lr": cfg.lr})
+        param_groups.append({"params": list(ctx.head.parameters()), "lr": cfg.lr * self.lr_scale})
         return [g for g in param_groups if g["params"]], eval_norms
+
+    def body_params(self, modules: list[nn.Module]) -> list[nn.Parameter]:
+        """The parameters of a trainable layer group that train (all of them; BitFit: biases and norms)."""
+        return [p for m in modules for p in m.parameters(recurse=False)]
+
+    def prepare(self, ctx: FitContext) -> None:
+        """Before the optimizer is built (LoRA injects its adapters here)."""
+
+    def make_task(self, ctx: FitContext, net: nn.Module, param_groups: list[dict], eval_norms: list) -> TransferTask:
+        cfg = ctx.cfg
+        return TransferTask(net, ctx.task, param_groups, cfg.weight_decay, cfg.warmup, eval_norms, cfg.label_smoothing)
+
+    def callbacks(self, ctx: FitContext, task: TransferTask) -> list:
+        return []
+
+    def finish(self, ctx: FitContext) -> None:
+        """After training, with the best weights restored (LoRA merges its adapters here)."""
 
     def _lr(self, cfg, i: int, n: int, pretrained: bool = True) -> float:
         if not self.discriminative or n == 1 or not pretrained:  # an untrained body has nothing to protect
@@ -198,17 +234,23 @@ class FineTune(Stage):
         return cfg.lr / cfg.lr_mult ** ((n - 1 - i) / (n - 1))
 
     def run(self, ctx: FitContext) -> None:
+        from headstart.tuning import resolve_auto_lr
+
+        resolve_auto_lr(ctx)  # --lr auto: the range test, now that the head is trained
         cfg = ctx.cfg
+        self.prepare(ctx)
         net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, task=ctx.task).train()  # Lightning keeps modules' modes
         param_groups, eval_norms = self.param_groups(ctx)
-        task = TransferTask(net, ctx.task, param_groups, cfg.weight_decay, cfg.warmup, eval_norms, cfg.label_smoothing)
+        task = self.make_task(ctx, net, param_groups, eval_norms)
         workers = ctx.num_workers
         loader_args = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": ctx.device.type == "cuda"}
         ctx.backbone_changed = True
         inputs = ctx.data.inputs
         self._fit(
             ctx, task,
-            labeled_loader(ctx.backbone, inputs["train"], _targets(ctx, "train"), True, cfg.batch_size, **loader_args),
+            labeled_loader(ctx.backbone, inputs["train"], _targets(ctx, "train"), True, cfg.batch_size,
+                           sample_weights=_sample_weights(ctx), **loader_args),
             labeled_loader(ctx.backbone, inputs["val"], _targets(ctx, "val"), False, 2 * cfg.batch_size, **loader_args),
-            cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained,
+            cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained, extra_callbacks=self.callbacks(ctx, task),
         )
+        self.finish(ctx)

@@ -1,0 +1,229 @@
+"""Text data: one CSV/TSV/JSONL file of `text,label` rows (split here), or a folder of train/val/test files.
+
+Bad rows (empty text, missing label, bytes that are not UTF-8, a broken JSON line) are skipped and listed as
+("file row N", reason), never crash a run; wrong column names, no rows or a single label are one clear error.
+Inputs are the text strings themselves; a text's feature-cache identity is the hash of its content.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from headstart.data.base import LabeledData, Modality, register_modality
+from headstart.data.splits import stratified_split
+from headstart.errors import UserError
+
+TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl")
+SPLIT_STEMS = {"train": ("train",), "val": ("val", "valid", "validation", "dev"), "test": ("test",)}
+NAME_CHARS = 80
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are fine
+
+
+def _open(path: Path):
+    # surrogateescape: bytes that are not UTF-8 survive reading and are caught per row (see _clean).
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict | None]]]:
+    """(columns, [(row number, record or None when unreadable)]). CSV/TSV rows count the header as row 1."""
+    records: list[tuple[int, dict | None]] = []
+    with _open(path) as f:
+        if path.suffix.lower() == ".jsonl":
+            columns: list[str] = []
+            for row_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                rec = rec if isinstance(rec, dict) else None
+                if rec is not None and not columns:
+                    columns = list(rec)
+                records.append((row_no, rec))
+            return columns, records
+        # TSVs use CSV quoting, as pandas and the csv module write (and read) them.
+        reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        columns = [c.strip() for c in next(reader, [])]
+        for row_no, row in enumerate(reader, start=2):
+            if row:
+                records.append((row_no, dict(zip(columns, row))))
+    return columns, records
+
+
+def _clean(value) -> str | None:
+    """A field as text: None when absent, or when it holds bytes that are not UTF-8."""
+    if value is None:
+        return None
+    value = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
+    """Usable rows as (where, text, label) and skipped rows as (where, reason); label_column None: texts only."""
+    columns, records = read_records(path)
+    wanted = [c for c in (text_column, label_column) if c is not None]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise UserError(f"{path}: no column {' or '.join(map(repr, missing))} (found: {', '.join(columns) or 'no header'}); "
+                        "pass --text-column / --label-column")
+    rows, skipped = [], []
+    for row_no, rec in records:
+        where = f"{path} row {row_no}"
+        if rec is None:
+            skipped.append((where, "not a JSON object"))
+            continue
+        text, raw_label = _clean(rec.get(text_column)), rec.get(label_column) if label_column else ""
+        label = _clean(raw_label)
+        if text is None and rec.get(text_column) is not None or label is None and raw_label is not None:
+            skipped.append((where, "undecodable bytes (not UTF-8)"))
+        elif not text or not text.strip():
+            skipped.append((where, "empty text"))
+        elif label_column and (label is None or not label.strip()):
+            skipped.append((where, "missing label"))
+        else:
+            rows.append((where, text, label.strip() if label_column else None))
+    return rows, skipped
+
+
+def split_file(root: Path, split: str) -> Path | None:
+    for stem in SPLIT_STEMS[split]:
+        for ext in TABLE_EXTENSIONS:
+            if (root / f"{stem}{ext}").is_file():
+                return root / f"{stem}{ext}"
+    return None
+
+
+def _items(rows, classes: list[str]) -> list[tuple[str, int]]:
+    index = {c: i for i, c in enumerate(classes)}
+    for where, _, label in rows:
+        if label not in index:
+            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise UserError(f"{where}: label {label!r} is not one of the classes ({shown})")
+    return [(text, index[label]) for _, text, label in rows]
+
+
+def _check(path: Path, rows, skipped, label_column: str) -> list[str]:
+    if not rows:
+        extra = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise UserError(f"{path}: no usable rows{extra}; expected a text column and a label column")
+    classes = sorted({label for _, _, label in rows})
+    if len(classes) < 2:
+        raise UserError(f"{path}: only one label ({classes[0]!r}) in column {label_column!r}; a classifier needs at least two")
+    return classes
+
+
+def load_text_data(source: str | Path, text_column: str = "text", label_column: str = "label", val_fraction: float = 0.15,
+                   test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+    root = Path(source)
+    if not root.exists():
+        raise UserError(f"data {root} does not exist")
+    if root.is_file():
+        rows, skipped = read_rows(root, text_column, label_column)
+        classes = _check(root, rows, skipped, label_column)
+        train = _items(rows, classes)
+        train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
+        val, layout = [], "file"
+    else:
+        files = {s: split_file(root, s) for s in SPLIT_STEMS}
+        if files["train"] is None:
+            raise UserError(f"{root}: no train.csv, train.tsv or train.jsonl (a text folder holds train + optional val/test files)")
+        rows, skipped = read_rows(files["train"], text_column, label_column)
+        classes = _check(files["train"], rows, skipped, label_column)
+        train, held = _items(rows, classes), {}
+        for split in ("val", "test"):
+            held[split] = []
+            if files[split] is not None:
+                split_rows, split_skipped = read_rows(files[split], text_column, label_column)
+                held[split], skipped = _items(split_rows, classes), skipped + split_skipped
+        val, test, layout = held["val"], held["test"], "splits"
+    if not val:
+        train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
+    return LabeledData("text", "classification", classes, train, val, test, layout, skipped,
+                       {"text_column": text_column, "label_column": label_column})
+
+
+def header_columns(path: Path) -> list[str]:
+    """The columns of a CSV/TSV header or the keys of a JSONL file's first record (cheap: detection only)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            if path.suffix.lower() == ".jsonl":
+                for line in f:
+                    if line.strip():
+                        rec = json.loads(line)
+                        return list(rec) if isinstance(rec, dict) else []
+                return []
+            return [c.strip() for c in next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])]
+    except (OSError, ValueError):
+        return []
+
+
+def _texts_of_file(path: Path) -> list[str]:
+    if path.suffix.lower() == ".txt":
+        with _open(path) as f:
+            return [t for t in (_clean(line.rstrip("\r\n")) for line in f) if t and t.strip()]
+    columns = header_columns(path)
+    column = "text" if "text" in columns or len(columns) != 1 else columns[0]
+    return [text for _, text, _ in read_rows(path, column, None)[0]]
+
+
+def _display(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= NAME_CHARS else text[: NAME_CHARS - 3] + "..."
+
+
+def _is_text_file(arg: str) -> bool:
+    try:
+        p = Path(arg)
+        return p.suffix.lower() in TABLE_EXTENSIONS + (".txt",) and p.is_file()
+    except (OSError, ValueError):  # a long literal text is no file name
+        return False
+
+
+@register_modality
+class Texts(Modality):
+    name = "text"
+    default_backbone = "minilm-l6"
+    input_noun = "text"
+
+    def claims(self, source: Path, cfg) -> bool:
+        if getattr(cfg, "target", None) is not None:
+            return False
+        table = split_file(source, "train") if source.is_dir() else source
+        if table is None or table.suffix.lower() not in TABLE_EXTENSIONS:
+            return False
+        columns = header_columns(table)
+        return cfg.text_column in columns and "path" not in columns
+
+    def load(self, cfg) -> LabeledData:
+        if cfg.task == "regression":
+            raise UserError("text data supports classification only (--task regression is for tabular data)")
+        return load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+    def load_labeled(self, source, model):
+        """A labeled file with columns text,label, or a folder's test (else validation) file."""
+        root = Path(source)
+        if not root.exists():
+            raise UserError(f"data {root} does not exist")
+        path = root if root.is_file() else split_file(root, "test") or split_file(root, "val")
+        if path is None:
+            raise UserError(f"{root}: no test or validation file (.csv, .tsv, .jsonl) to evaluate on")
+        rows, skipped = read_rows(path, "text", "label")
+        if not rows:
+            raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
+        return _items(rows, model.classes), skipped
+
+    def collect_inputs(self, inputs, model):
+        texts: list[str] = []
+        for arg in inputs:
+            texts += _texts_of_file(Path(arg)) if _is_text_file(arg) else [str(arg)]
+        if not texts:
+            raise UserError("no texts to predict (give texts, or .csv/.tsv/.jsonl files with a text column, or .txt files)")
+        return texts, [_display(t) for t in texts]

@@ -1,0 +1,12 @@
+from headstart.strategies.registry import register_strategy
+from headstart.train.stages import HeadOnFeatures
+from headstart.train.variants import LoRA
+
+
+@register_strategy(
+    "lora",
+    "head on cached features, then low-rank adapters (peft; --lora-rank) on attention q/v or pointwise convs train "
+    "with the head; merged into the weights before saving, so the model loads like any other",
+)
+def lora() -> list:
+    return [HeadOnFeatures(), LoRA(merge=True)]

@@ -1,0 +1,12 @@
+from headstart.strategies.registry import register_strategy
+from headstart.train.stages import HeadOnFeatures
+from headstart.train.variants import GradualUnfreeze
+
+
+@register_strategy(
+    "ulmfit",
+    "head on cached features, then gradual unfreezing (one more layer group per epoch from the top), rates divided "
+    "by --ulmfit-factor per group down, slanted triangular schedule (Howard & Ruder)",
+)
+def ulmfit() -> list:
+    return [HeadOnFeatures(), GradualUnfreeze(cut_frac=0.1, ratio=32.0)]

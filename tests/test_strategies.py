@@ -1,0 +1,304 @@
+"""Each fine-tuning strategy trains what it should and nothing else (tiny 64-px images, 1-3 epochs)."""
+import json
+import os
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import headstart as hs
+from headstart.backbones import create_backbone
+from headstart.cli import main
+from headstart.config import FitConfig
+from headstart.data import MODALITIES
+from headstart.data.images import load_image_data
+from headstart.heads import build_head
+from headstart.model import TransferModel
+from headstart.progress import RunProgress
+from headstart.strategies import STRATEGIES
+from headstart.strategies.auto import decide
+from headstart.tasks import make_task
+from headstart.train.context import FitContext
+from headstart.train.feature_cache import FeatureCache
+from headstart.train.module import slanted_triangular
+from headstart.train.stages import FineTune, HeadOnFeatures
+from headstart.train.variants import L2SP, BitFit, GradualUnfreeze, LoRA, lora_targets, merge_lora
+
+FAST = dict(image_size=64, head_epochs=10, epochs=1, batch_size=8, progress=False, num_workers=0)
+
+
+def make_context(data_dir, tmp_path, **options) -> FitContext:
+    cfg = FitConfig(data=str(data_dir), **{**FAST, **options})
+    data = load_image_data(data_dir)
+    backbone = create_backbone("efficientnet_lite0")
+    cfg.apply_training_defaults(backbone.default_hparams)
+    backbone.preprocess = backbone.preprocess.with_size(64)
+    head = build_head("linear", backbone.feature_dim, len(data.classes))
+    return FitContext(cfg, data, MODALITIES.get("image"), make_task("classification"), backbone, head,
+                      FeatureCache(tmp_path / "cache"), RunProgress(False))
+
+
+class GroupsWithGradients(L.Callback):
+    """Per epoch: the indices of the layer groups whose parameters received a gradient."""
+
+    def __init__(self, groups):
+        self.groups, self.per_epoch = groups, {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        seen = self.per_epoch.setdefault(trainer.current_epoch, set())
+        for i, g in enumerate(self.groups):
+            if any(p.grad is not None for m in g for p in m.parameters(recurse=False)):
+                seen.add(i)
+
+
+class StateAtTrainEnd(L.Callback):
+    """The net's weights when training ends, before the best epoch's (or the starting point's) are restored."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def with_callback(stage, callback):
+    """The stage with one more (recording) callback."""
+    own = stage.callbacks
+    stage.callbacks = lambda ctx, task: own(ctx, task) + [callback]
+    return stage
+
+
+def body_weights(backbone, kinds=(nn.Conv2d, nn.Linear)):
+    return {n: m.weight.detach().clone() for n, m in backbone.named_modules() if isinstance(m, kinds)}
+
+
+def test_strategies_registered_and_listed_in_help(capsys):
+    assert {"ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "auto"} <= set(STRATEGIES.names())
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    for name in ("ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "auto", "--ulmfit-factor", "--l2sp-alpha", "--lora-rank"):
+        assert name in text, name
+
+
+def test_slanted_triangular_rises_for_cut_frac_then_decays():
+    total, ratio = 200, 32.0
+    f = slanted_triangular(total, cut_frac=0.1, ratio=ratio)
+    values = [f(t) for t in range(total + 1)]
+    peak = int(np.argmax(values))
+    assert peak == 20 and values[peak] == pytest.approx(1.0)
+    assert values[0] == pytest.approx(1 / ratio) and values[-1] == pytest.approx(1 / ratio)
+    assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1])), "rises over the first 10% of steps"
+    assert all(a > b for a, b in zip(values[peak:-1], values[peak + 1:])), "then decays linearly"
+    assert values[peak + 90] == pytest.approx(0.5 * (1 + 1 / ratio), rel=0.02)  # halfway down the long side
+
+
+def test_ulmfit_unfreezes_one_group_per_epoch_with_discriminative_rates(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, epochs=3, patience=10, lr=1e-3)
+    groups = ctx.backbone.layer_groups()
+    n = len(groups)
+    stage = GradualUnfreeze()
+    rates = [g["lr"] for g in stage.param_groups(ctx)[0]]
+    assert rates[-1] == rates[-2] == pytest.approx(1e-3), "head and top group at lr"
+    assert all(b / a == pytest.approx(2.6) for a, b in zip(rates[:-2], rates[1:-1])), "each lower group / 2.6"
+    HeadOnFeatures().run(ctx)
+    recorder = GroupsWithGradients(groups)
+    with_callback(stage, recorder).run(ctx)
+    trained = [recorder.per_epoch[e] for e in range(3)]
+    assert trained == [{n - 1}, {n - 2, n - 1}, {n - 3, n - 2, n - 1}], trained
+    assert ctx.stage_notes["gradual"]["groups_training_per_epoch"] == [1, 2, 3]
+    assert [r["lr"] for r in ctx.history if r["stage"] == "gradual" and r["epoch"] > 0][-1] < 1e-3, "STLR decays at the end"
+
+
+def test_ulmfit_respects_freeze_until(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, epochs=2, patience=10, freeze_until=7)  # only the top group may train
+    groups = ctx.backbone.layer_groups()
+    HeadOnFeatures().run(ctx)
+    recorder = GroupsWithGradients(groups)
+    with_callback(GradualUnfreeze(), recorder).run(ctx)
+    assert recorder.per_epoch[0] == recorder.per_epoch[1] == {len(groups) - 1}
+
+
+def test_lp_ft_one_small_rate_from_the_solved_head(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, lr=1e-3)
+    head_stage, ft = STRATEGIES.get("lp-ft").stages()
+    rates = [g["lr"] for g in ft.param_groups(ctx)[0]]
+    assert len(rates) == len(ctx.backbone.layer_groups()) + 1 and rates == [pytest.approx(1e-4)] * len(rates), \
+        "every group, head included, one small rate"
+    head_stage.run(ctx)
+    assert ctx.stage_notes["head"]["solver"].startswith("logistic regression")
+    solved = {k: v.clone() for k, v in ctx.head.state_dict().items()}
+
+    class HeadAtStart(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.state = {k: v.detach().cpu().clone() for k, v in pl_module.net.head.state_dict().items()}
+
+    start = HeadAtStart()
+    with_callback(ft, start).run(ctx)
+    assert all(torch.equal(solved[k], start.state[k]) for k in solved), "fine-tuning starts from the solved head"
+    # and it really fine-tuned every layer group (the stem included)
+    assert ctx.stage_notes["finetune"]["trainable_params"] == sum(p.numel() for p in ctx.backbone.parameters()) + \
+        sum(p.numel() for p in ctx.head.parameters())
+
+
+def test_bitfit_trains_only_biases_and_norms(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, epochs=1, lr=1e-2)
+    weights = {f"backbone.{n}.weight" for n in body_weights(ctx.backbone)}
+    before = {f"backbone.{k}": v.clone() for k, v in ctx.backbone.state_dict().items()}
+    biases = [k for k in before if k.endswith(".bias")]
+    assert biases, "efficientnet_lite0's biases are its BatchNorm shifts"
+    HeadOnFeatures().run(ctx)
+    end = StateAtTrainEnd()
+    with_callback(BitFit(), end).run(ctx)
+    assert weights and all(torch.equal(before[k], end.state[k]) for k in weights), "conv/linear weights unchanged"
+    assert sum(not torch.equal(before[k], end.state[k]) for k in biases) > len(biases) // 2, "biases changed"
+    assert ctx.stage_notes["bitfit"]["trainable_params"] < 0.02 * sum(p.numel() for p in ctx.backbone.parameters())
+
+
+def test_bitfit_with_freeze_until(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, freeze_until=4)
+    groups, _ = BitFit().param_groups(ctx)
+    trainable = {id(p) for g in groups for p in g["params"]}
+    below = [p for g in ctx.backbone.layer_groups()[:4] for m in g for p in m.parameters(recurse=False)]
+    assert not any(id(p) in trainable for p in below)
+    assert len(groups) == 4 + 1, "groups 4..7 (biases, norms) and the head"
+
+
+def test_l2sp_penalty_starts_at_zero_and_grows(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, epochs=2, patience=10, lr=1e-2, l2sp_alpha=0.01, weight_decay=0.05)
+    stage = L2SP()
+    groups, _ = stage.param_groups(ctx)
+    assert all(g["weight_decay"] == 0.0 for g in groups[:-1]) and "weight_decay" not in groups[-1], \
+        "no decay towards zero on the body; the head keeps AdamW's"
+
+    class Trace(L.Callback):
+        def __init__(self):
+            self.values = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with torch.no_grad():
+                self.values.append(float(pl_module.penalty()))
+
+    trace = Trace()
+    HeadOnFeatures().run(ctx)
+    with_callback(stage, trace).run(ctx)
+    assert trace.values[0] == 0.0
+    assert trace.values[-1] > 0.0 and trace.values[-1] >= max(trace.values[:2])
+    logged = [r["train_l2sp"] for r in ctx.history if r["stage"] == "l2-sp" and "train_l2sp" in r]
+    assert len(logged) == 2 and logged[-1] > 0, "the penalty is logged per epoch (history.csv)"
+
+
+def test_lora_targets_cnn_pointwise_and_attention():
+    cfg = FitConfig(data="x")
+    body = create_backbone("efficientnet_lite0")
+    names, how = lora_targets(body, cfg)
+    named = dict(body.named_modules())
+    assert names and all(isinstance(named[n], nn.Conv2d) and named[n].kernel_size == (1, 1) for n in names), how
+    top_only, _ = lora_targets(body, FitConfig(data="x", freeze_until=7))
+    top = {id(m) for m in body.layer_groups()[7]}
+    assert top_only and set(top_only) < set(names) and all(id(named[n]) in top for n in top_only)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value, self.dense = (nn.Linear(8, 8) for _ in range(4))
+
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([Attention(), Attention()])
+
+        def layer_groups(self):
+            return [[m for m in layer.modules() if isinstance(m, nn.Linear)] for layer in self.layers]
+
+    names, how = lora_targets(Body(), cfg)
+    assert sorted(names) == ["layers.0.query", "layers.0.value", "layers.1.query", "layers.1.value"], how
+
+
+def test_lora_keeps_base_weights_and_trains_adapters(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, epochs=1, lr=1e-2)
+    before = {k: v.clone() for k, v in ctx.backbone.state_dict().items()}
+    HeadOnFeatures().run(ctx)
+    head_before = {k: v.clone() for k, v in ctx.head.state_dict().items()}
+    stage, end = LoRA(merge=False), StateAtTrainEnd()
+    with_callback(stage, end).run(ctx)
+    state = {k.removeprefix("backbone."): v for k, v in end.state.items() if k.startswith("backbone.")}
+    assert state.keys() == ctx.backbone.state_dict().keys()
+    adapters = {k: v for k, v in state.items() if "lora_" in k}
+    assert adapters and any(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k), "adapters trained"
+    base = {k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k}
+    assert base.keys() == before.keys()
+    changed = [k for k in before if not torch.equal(before[k], base[k])]
+    assert not changed, f"the body's own weights and BN statistics must be bit-identical: {changed[:5]}"
+    assert any(not torch.equal(head_before[k], end.state[f"head.{k}"]) for k in head_before), "the head trained too"
+    assert ctx.stage_notes["lora"]["trainable_params"] == stage.info["adapter_params"] + sum(p.numel() for p in ctx.head.parameters())
+
+    model = TransferModel(ctx.backbone, ctx.head, ctx.data.classes).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        unmerged = model(x)
+        assert merge_lora(ctx.backbone) == stage.info["layers"]
+        merged = model(x)
+    assert not any("lora_" in k for k in model.state_dict())
+    assert (unmerged - merged).abs().max() < 1e-3, "merging keeps the function"
+
+
+def test_lora_fit_saves_a_plain_model_that_loads_and_predicts_identically(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), strategy="lora", out=str(tmp_path / "run"), lora_rank=4, lr=1e-2, **FAST)
+    spec = json.loads((run.path / "model" / "model.json").read_text())
+    assert spec["training"]["strategy"] == "lora"
+    assert spec["training"]["lora"]["rank"] == 4 and spec["training"]["lora"]["merged"] is True
+    assert run.metrics["stages"]["lora"]["lora"]["layers"] > 0
+    paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:8]
+    in_memory = run.predict_proba(paths)
+    loaded = hs.load(run.path)
+    assert not any("lora_" in k for k in loaded.model.state_dict())
+    assert np.abs(in_memory - loaded.predict_proba(paths)).max() < 1e-5
+
+
+def test_auto_rule_branches():
+    class Ctx:
+        class backbone:
+            pretrained = True
+
+        class data:
+            task = "classification"
+
+    strong = {"per_class": 8, "chance": 0.34, "probe": 0.97, "knn": 0.95, "probe_val": 0.95}
+    assert decide(Ctx, strong)[0] == "linear-probe"
+    assert decide(Ctx, strong | {"per_class": 50})[0] == "lp-ft"
+    assert decide(Ctx, strong | {"per_class": 500})[0] == "two-stage"
+    assert decide(Ctx, strong | {"probe": 0.5})[0] == "two-stage"
+    unfit = strong | {"probe_val": 0.6, "knn": 0.55, "baseline": 0.8, "baseline_name": "raw pixels"}
+    picked, reason = decide(Ctx, unfit)
+    assert picked == "two-stage" and "raw pixels" in reason
+    Ctx.backbone.pretrained = False
+    assert decide(Ctx, {})[0] == "finetune"
+
+
+def test_auto_picks_and_records_why(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), strategy="auto", out=str(tmp_path / "run"), **FAST)
+    note = run.metrics["stages"]["auto"]
+    assert note["picked"] in STRATEGIES.names() and note["picked"] != "auto" and len(note["reason"]) > 20
+    assert {"probe", "knn", "per_class", "baseline"} <= set(note["signals"])
+    assert note["picked"] == "linear-probe", note  # ~8 coloured squares per class: a perfect probe
+    spec = json.loads((run.path / "model" / "model.json").read_text())
+    assert spec["training"] == {"strategy": "auto", "picked": note["picked"]}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP test runs on Linux/macOS")
+def test_cli_fit_ulmfit_on_two_processes(tiny_images, tmp_path):
+    """The CLI, and gradual unfreezing under DDP (locked groups must still take part in gradient reduction)."""
+    out = tmp_path / "ulmfit"
+    cmd = [sys.executable, "-m", "headstart.cli", "fit", str(tiny_images), "--strategy", "ulmfit", "--out", str(out),
+           "--image-size", "64", "--epochs", "2", "--head-epochs", "5", "--batch-size", "8", "--num-workers", "0",
+           "--no-progress", "--accelerator", "cpu", "--devices", "2", "--patience", "5", "--ulmfit-factor", "3"]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "strategy  ulmfit" in result.stdout and "gradual" in result.stdout
+    run = hs.load(out)
+    assert run.metrics["stages"]["gradual"]["groups_training_per_epoch"][:2] == [1, 2]
+    assert run.metrics["stages"]["gradual"]["lr_factor"] == 3.0
+    assert run.metrics["stages"]["gradual"]["world_size"] == 2
+    assert len(run.predict([str(tiny_images / "red")])) == 12

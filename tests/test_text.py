@@ -1,0 +1,287 @@
+"""Text classification: the loader, the MiniLM backbone contract, fit/load/predict end to end, CLI, and SST-2."""
+import csv
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import headstart as hs
+from headstart.cli import main
+from headstart.config import FitConfig
+from headstart.data import MODALITIES
+from headstart.data.text import Texts, load_text_data
+from headstart.errors import UserError
+
+from conftest import needs_shared
+
+POSITIVE = ["great", "wonderful", "excellent", "delightful", "brilliant", "lovely", "superb", "moving"]
+NEGATIVE = ["terrible", "awful", "boring", "dreadful", "horrible", "dull", "painful", "tedious"]
+THINGS = ["film", "movie", "story", "acting", "plot", "ending", "cast", "script"]
+FAST = dict(epochs=1, batch_size=8, progress=False)
+
+
+def sentiment_rows(n: int = 40, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        word = rng.choice(POSITIVE if i % 2 else NEGATIVE)
+        rows.append((f"the {rng.choice(THINGS)} was {word}, truly {word} from start to finish", label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "reviews.csv", sentiment_rows())
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    from headstart.backbones import create_backbone
+
+    return create_backbone("minilm-l6").eval()
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory):
+    """One two-stage fit on made-up sentiment, shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("text_run")
+    data = write_csv(root / "reviews.csv", sentiment_rows())
+    return hs.fit(str(data), strategy="two-stage", out=str(root / "run"), cache_dir=str(root / "cache"), **FAST)
+
+
+# ---------------------------------------------------------------- loader
+
+
+def test_csv_is_split_stratified_with_sorted_classes(tmp_path):
+    rows = [(f"text number {i}", ["b", "a", "c"][i % 3]) for i in range(60)]
+    data = load_text_data(write_csv(tmp_path / "d.csv", rows), val_fraction=0.2, test_fraction=0.2)
+    assert data.modality == "text" and data.classes == ["a", "b", "c"] and data.layout == "file"
+    assert (len(data.train), len(data.val), len(data.test)) == (38, 10, 12)  # val is a fraction of what the test split leaves
+    assert {y for _, y in data.test} == {0, 1, 2} and not data.skipped
+    assert {x for x, _ in data.train + data.val + data.test} == {t for t, _ in rows}
+
+
+def test_tsv_and_jsonl_read_like_csv(tmp_path):
+    rows = sentiment_rows(20) + [('she said "fine"\tand left', "negative")]  # quoted as pandas/csv write TSV
+    from_csv = load_text_data(write_csv(tmp_path / "d.csv", rows))
+    from_tsv = load_text_data(write_csv(tmp_path / "d.tsv", rows, delimiter="\t"))
+    from_jsonl = load_text_data(write_jsonl(tmp_path / "d.jsonl", rows))
+    for other in (from_tsv, from_jsonl):
+        assert other.classes == from_csv.classes
+        assert sorted(other.train + other.val + other.test) == sorted(from_csv.train + from_csv.val + from_csv.test)
+
+
+def test_folder_of_train_validation_test(tmp_path):
+    rows = sentiment_rows(40)
+    write_csv(tmp_path / "d" / "train.csv", rows[:24])
+    write_csv(tmp_path / "d" / "validation.csv", rows[24:32])
+    write_jsonl(tmp_path / "d" / "test.jsonl", rows[32:])
+    data = load_text_data(tmp_path / "d")
+    assert data.layout == "splits" and (len(data.train), len(data.val), len(data.test)) == (24, 8, 8)
+    assert data.val[0] == (rows[24][0], data.classes.index(rows[24][1]))
+    only_train = load_text_data(write_csv(tmp_path / "e" / "train.csv", rows).parent, val_fraction=0.25)
+    assert (len(only_train.train), len(only_train.val), len(only_train.test)) == (30, 10, 0)
+
+
+def test_bad_rows_are_skipped_and_listed(tmp_path):
+    path = tmp_path / "bad.csv"
+    good = sentiment_rows(10)
+    body = "text,label\n" + "".join(f'"{t}",{y}\n' for t, y in good[:5])
+    body += ",positive\n"  # row 7: empty text
+    body += "   ,negative\n"  # row 8: blank text
+    body += "no label here,\n"  # row 9: missing label
+    body += "short row\n"  # row 10: missing label column entirely
+    path.write_bytes(body.encode() + b"caf\xe9 latin-1 bytes,positive\n" + "".join(f'"{t}",{y}\n' for t, y in good[5:]).encode())
+    data = load_text_data(path)
+    assert len(data.train) + len(data.val) + len(data.test) == 10
+    reasons = {where.rsplit(" ", 1)[1]: reason for where, reason in data.skipped}
+    assert reasons == {"7": "empty text", "8": "empty text", "9": "missing label", "10": "missing label",
+                       "11": "undecodable bytes (not UTF-8)"}
+    assert all(where.startswith(f"{path} row ") for where, _ in data.skipped)
+    lines = tmp_path / "bad.jsonl"
+    lines.write_text('{"text": "fine", "label": "a"}\n{not json\n{"text": "also fine", "label": "b"}\n\n[1, 2]\n')
+    data = load_text_data(lines, val_fraction=0, test_fraction=0)
+    assert len(data.train) == 2 and data.skipped == [(f"{lines} row 2", "not a JSON object"), (f"{lines} row 5", "not a JSON object")]
+
+
+def test_wrong_columns_is_one_error_listing_the_columns(tmp_path):
+    path = write_csv(tmp_path / "d.csv", sentiment_rows(10), header=("sentence", "sentiment"))
+    with pytest.raises(UserError, match=r"no column 'text' or 'label' \(found: sentence, sentiment\)"):
+        load_text_data(path)
+    data = load_text_data(path, text_column="sentence", label_column="sentiment")
+    assert data.classes == ["negative", "positive"]
+
+
+def test_one_class_and_no_rows_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="only one label .'positive'."):
+        load_text_data(write_csv(tmp_path / "one.csv", [("good", "positive"), ("fine", "positive")]))
+    with pytest.raises(UserError, match="no usable rows .1 skipped"):
+        load_text_data(write_csv(tmp_path / "none.csv", [("", "positive")]))
+    with pytest.raises(UserError, match="no usable rows"):
+        load_text_data(write_csv(tmp_path / "empty.csv", []))
+
+
+def test_unknown_label_in_a_held_out_file_names_the_row(tmp_path):
+    write_csv(tmp_path / "d" / "train.csv", sentiment_rows(10))
+    write_csv(tmp_path / "d" / "test.csv", [("meh", "neutral")])
+    with pytest.raises(UserError, match=r"test.csv row 2: label 'neutral' is not one of the classes \(negative, positive\)"):
+        load_text_data(tmp_path / "d")
+
+
+def test_claims_text_tables_only(tmp_path, sentiment_csv):
+    texts = MODALITIES.get("text")
+    cfg = FitConfig(data="")
+    assert texts.claims(sentiment_csv, cfg)
+    assert texts.claims(write_csv(tmp_path / "d" / "train.jsonl", []).parent, cfg) is False  # not JSONL content
+    write_jsonl(tmp_path / "j.jsonl", sentiment_rows(4))
+    assert texts.claims(tmp_path / "j.jsonl", cfg)
+    assert not texts.claims(write_csv(tmp_path / "m.csv", [("a.png", "cat")], header=("path", "label")), cfg)
+    assert not texts.claims(write_csv(tmp_path / "p.csv", [("x", "cat", "y")], header=("text", "label", "path")), cfg)
+    assert not texts.claims(sentiment_csv, FitConfig(data="", target="label"))  # tabular
+    assert texts.claims(write_csv(tmp_path / "s" / "train.csv", sentiment_rows(4)).parent, cfg)
+    assert not texts.claims(tmp_path / "s" / "missing", cfg)
+
+
+def test_collect_inputs_from_literals_and_files(tmp_path, sentiment_csv):
+    lines = tmp_path / "more.txt"
+    lines.write_text("first line\n\nsecond line\n")
+    long = "word " * 40
+    xs, names = Texts().collect_inputs(["a great film", str(sentiment_csv), str(lines), long, "missing.csv"], model=None)
+    assert xs[0] == "a great film" and xs[1] == sentiment_rows()[0][0] and len(xs) == 1 + 40 + 2 + 2
+    assert xs[41:43] == ["first line", "second line"] and xs[-1] == "missing.csv"
+    assert names[43] == long.strip()[:77] + "..." and len(names[43]) == 80
+    assert Texts().input_key("abc") == Texts().input_key("abc") != Texts().input_key("abd")
+
+
+# ---------------------------------------------------------------- backbone
+
+
+def test_minilm_contract(backbone):
+    assert backbone.modality == "text" and backbone.feature_dim == 384 and backbone.name == "minilm-l6"
+    assert backbone.preprocess.describe() == "256 tokens" and len(backbone.weights_id) == 12
+    assert len(backbone.layer_groups()) == 1 + 6
+    params = {id(p) for g in backbone.layer_groups() for m in g for p in m.parameters(recurse=False)}
+    assert params == {id(p) for p in backbone.parameters()}, "every parameter sits in exactly one layer group"
+
+
+def test_mean_pooling_ignores_padding(backbone):
+    texts = ["short", "a much longer sentence that forces the others in its batch to be padded quite a lot", "mid length text"]
+    with torch.no_grad():
+        together = backbone.forward_features(backbone.collate(list(backbone.dataset(texts, train=False))))
+        for i, text in enumerate(texts):
+            alone = backbone.forward_features(backbone.collate(list(backbone.dataset([text], train=False))))
+            assert (alone[0] - together[i]).abs().max() < 1e-5
+    assert backbone.batch_order(texts) == [1, 2, 0]
+
+
+def test_bundled_embeddings_are_real(backbone):
+    texts = ["The cat sits on the mat.", "A cat is sitting on a mat.", "Stock markets fell sharply on Tuesday."]
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(backbone.forward_features(backbone.collate(list(backbone.dataset(texts, False)))), dim=1)
+    assert float(f[0] @ f[1]) > float(f[0] @ f[2]) + 0.3
+
+
+def test_adapt_chooses_max_length_from_the_texts(backbone):
+    from headstart.backbones import create_backbone
+
+    body = create_backbone("minilm-l6")
+    data = SimpleNamespace(train=[(t, 0) for t, _ in sentiment_rows(40)])
+    chosen = body.adapt(data, FitConfig(data=""))
+    assert chosen["max_length"] == 16 and body.preprocess.max_length == 16 and "16 tokens (95th percentile" in chosen["input"]
+    assert body.cache_key() != backbone.cache_key(), "max_length is part of the feature-cache key"
+    assert body.adapt(data, FitConfig(data="", max_length=1000))["max_length"] == 256
+
+
+def test_hf_source_failure_is_one_clear_error():
+    from headstart.backbones import create_backbone
+
+    with pytest.raises(UserError, match="could not load Hugging Face model 'headstart-no-such/model-xyz'.*--model minilm-l6"):
+        create_backbone("hf:headstart-no-such/model-xyz")
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_two_stage_text_run(text_run):
+    files = {p.name for p in text_run.path.iterdir()}
+    assert {"config.yaml", "model", "metrics.json", "history.csv", "data.json"} <= files
+    assert {"config.json", "tokenizer.json"} <= {p.name for p in (text_run.path / "model" / "backbone").iterdir()}
+    metrics = text_run.metrics
+    assert set(metrics["stages"]) >= {"features", "head", "finetune"} and metrics["accuracy"] >= 0.8
+    resolved = yaml.safe_load((text_run.path / "config.yaml").read_text())
+    assert (resolved["lr"], resolved["lr_mult"], resolved["label_smoothing"]) == (5e-5, 2.0, 0.0), "text fine-tuning defaults"
+    spec = json.loads((text_run.path / "model" / "model.json").read_text())
+    assert spec["modality"] == "text" and spec["backbone"]["adapter"] == "transformers" and spec["preprocess"]["max_length"] == 16
+    rows = text_run.predict(["a great film"])
+    assert rows[0]["input"] == "a great film" and rows[0]["predictions"][0]["label"] in ("negative", "positive")
+
+
+def test_reloaded_text_run_predicts_the_same(text_run):
+    texts = ["a wonderful, moving story", "dull and tedious", "the plot was fine I guess"]
+    again = hs.load(text_run.path)
+    assert again.model.backbone.weights_id.startswith("run-")
+    assert np.abs(text_run.predict_proba(texts) - again.predict_proba(texts)).max() < 1e-5
+    assert [r["predictions"][0]["label"] for r in again.predict(texts[:2])] == ["positive", "negative"]
+
+
+def test_evaluate_on_a_text_file(text_run, tmp_path):
+    metrics = text_run.evaluate(str(write_csv(tmp_path / "held.csv", sentiment_rows(20, seed=1))), save=False)
+    assert metrics["n"] == 20 and metrics["accuracy"] >= 0.8
+
+
+def test_text_run_body_is_reusable(text_run, sentiment_csv, tmp_path):
+    run = hs.fit(str(sentiment_csv), model=f"run:{text_run.path}", strategy="linear-probe", out=str(tmp_path / "reuse"), progress=False)
+    config = (run.path / "config.yaml").read_text()
+    assert "modality: text" in config and "as trained in" in config
+    assert run.model.preprocess.max_length == 16 and run.metrics["accuracy"] >= 0.8
+
+
+def test_cli_fit_predict_and_cache_reuse(sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(sentiment_csv), "--out", str(out), "--strategy", "linear-probe", "--no-progress"]) == 0
+    assert "minilm-l6, input 16 tokens" in capsys.readouterr().out
+    assert main(["predict", str(out), "some text", "a great, superb film", "--format", "csv"]) == 0
+    rows = list(csv.reader(capsys.readouterr().out.strip().splitlines()))
+    assert rows[0] == ["input", "label_1", "probability_1"] and [r[0] for r in rows[1:]] == ["some text", "a great, superb film"]
+    assert rows[2][1] == "positive"
+    again = hs.fit(str(sentiment_csv), strategy="linear-probe", out=str(tmp_path / "again"), progress=False)
+    assert again.metrics["feature_cache"]["computed"] == 0
+    assert again.metrics["accuracy"] == pytest.approx(hs.load(out).metrics["accuracy"])
+
+
+# ---------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+def test_linear_probe_on_sst2_subset(tmp_path):
+    root = needs_shared("sst2")
+    with open(root / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    rng = random.Random(0)
+    train = [r for label in ("negative", "positive") for r in rng.sample([r for r in rows if r[1] == label], 100)]
+    with open(root / "validation.csv", newline="", encoding="utf-8") as f:
+        held = list(csv.reader(f))[1:201]
+    run = hs.fit(str(write_csv(tmp_path / "train.csv", train)), strategy="linear-probe", out=str(tmp_path / "run"),
+                 test_fraction=0.0, progress=False)
+    metrics = run.evaluate(str(write_csv(tmp_path / "held.csv", held)), save=False)
+    assert metrics["n"] == 200 and metrics["accuracy"] >= 0.65, metrics["accuracy"]
