@@ -23,7 +23,7 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are fine
 
 
 def _open(path: Path):
-    # surrogateescape: bytes that are not UTF-8 survive reading and are caught per row (see _clean).
+    # surrogateescape: bytes that are not UTF-8 survive reading and are caught per row (see _decodes).
     return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
 
 
@@ -54,23 +54,26 @@ def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict | None]]]:
     return columns, records
 
 
-def _clean(value) -> str | None:
-    """A field as text: None when absent, or when it holds bytes that are not UTF-8."""
-    if value is None:
-        return None
-    value = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+def _as_text(value) -> str | None:
+    """A field as a string (None when absent); JSONL numbers and lists become their JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _decodes(value: str | None) -> bool:
+    """False for text read with surrogateescape from bytes that are not UTF-8."""
     try:
-        value.encode("utf-8")
+        value is None or value.encode("utf-8")
+        return True
     except UnicodeEncodeError:
-        return None
-    return value
+        return False
 
 
 def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
     """Usable rows as (where, text, label) and skipped rows as (where, reason); label_column None: texts only."""
     columns, records = read_records(path)
-    wanted = [c for c in (text_column, label_column) if c is not None]
-    missing = [c for c in wanted if c not in columns]
+    missing = [c for c in (text_column, label_column) if c is not None and c not in columns]
     if missing:
         raise UserError(f"{path}: no column {' or '.join(map(repr, missing))} (found: {', '.join(columns) or 'no header'}); "
                         "pass --text-column / --label-column")
@@ -80,9 +83,9 @@ def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[l
         if rec is None:
             skipped.append((where, "not a JSON object"))
             continue
-        text, raw_label = _clean(rec.get(text_column)), rec.get(label_column) if label_column else ""
-        label = _clean(raw_label)
-        if text is None and rec.get(text_column) is not None or label is None and raw_label is not None:
+        text = _as_text(rec.get(text_column))
+        label = _as_text(rec.get(label_column)) if label_column else ""
+        if not (_decodes(text) and _decodes(label)):
             skipped.append((where, "undecodable bytes (not UTF-8)"))
         elif not text or not text.strip():
             skipped.append((where, "empty text"))
@@ -168,7 +171,7 @@ def header_columns(path: Path) -> list[str]:
 def _texts_of_file(path: Path) -> list[str]:
     if path.suffix.lower() == ".txt":
         with _open(path) as f:
-            return [t for t in (_clean(line.rstrip("\r\n")) for line in f) if t and t.strip()]
+            return [t for t in (line.rstrip("\r\n") for line in f) if t.strip() and _decodes(t)]
     columns = header_columns(path)
     column = "text" if "text" in columns or len(columns) != 1 else columns[0]
     return [text for _, text, _ in read_rows(path, column, None)[0]]
