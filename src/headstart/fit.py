@@ -51,7 +51,12 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    ctx = build_context(cfg, data, backbone, progress=cfg.progress and primary)
+    try:
+        ctx = build_context(cfg, data, backbone, progress=cfg.progress and primary)
+    except Exception:
+        if primary and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # bad data or an unknown model: leave no empty run folder behind
+        raise
     data, modality, task, backbone, head = ctx.data, ctx.modality, ctx.task, ctx.backbone, ctx.head
     ctx.extra_callbacks = list(callbacks)
     if primary:
@@ -69,6 +74,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
         return None
 
     model = TransferModel(backbone, head, data.classes, cfg.head, task, {"strategy": cfg.strategy, **ctx.model_notes}).eval()
+    model.data_options = {"text_column": cfg.text_column, "label_column": cfg.label_column, "label_separator": cfg.label_separator}
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),

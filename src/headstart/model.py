@@ -26,6 +26,7 @@ class TransferModel(nn.Module):
         self.backbone, self.head = backbone, head
         self.classes, self.head_name = list(classes), head_name
         self.task = task or make_task("classification")
+        self.data_options: dict = {}  # how the data was read (text/label columns, separator), for evaluate
         self.provenance = dict(provenance or {})  # how the weights were trained (strategy, LoRA merged, ...): informative only
 
     @property
@@ -50,6 +51,7 @@ class TransferModel(nn.Module):
             "classes": self.classes,
             "preprocess": self.preprocess.to_dict(),
             **({"training": self.provenance} if self.provenance else {}),
+            "data_options": self.data_options,
         }
 
     def save(self, folder: str | Path) -> None:
@@ -78,6 +80,7 @@ class TransferModel(nn.Module):
         head = build_head(spec["head"]["name"], spec["head"]["in_dim"], spec["head"]["n_out"])
         task = make_task(spec.get("task", "classification"), spec.get("target_scale"))
         model = cls(backbone, head, spec["classes"], spec["head"]["name"], task, spec.get("training"))
+        model.data_options = spec.get("data_options", {})
         model.load_state_dict(load_file(str(weights_path)))
         backbone.weights_id = f"run-{file_digest(weights_path)}"  # identity for the feature cache when reused
         return model.eval()

@@ -211,14 +211,15 @@ class Texts(Modality):
         return load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
     def load_labeled(self, source, model):
-        """A labeled file with columns text,label, or a folder's test (else validation) file."""
+        """A labeled file with the run's text/label columns, or a folder's test (else validation) file."""
         root = Path(source)
         if not root.exists():
             raise UserError(f"data {root} does not exist")
         path = root if root.is_file() else split_file(root, "test") or split_file(root, "val")
         if path is None:
             raise UserError(f"{root}: no test or validation file (.csv, .tsv, .jsonl) to evaluate on")
-        rows, skipped = read_rows(path, "text", "label")
+        columns = getattr(model, "data_options", {})  # the columns the run was trained with
+        rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
         return _items(rows, model.classes), skipped
