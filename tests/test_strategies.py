@@ -25,7 +25,7 @@ from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.module import slanted_triangular
-from headstart.train.stages import FineTune, HeadOnFeatures
+from headstart.train.stages import HeadOnFeatures
 from headstart.train.variants import L2SP, BitFit, GradualUnfreeze, LoRA, lora_targets, merge_lora
 
 FAST = dict(image_size=64, head_epochs=10, epochs=1, batch_size=8, progress=False, num_workers=0)

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from headstart.errors import UserError
-from headstart.train.context import FitContext
 from headstart.train.module import TransferTask, slanted_triangular
 from headstart.train.stages import FineTune
 
