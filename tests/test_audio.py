@@ -174,15 +174,6 @@ def test_spectrogram_shape_and_tone_pitch():
     assert [len(g) for g in body.layer_groups()] == [len(g) for g in body.cnn.layer_groups()]
 
 
-def test_spec_augment_only_in_training():
-    body = create_backbone("mel-efficientnet_lite0")
-    body.set_preprocess(MelPreprocess(clip_seconds=0.5, image_size=64))
-    wave = torch.randn(4, 8000)
-    assert torch.equal(body.frontend(wave), body.frontend(wave))
-    torch.manual_seed(0)
-    assert not torch.equal(body.frontend(wave, augment=True), body.frontend(wave))
-
-
 def test_hf_audio_offline_is_one_clear_error():
     with pytest.raises(UserError) as err:
         create_backbone("hf-audio:headstart-tests/no-such-audio-model")

@@ -4,8 +4,10 @@
 length) becomes a log-mel spectrogram, scaled per clip to the top `top_db` decibels, resized to a square
 image, repeated over 3 channels and normalised with ImageNet statistics, then fed to the bundled
 EfficientNet-Lite0. The spectrogram is computed inside the module (batched, on the same device as the CNN);
-the dataset only decodes, resamples and pads/crops (random crop / shift in time when training), and
-training adds SpecAugment-style time and frequency masks.
+the dataset only decodes, resamples and pads/crops (random crop / shift in time when training).
+No SpecAugment-style masking: a single 10 % band mask dropped the accuracy of a linear head fitted on
+frozen features from 0.91 to 0.52 on FSDD clips (ImageNet features react strongly to the masked bands), so
+fine-tuning would start far from the head the first stage found.
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ from headstart.errors import UserError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MAX_AUTO_SECONDS, DEFAULT_IMAGE_SIZE = 10.0, 128
-# SpecAugment-style masking while fine-tuning: this many masks per axis, each up to this fraction of it.
-MASKS_PER_AXIS, MASK_FRACTION = 2, 0.12
 
 
 @dataclass(frozen=True)
@@ -114,28 +114,12 @@ class LogMelImage(nn.Module):
         peak = db.amax(dim=(1, 2), keepdim=True)
         return (torch.maximum(db, peak - pre.top_db) - (peak - pre.top_db)) / pre.top_db
 
-    def forward(self, wave: torch.Tensor, augment: bool = False) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.autocast(wave.device.type, enabled=False):  # log of low-precision powers would be coarse
             img = self.spectrogram(wave).flip(1).unsqueeze(1)  # high bands at the top, as a picture of it
             size = self.pre.image_size
             img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            if augment:
-                img = spec_augment(img)
             return (img.expand(-1, 3, -1, -1) - self.mean) / self.std
-
-
-def spec_augment(img: torch.Tensor) -> torch.Tensor:
-    """Zero (the floor) random bands of frequency rows and time columns, independently per clip."""
-    n, _, h, w = img.shape
-    keep = torch.ones(n, 1, h, w, device=img.device, dtype=torch.bool)
-    for axis, length in ((2, h), (3, w)):
-        pos = torch.arange(length, device=img.device)
-        for _ in range(MASKS_PER_AXIS):
-            width = (torch.rand(n, device=img.device) * MASK_FRACTION * length).long()
-            start = (torch.rand(n, device=img.device) * (length - width + 1)).long()
-            band = (pos[None] >= start[:, None]) & (pos[None] < (start + width)[:, None])  # [n, length]
-            keep &= ~(band.view(n, 1, length, 1) if axis == 2 else band.view(n, 1, 1, length))
-    return img * keep
 
 
 class ClipDataset(Dataset):
@@ -172,7 +156,7 @@ class MelBackbone(Backbone):
         self.frontend = LogMelImage(pre).to(device)
 
     def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.cnn.forward_features(self.frontend(wave, augment=self.training))
+        return self.cnn.forward_features(self.frontend(wave))
 
     def layer_groups(self) -> list[list[nn.Module]]:
         return self.cnn.layer_groups()
