@@ -109,8 +109,10 @@ def test_finetune_strategy_trains_the_backbone(tiny_images, tmp_path):
 def test_unknown_strategy_and_option_are_clear_errors(tiny_images):
     with pytest.raises(UserError, match="unknown strategy 'magic'"):
         hs.fit(str(tiny_images), strategy="magic")
-    with pytest.raises(UserError, match="unknown fit option"):
-        hs.fit(str(tiny_images), learning_rate=1)
+    with pytest.raises(UserError, match=r"unknown option\(s\): epoch \(did you mean epochs\?\)"):
+        hs.fit(str(tiny_images), epoch=1)
+    with pytest.raises(UserError, match="unknown option"):
+        hs.rank(str(tiny_images), "efficientnet_lite0", learning_rate=1)
 
 
 def test_cli_help_lists_strategies(capsys):

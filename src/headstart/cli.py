@@ -79,12 +79,16 @@ def cmd_models(args) -> None:
     from headstart.api import models
 
     rows = models()
-    print(f"{'name':<20} {'modality':<9} {'params':>9} {'input':>11} {'offline':>8}  source")
+    extra = [("timm:NAME", "any timm architecture; pretrained weights from the hub when online, or --weights FILE"),
+             ("hf:NAME", "any Hugging Face text model (mean-pooled), from the hub when online"),
+             ("hf-audio:NAME", "any Hugging Face audio model (e.g. an AST or wav2vec2 checkpoint), from the hub when online"),
+             ("run:DIR", "the body of an earlier headstart run (any modality): develop a source model, then reuse it")]
+    width = max(len(name) for name in [r["name"] for r in rows] + [name for name, _ in extra]) + 2
+    print(f"{'name':<{width}}{'modality':<9} {'params':>9} {'input':>11} {'offline':>8}  source")
     for r in rows:
-        print(f"{r['name']:<20} {r['modality']:<9} {r['params'] / 1e6:8.2f}M {r['input']:>11} {'yes' if r['offline'] else 'no':>8}  {r['source']}")
-    print("timm:NAME            any timm architecture; pretrained weights from the hub when online, or --weights FILE")
-    print("hf:NAME              any Hugging Face text model (mean-pooled), from the hub when online")
-    print("run:DIR              the body of an earlier headstart run (any modality): develop a source model, then reuse it")
+        print(f"{r['name']:<{width}}{r['modality']:<9} {r['params'] / 1e6:8.2f}M {r['input']:>11} {'yes' if r['offline'] else 'no':>8}  {r['source']}")
+    for name, what in extra:
+        print(f"{name:<{width}}{what}")
 
 
 def cmd_fit(args) -> None:

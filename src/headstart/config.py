@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,3 +120,13 @@ class FitConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """One clear error for keyword options that are not fit options (with the closest names as a hint)."""
+        known = cls.field_names()
+        unknown = sorted(set(options) - known)
+        if unknown:
+            hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+                     for name in unknown]
+            raise UserError(f"unknown option(s): {', '.join(hints)}; `headstart fit --help` lists them")

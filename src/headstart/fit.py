@@ -33,9 +33,7 @@ from headstart.train.stages import HeadOnFeatures, cached_features
 
 def fit(data: str | Path, model: str = "auto", strategy: str = "two-stage", **options) -> Run | None:
     """Transfer `model` to the labeled data in `data`; returns the Run (None in extra DDP processes)."""
-    unknown = set(options) - FitConfig.field_names()
-    if unknown:
-        raise UserError(f"unknown fit option(s): {', '.join(sorted(unknown))}")
+    FitConfig.check_options(options)
     cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
     return fit_config(cfg)
 
@@ -158,7 +156,7 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
     ]
     for name, note in ctx.stage_notes.items():
         if name == "features":
-            lines.append(f"  features  {note['inputs']} {ctx.modality.input_noun} through the frozen backbone in "
+            lines.append(f"  features  {note['inputs']} {ctx.modality.input_noun}{'s' if note['inputs'] != 1 else ''} through the frozen backbone in "
                          f"{format_seconds(note['seconds'])} (cached for next time)")
         elif "skipped" in note:
             lines.append(f"  {name:<9} skipped: {note['skipped']}")

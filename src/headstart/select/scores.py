@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from headstart.train.probe import single_threaded_blas
+
 
 def logme(features: np.ndarray, targets: np.ndarray, regression: bool = False, iterations: int = 50) -> float:
     """Mean per-sample log evidence (higher is better); see `logme_details` for alpha, beta per column."""
@@ -69,6 +71,7 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     return float((classes[counts.argmax(1)] == labels).mean())
 
 
+@single_threaded_blas
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
     """Stratified cross-validated accuracy of logistic regression on standardised features."""
     import warnings

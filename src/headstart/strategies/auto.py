@@ -38,6 +38,7 @@ import numpy as np
 
 from headstart.strategies.registry import STRATEGIES, register_strategy
 from headstart.train.context import FitContext
+from headstart.train.probe import single_threaded_blas
 from headstart.train.stages import HeadOnFeatures, Stage, cached_features
 
 FEW = 20  # examples in the smallest class below which fine-tuning rarely pays
@@ -58,6 +59,7 @@ def _subset(n: int, limit: int, seed: int) -> np.ndarray:
     return idx
 
 
+@single_threaded_blas
 def signals(ctx: FitContext) -> dict:
     """The measurements the rule reads (classification, pre-trained body)."""
     from sklearn.linear_model import LogisticRegression

@@ -8,6 +8,7 @@ features standardising did not help (measured on tf_flowers, benchmarks/README.m
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -20,6 +21,19 @@ from torch import nn
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
+def single_threaded_blas(fn):
+    """Run `fn` with one BLAS/OpenMP thread: these small solves are latency-bound, and BLAS threads spinning
+    against torch's own OpenMP pool made a head solve ~17x slower on 2 cores (93 s vs 5.5 s measured here)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@single_threaded_blas
 def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, seed: int, class_weight=None) -> dict:
     """Set `layer` (D -> C) to the cross-validated logistic-regression solution; returns what was chosen."""
     xs, y = feats.double().numpy(), labels.numpy()
@@ -48,6 +62,7 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
     return {"C": best_c, "cv_folds": folds, "cv_neg_log_loss": scores}
 
 
+@single_threaded_blas
 def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor) -> dict:
     """Set `layer` (D -> 1) to ridge regression on the features, alpha by efficient leave-one-out CV."""
     from sklearn.linear_model import RidgeCV
@@ -60,6 +75,7 @@ def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor)
     return {"alpha": float(reg.alpha_)}
 
 
+@single_threaded_blas
 def fit_one_vs_rest_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor, c: float = 1.0) -> dict:
     """Multi-label: one logistic regression per label (sigmoid outputs); labels never (or always) seen get a constant."""
     xs, y = feats.double().numpy(), targets.numpy().astype(int)
