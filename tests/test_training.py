@@ -70,20 +70,25 @@ def test_frozen_groups_and_their_batchnorm(tiny_images, tmp_path, bn):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP test runs on Linux/macOS")
 def test_two_process_ddp_fit_on_cpu(tiny_images, tmp_path):
-    """Lightning's DDP (gloo) with 2 CPU processes: one run directory, written once, that loads and predicts."""
+    """Lightning's DDP (gloo) with 2 CPU processes, from the CLI: one run directory, written once, that loads and
+    predicts. The strategy is ulmfit, the hardest case for DDP: its locked groups must still take part in gradient
+    reduction while the unlocked set grows (two-stage's fine-tuning is the same stage with every group unlocked)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "headstart.cli", "fit", str(tiny_images), "--out", str(out), "--strategy", "two-stage",
-           "--accelerator", "cpu", "--devices", "2", "--image-size", "64", "--epochs", "1", "--head-epochs", "3",
-           "--batch-size", "8", "--num-workers", "0", "--no-progress"]
+    cmd = [sys.executable, "-m", "headstart.cli", "fit", str(tiny_images), "--out", str(out), "--strategy", "ulmfit",
+           "--accelerator", "cpu", "--devices", "2", "--image-size", "64", "--epochs", "2", "--head-epochs", "3",
+           "--batch-size", "8", "--num-workers", "0", "--no-progress", "--patience", "5", "--ulmfit-factor", "3"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("headstart fit:") == 1, "only rank 0 reports and writes"
+    assert "strategy  ulmfit" in result.stdout
     import headstart as hs
 
     run = hs.load(out)
     stages = run.metrics["stages"]
-    assert stages["finetune"]["world_size"] == 2, "fine-tuning ran on both processes"
     assert stages["head"]["solver"].startswith("logistic regression"), "the linear head is solved on cached features"
-    assert stages["finetune"]["epochs_run"] == 1
+    assert stages["gradual"]["world_size"] == 2, "fine-tuning ran on both processes"
+    assert stages["gradual"]["epochs_run"] == 2
+    assert stages["gradual"]["groups_training_per_epoch"][:2] == [1, 2]
+    assert stages["gradual"]["lr_factor"] == 3.0
     assert len(run.predict([str(tiny_images / "red")])) == 12
