@@ -7,6 +7,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from headstart.backbones.base import Backbone, Preprocess
+from headstart.data.image_cache import CachedImageDataset, ImageCache
 
 
 class TimmBackbone(Backbone):
@@ -17,6 +18,7 @@ class TimmBackbone(Backbone):
         self.model = model.to(memory_format=torch.channels_last)
         self.feature_dim = int(model.num_features)
         self.preprocess = preprocess or preprocess_from_timm(model)
+        self.image_cache = ImageCache()  # decoded images, once per run (data/image_cache.py)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # forward_head(pre_logits=True) applies the model's own global pooling and flattening.
@@ -33,9 +35,7 @@ class TimmBackbone(Backbone):
         return ordered
 
     def dataset(self, inputs: list[str], train: bool):
-        from headstart.data.images import ImageDataset, eval_transform, train_transform
-
-        return ImageDataset(inputs, (train_transform if train else eval_transform)(self.preprocess))
+        return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
 
     def adapt(self, data, cfg) -> dict:
         """Input size from the images' native size (see data/sizing.py) unless --image-size is given."""

@@ -22,6 +22,8 @@ from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_ha
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
+TRAIN_CROP_SCALE = (0.35, 1.0)  # random-resized-crop area range of the fine-tuning augmentation
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
@@ -180,7 +182,7 @@ def eval_transform(pre: Preprocess) -> T.Compose:
 def train_transform(pre: Preprocess) -> T.Compose:
     """Standard fine-tuning augmentation: random-resized crop and horizontal flip."""
     return T.Compose([
-        T.RandomResizedCrop(pre.input_size, scale=(0.35, 1.0), interpolation=T.InterpolationMode(pre.interpolation)),
+        T.RandomResizedCrop(pre.input_size, scale=TRAIN_CROP_SCALE, interpolation=T.InterpolationMode(pre.interpolation)),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
@@ -193,7 +195,7 @@ def open_rgb(path: str) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    """Image files -> transformed tensors."""
+    """Image files -> transformed tensors, decoded anew on every access (backbones use data/image_cache.py)."""
 
     def __init__(self, paths: list[str], transform):
         self.paths, self.transform = list(paths), transform

@@ -1,0 +1,125 @@
+"""Decode-once image cache: identical eval tensors, no second decode, same augmentation ranges, a byte budget."""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from headstart.backbones.base import Preprocess
+from headstart.data import image_cache, images
+from headstart.data.image_cache import CachedImageDataset, ImageCache
+
+PRE = Preprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A few tiny noisy images of different shapes (JPEG and PNG), so resize and crop both do something."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(40, 30), (31, 47), (64, 64), (25, 25), (90, 33)]):
+        path = tmp_path / f"img{i}.{'jpg' if i % 2 else 'png'}"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    calls = []
+    original = images.open_rgb
+
+    def counting(path):
+        calls.append(path)
+        return original(path)
+
+    monkeypatch.setattr(images, "open_rgb", counting)
+    return calls
+
+
+def test_cached_eval_tensors_equal_the_uncached_transform(photos):
+    cached = CachedImageDataset(photos, PRE, train=False, cache=ImageCache())
+    assert all(t is not None for t in cached.cached)
+    uncached = images.ImageDataset(photos, images.eval_transform(PRE))
+    for i in range(len(photos)):
+        assert torch.equal(cached[i], uncached[i]), photos[i]
+
+
+def test_each_image_is_decoded_once_per_run(photos, count_decodes):
+    cache = ImageCache()
+    for _ in range(2):  # two epochs of evaluation, then two of training: each builds its dataset anew
+        ds = CachedImageDataset(photos, PRE, train=False, cache=cache)
+        [ds[i] for i in range(len(ds))]
+    assert len(count_decodes) == len(photos)
+    for _ in range(2):
+        ds = CachedImageDataset(photos, PRE, train=True, cache=cache)
+        [ds[i] for i in range(len(ds))]
+    assert len(count_decodes) == 2 * len(photos)  # the training entry is a second, different resize
+    assert cache.decoded == 2 * len(photos)
+
+
+def test_backbone_datasets_share_its_cache(photos, count_decodes):
+    from headstart.backbones import create_backbone
+
+    backbone = create_backbone("efficientnet_lite0")
+    backbone.preprocess = PRE
+    first = backbone.dataset(photos, train=False)
+    second = copy.deepcopy(backbone).dataset(photos, train=False)
+    assert len(count_decodes) == len(photos)
+    assert torch.equal(first[0], second[0])
+
+
+def test_training_items_are_augmented_crops_of_the_right_size(photos):
+    ds = CachedImageDataset(photos, PRE, train=True, cache=ImageCache())
+    big = ds.cached[4]  # 90x33: shorter side 33 > 1.15 * 24 = 28, so it was resized once
+    assert big.dtype == torch.uint8 and min(big.shape[1:]) == round(image_cache.TRAIN_SCALE * PRE.input_size)
+    assert tuple(ds.cached[3].shape) == (3, 25, 25)  # smaller than that: kept as it is, never enlarged
+    torch.manual_seed(0)
+    a, b = ds[4], ds[4]
+    assert a.shape == b.shape == (3, 24, 24) and a.dtype == torch.float32
+    assert not torch.equal(a, b), "random crops differ between epochs"
+    assert ds.augment.transforms[0].scale == images.TRAIN_CROP_SCALE
+
+
+def test_budget_bounds_the_cache_and_the_rest_decodes_per_item(photos, count_decodes):
+    one = 3 * PRE.input_size ** 2
+    cache = ImageCache(budget=2 * one)
+    ds = CachedImageDataset(photos, PRE, train=False, cache=cache)
+    assert sum(t is not None for t in ds.cached) == 2 and cache.bytes == 2 * one
+    uncached = images.ImageDataset(photos, images.eval_transform(PRE))
+    assert all(torch.equal(ds[i], uncached[i]) for i in range(len(photos)))
+    off = CachedImageDataset(photos, PRE, train=False, cache=ImageCache(budget=0))
+    assert off.cached == [None] * len(photos)
+
+
+def test_budget_from_environment(monkeypatch):
+    monkeypatch.setenv(image_cache.BUDGET_ENV, "0.5")
+    assert ImageCache().budget == 512 * 1024 ** 2
+    monkeypatch.setenv(image_cache.BUDGET_ENV, "0")
+    assert ImageCache().budget == 0
+
+
+def test_unreadable_image_still_fails_where_it_did(tmp_path, photos):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    ds = CachedImageDataset([*photos, str(bad)], PRE, train=False, cache=ImageCache())
+    assert ds.cached[-1] is None
+    with pytest.raises(OSError):
+        ds[len(photos)]
+
+
+def test_a_pickled_cache_starts_empty(photos):
+    cache = ImageCache(budget=10 ** 6)
+    CachedImageDataset(photos, PRE, train=False, cache=cache)
+    again = pickle.loads(pickle.dumps(cache))
+    assert again.budget == cache.budget and not again.entries and cache.entries
+
+
+def test_workers_read_the_cache_without_decoding(photos):
+    ds = CachedImageDataset(photos, PRE, train=False, cache=ImageCache())
+    expected = torch.stack([ds[i] for i in range(len(ds))])
+    ds.paths = [p + ".gone" for p in photos]  # a worker that had to decode would fail
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
+    assert torch.equal(torch.cat(list(loader)), expected)
