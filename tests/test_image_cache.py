@@ -123,3 +123,16 @@ def test_workers_read_the_cache_without_decoding(photos):
     ds.paths = [p + ".gone" for p in photos]  # a worker that had to decode would fail
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
     assert torch.equal(torch.cat(list(loader)), expected)
+
+
+def test_compile_flag_parses_and_leaves_the_cpu_eager():
+    from headstart.backbones import create_backbone
+    from headstart.cli import build_parser
+    from headstart.config import FitConfig
+
+    args = build_parser().parse_args(["fit", "data", "--compile"])
+    assert args.compile is True and FitConfig(data="data").compile is False
+    backbone = create_backbone("efficientnet_lite0").train()
+    backbone.compile_training = True
+    backbone(torch.randn(2, 3, 32, 32))
+    assert backbone._compiled is None  # torch.compile applies to CUDA fine-tuning steps only

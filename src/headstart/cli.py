@@ -73,6 +73,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--devices", default=d.devices, help="number of devices or 'auto' (default %(default)s)")
     g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines for multi-node DDP (default %(default)s)")
     g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the image body (timm) for fine-tuning; GPU only, ignored on the CPU. Compiling takes "
+                        "a minute or more once, so it pays on long fine-tuning runs")
 
 
 def cmd_models(args) -> None:

@@ -81,6 +81,7 @@ class FitConfig:
     devices: str = "auto"
     num_nodes: int = 1
     precision: str = "auto"  # "auto": bf16-mixed on a GPU, 32-true on the CPU
+    compile: bool = False  # torch.compile the image body for fine-tuning, on a GPU only (compiling costs a minute or more)
     cache_dir: str | None = None
     progress: bool = True
     resolved: dict = field(default_factory=dict)  # what "auto" turned into (input size, precision, ...)

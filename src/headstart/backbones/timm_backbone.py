@@ -19,10 +19,18 @@ class TimmBackbone(Backbone):
         self.feature_dim = int(model.num_features)
         self.preprocess = preprocess or preprocess_from_timm(model)
         self.image_cache = ImageCache()  # decoded images, once per run (data/image_cache.py)
+        self.compile_training, self._compiled = False, None  # --compile (set by adapt)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        # forward_head(pre_logits=True) applies the model's own global pooling and flattening.
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.compile_training and self.training and x.is_cuda:  # --compile: fine-tuning steps on a GPU
+            if self._compiled is None:
+                self._compiled = torch.compile(self._features)  # a function, so state-dict keys stay unprefixed
+            return self._compiled(x)
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        # forward_head(pre_logits=True) applies the model's own global pooling and flattening.
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
     def layer_groups(self) -> list[list[nn.Module]]:
@@ -38,9 +46,10 @@ class TimmBackbone(Backbone):
         return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
 
     def adapt(self, data, cfg) -> dict:
-        """Input size from the images' native size (see data/sizing.py) unless --image-size is given."""
+        """Input size from the images' native size (see data/sizing.py) unless --image-size is given; --compile."""
         from headstart.data.sizing import choose_preprocess
 
+        self.compile_training = bool(getattr(cfg, "compile", False))
         native = data.info.get("native_size", 0) if data.modality == "image" else 0
         self.preprocess, why = choose_preprocess(self.preprocess, native, cfg.image_size)
         size = self.preprocess.input_size
