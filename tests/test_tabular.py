@@ -254,3 +254,21 @@ def test_run_source_images(tiny_images, tmp_path):
     a, b = _body_state(source.path), _body_state(run.path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == f"run:{source.path}"
+
+
+def test_raw_table_baseline_and_compare_with_a_source_run(source_run, tmp_path):
+    rows_df = pd.read_csv(make_table(tmp_path / "t.csv", n=160, seed=1, shift=1.0)).dropna(subset=["y"])
+    rows = list(zip(features(rows_df), rows_df["y"].astype(float)))
+    name, r2 = Tables().classical_baseline(rows[:120], rows[120:], "regression")
+    assert name == "ridge regression on the raw table" and 0.6 < r2 < 0.95, r2  # linear in a, c, d; sin(2b) is not
+    by_category = [({"c": c}, int(c == "x")) for c in ["x", "y", "z"] * 12]
+    assert Tables().classical_baseline(by_category[:27], by_category[27:], "classification")[1] == 1.0, "categories one-hot"
+
+    run, _ = source_run
+    data = tmp_path / "target.csv"
+    rows_df.drop(columns=["label"]).to_csv(data, index=False)
+    result = hs.compare(str(data), model=f"run:{run.path}", target="y", fractions="1", out=str(tmp_path / "cmp"),
+                        **{**FAST, "epochs": 8})
+    full = result["fractions"]["1"]
+    assert result["score"] == "r2" and full["baseline"]["name"] == "ridge regression on the raw table"
+    assert {"transfer", "scratch"} <= set(full) and len(full["scratch"]["curve"]) == 8

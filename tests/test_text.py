@@ -285,3 +285,15 @@ def test_linear_probe_on_sst2_subset(tmp_path):
                  test_fraction=0.0, progress=False)
     metrics = run.evaluate(str(write_csv(tmp_path / "held.csv", held)), save=False)
     assert metrics["n"] == 200 and metrics["accuracy"] >= 0.65, metrics["accuracy"]
+
+
+def test_tfidf_baseline_reads_words():
+    from headstart.data.text import Texts
+
+    words = {0: ["awful", "boring", "dull"], 1: ["great", "lovely", "superb"]}
+    rows = [(f"{words[y][i % 3]} film number {i}", y) for i in range(30) for y in (0, 1)]
+    name, accuracy = Texts().classical_baseline(rows[:40], rows[40:], "classification")
+    assert name == "TF-IDF + logistic regression" and accuracy == 1.0
+    shuffled = [(f"film number {i}", y) for i, (_, y) in enumerate(rows)]  # no word carries the label
+    assert Texts().classical_baseline(shuffled[:40], shuffled[40:], "classification")[1] < 0.8
+    assert Texts().classical_baseline(rows[:40], rows[40:], "multilabel") is None

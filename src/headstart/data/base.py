@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from headstart.errors import UserError
 from headstart.registry import Registry
 
@@ -125,6 +127,23 @@ class Modality:
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
+
+
+def linear_baseline(x_train, y_train, x_test, y_test, task: str) -> float | None:
+    """Test score of a regularised linear model on inputs made without transfer (pixels, TF-IDF, the encoded table):
+    accuracy for classification (logistic regression), R² for regression (ridge); strength by 3-fold CV where
+    every class has 3 examples. None for other tasks."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.model_selection import GridSearchCV
+
+    if task == "regression":
+        return float(RidgeCV(alphas=tuple(10.0 ** k for k in range(-3, 4))).fit(x_train, y_train).score(x_test, y_test))
+    if task != "classification":
+        return None
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    if min(np.bincount(np.asarray(y_train))[np.unique(y_train)]) >= 3:
+        model = GridSearchCV(model, {"C": [0.1, 1.0, 10.0]}, cv=3)
+    return float(model.fit(x_train, y_train).score(x_test, y_test))
 
 
 def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import LabeledData, Modality, register_modality
+from headstart.data.base import LabeledData, Modality, linear_baseline, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -301,3 +301,14 @@ class Tables(Modality):
 
     def collect_inputs(self, inputs, model):
         return collect_table_rows(inputs, model)
+
+    def classical_baseline(self, train, test, task):
+        """The raw table, encoded as the MLP sees it (standardised numbers, one-hot categories, missing flags), into
+        logistic regression (classification) or ridge (regression): the model a statistician would fit first."""
+        from headstart.backbones.tabular import ColumnEncoder
+
+        encoder = ColumnEncoder().fit([x for x, _ in train])
+        score = linear_baseline(encoder.transform([x for x, _ in train]).numpy(), [y for _, y in train],
+                                encoder.transform([x for x, _ in test]).numpy(), [y for _, y in test], task)
+        name = "ridge regression on the raw table" if task == "regression" else "logistic regression on the raw table"
+        return None if score is None else (name, score)

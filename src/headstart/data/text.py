@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import LabeledData, Modality, register_modality
+from headstart.data.base import LabeledData, Modality, linear_baseline, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -223,6 +223,16 @@ class Texts(Modality):
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
         return _items(rows, model.classes), skipped
+
+    def classical_baseline(self, train, test, task):
+        """TF-IDF of words and word pairs (sublinear counts) + logistic regression: the usual strong text baseline."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        x_train = vectorizer.fit_transform([x for x, _ in train])
+        score = linear_baseline(x_train, [y for _, y in train], vectorizer.transform([x for x, _ in test]),
+                                [y for _, y in test], task)
+        return None if score is None else ("TF-IDF + logistic regression", score)
 
     def collect_inputs(self, inputs, model):
         texts: list[str] = []
