@@ -146,6 +146,9 @@ class CachedImageDataset(Dataset):
             v2.RandomHorizontalFlip(),
         ]) if train else None
         self.normalize = T.Normalize(pre.mean, pre.std)
+        # Every item already decoded and nothing random left: converting and normalising costs less than the start-up
+        # and transfers of DataLoader worker processes (train/batches.py loads such a dataset in the main process).
+        self.in_memory = not train and all(t is not None for t in self.cached)
 
     def __len__(self) -> int:
         return len(self.paths)
