@@ -83,6 +83,8 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
                       [y for _, y in eval_items], preds, data.classes, task.name)
     render_report(out)
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
+    if getattr(backbone, "image_cache", None) is not None:
+        backbone.image_cache.clear()  # the decoded images last one run (data/image_cache.py), not as long as the Run
     return Run(out, model)
 
 
