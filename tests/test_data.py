@@ -100,3 +100,10 @@ def test_input_size_rule(native, expected):
     assert pre.input_size == expected and "auto" in reason
     assert pre.crop_pct == (1.0 if native < expected else 0.875)
     assert choose_preprocess(default, native, 160)[0].input_size == 160
+
+
+def test_input_size_on_a_gpu_is_the_backbones_own():
+    default = Preprocess(224, (0.5,) * 3, (0.5,) * 3)
+    pre, reason = choose_preprocess(default, 32, None, gpu=True)
+    assert pre.input_size == 224 and "GPU" in reason and pre.crop_pct == 1.0  # 32-px images are resized whole
+    assert choose_preprocess(default, 32, 96, gpu=True)[0].input_size == 96, "a requested size still wins"

@@ -1,8 +1,10 @@
 """Choosing the input size: CPU cost grows with the square of the side, so small images are not blown up to 224.
 
-Rule (documented in the README): a requested size wins; otherwise 4x the median native shorter side, rounded
-up to a multiple of 32, at least 96 px and at most the backbone's own size. Images smaller than the input are
-resized whole (no center-crop margin): they have no context to spare.
+Rule (documented in the README): a requested size wins; on a GPU the backbone's own size (compute is cheap
+there, and upsampling small images to the pre-training size is what the published fine-tuning numbers use);
+otherwise (CPU) 4x the median native shorter side, rounded up to a multiple of 32, at least 96 px and at most
+the backbone's own size. Images smaller than the input are resized whole (no center-crop margin): they have
+no context to spare.
 """
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from headstart.backbones.base import Preprocess
 UPSCALE, MIN_SIZE, MULTIPLE = 4, 96, 32
 
 
-def choose_preprocess(default: Preprocess, native_size: int, requested: int | None) -> tuple[Preprocess, str]:
+def trains_on_gpu(cfg) -> bool:
+    """Whether the fit will run on a GPU (--accelerator auto/gpu/cuda with CUDA present)."""
+    import torch
+
+    return getattr(cfg, "accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def choose_preprocess(default: Preprocess, native_size: int, requested: int | None, gpu: bool = False) -> tuple[Preprocess, str]:
     if requested:
         size, why = int(requested), "requested"
+    elif gpu:
+        size, why = default.input_size, "auto: the backbone's own size on a GPU"
     else:
         wanted = MULTIPLE * math.ceil(UPSCALE * max(native_size, 1) / MULTIPLE)
         size = min(default.input_size, max(MIN_SIZE, wanted))
