@@ -136,23 +136,3 @@ def test_compile_flag_parses_and_leaves_the_cpu_eager():
     backbone.compile_training = True
     backbone(torch.randn(2, 3, 32, 32))
     assert backbone._compiled is None  # torch.compile applies to CUDA fine-tuning steps only
-
-
-def test_fully_cached_eval_data_loads_without_worker_processes(photos):
-    from headstart.train.batches import labeled_loader
-
-    class Body:
-        preprocess, image_cache = PRE, ImageCache()
-
-        def dataset(self, inputs, train):
-            return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
-
-        def collate(self, batch):
-            return torch.stack(batch)
-
-    targets = torch.zeros(len(photos), dtype=torch.long)
-    args = {"num_workers": 1, "persistent_workers": True}
-    assert labeled_loader(Body(), photos, targets, False, 2, **args).num_workers == 0
-    assert labeled_loader(Body(), photos, targets, True, 2, **args).num_workers == 1  # augmentation runs in a worker
-    Body.image_cache = ImageCache(budget=0)
-    assert labeled_loader(Body(), photos, targets, False, 2, **args).num_workers == 1  # decoding: workers help

@@ -23,16 +23,12 @@ def labeled_loader(backbone, inputs: list, targets: torch.Tensor, train: bool, b
     """Shuffled, augmented batches for training (train=True) or ordered eval batches, as (x, y).
 
     `sample_weights` (training only) draws examples in proportion to them instead of shuffling (--balance sampler).
-    A dataset marked `in_memory` (decoded images, nothing random) loads in the main process: no worker processes.
     """
     def collate(batch):
         return backbone.collate([x for x, _ in batch]), torch.stack([torch.as_tensor(y) for _, y in batch])
 
     sampler = WeightedRandomSampler(sample_weights, len(inputs)) if train and sample_weights is not None else None
-    dataset = backbone.dataset(inputs, train=train)
-    if getattr(dataset, "in_memory", False):
-        loader_args = {**loader_args, "num_workers": 0, "persistent_workers": False}
-    return DataLoader(WithTargets(dataset, targets), batch_size=batch_size,
+    return DataLoader(WithTargets(backbone.dataset(inputs, train=train), targets), batch_size=batch_size,
                       shuffle=train and sampler is None, sampler=sampler, drop_last=train and len(inputs) > batch_size,
                       collate_fn=collate, **loader_args)
 
@@ -58,8 +54,6 @@ def map_batches(fn, backbone, inputs: list, batch_size: int, device: torch.devic
     """`fn(batch)` over every input in eval mode, in the backbone's preferred batch order; rows in input order, float32 CPU."""
     order = backbone.batch_order(inputs) or list(range(len(inputs)))
     dataset = backbone.dataset([inputs[i] for i in order], train=False)
-    if getattr(dataset, "in_memory", False):  # decoded already (image cache): worker processes cost more than they save
-        num_workers = 0
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=backbone.collate)
     out = []
     for x in loader:
