@@ -27,3 +27,47 @@ def test_lr_find_and_lr_auto(tiny_images, tmp_path):
     assert yaml.safe_load((run.path / "config.yaml").read_text())["lr"] == "auto", "config.yaml keeps the request"
     fine = [r for r in run.history if r["stage"] == "finetune" and r["epoch"] >= 1]
     assert fine and max(r["lr"] for r in fine) <= chosen * 1.0001, "fine-tuning ran at the suggested peak rate"
+
+
+def test_range_test_sweeps_the_strategys_own_groups(tiny_images, tmp_path):
+    """--lr auto / lr-find sweep what the strategy trains (BitFit's biases and norms, LoRA's adapters), weights restored."""
+    import torch
+
+    from headstart.train.lr_find import lr_range_test
+    from headstart.train.variants import LoRA, BitFit
+    from test_strategies import make_context
+
+    ctx = make_context(tiny_images, tmp_path, lr=1e-3)
+    before = {k: v.clone() for k, v in ctx.backbone.state_dict().items()}
+    head = sum(p.numel() for p in ctx.head.parameters())
+    everything = head + sum(p.numel() for p in ctx.backbone.parameters())  # two-stage's groups (the default)
+    bitfit = lr_range_test(ctx, steps=6, stage=BitFit())
+    assert bitfit["stage"] == "bitfit" and head < bitfit["trainable_params"] < everything / 10
+    assert all(torch.equal(before[k], v) for k, v in ctx.backbone.state_dict().items()), "weights restored"
+    lora = LoRA()
+    lora.prepare(ctx)
+    result = lr_range_test(ctx, steps=6, stage=lora)
+    assert result["stage"] == "lora" and result["trainable_params"] == head + lora.info["adapter_params"]
+
+
+def test_lr_auto_runs_the_range_test_on_the_stage_that_trains(tiny_images, tmp_path, monkeypatch):
+    """FineTune.run hands itself, prepared (LoRA's adapters in place), to the range test; its suggestion becomes --lr."""
+    import headstart.train.lr_find as lr_find
+    from headstart.strategies import STRATEGIES
+    from test_strategies import make_context
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_range_test(ctx, stage=None, **_):
+        seen.append((stage, dict(stage.info)))
+        raise Stop  # before training: only the hand-over is under test
+
+    monkeypatch.setattr(lr_find, "lr_range_test", fake_range_test)
+    ctx = make_context(tiny_images, tmp_path, lr="auto")
+    lora = STRATEGIES.get("lora").stages()[-1]
+    with pytest.raises(Stop):
+        lora.run(ctx)
+    assert seen[0][0] is lora and seen[0][1]["adapter_params"] > 0, "the range test sees LoRA's adapters"

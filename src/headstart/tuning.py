@@ -11,10 +11,12 @@ from headstart.rundir import default_out, prepare_run_dir
 
 def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None, force: bool = False,
             steps: int = 100, **options) -> dict:
-    """Head first (on cached features, as in two-stage), then the range test on all layers; writes lr_find.json/png."""
+    """Head first (on cached features), then the range test on what `strategy`'s fine-tuning stage trains (two-stage's
+    discriminative groups for strategies without one, e.g. auto); writes lr_find.json/png."""
     from headstart.fit import build_context
+    from headstart.strategies import STRATEGIES
     from headstart.train.lr_find import lr_range_test, plot_lr_find
-    from headstart.train.stages import HeadOnFeatures
+    from headstart.train.stages import FineTune, HeadOnFeatures
 
     unknown = set(options) - FitConfig.field_names()
     if unknown:
@@ -23,7 +25,10 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
     out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
     ctx = build_context(cfg, progress=cfg.progress)
     HeadOnFeatures(required=False).run(ctx)
-    result = lr_range_test(ctx, steps=steps)
+    stage = next((s for s in STRATEGIES.get(cfg.strategy).stages() if isinstance(s, FineTune)), None)
+    if stage is not None:
+        stage.prepare(ctx)  # LoRA: its adapters, the parameters that will train
+    result = lr_range_test(ctx, steps=steps, stage=stage)
     write_text(out_dir / "config.yaml", cfg.to_yaml())
     write_json(out_dir / "lr_find.json", result)
     plot_lr_find(result, out_dir / "lr_find.png")
@@ -32,16 +37,18 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
     return result
 
 
-def resolve_auto_lr(ctx) -> None:
-    """`--lr auto`: run the range test now (after the head stage) and fine-tune at its suggestion."""
+def resolve_auto_lr(ctx, stage=None) -> None:
+    """`--lr auto`: run the range test now (after the head stage), on the parameter groups of the fine-tuning
+    `stage` that will train (prepared: LoRA's adapters in place), and fine-tune at its suggestion."""
     if ctx.cfg.lr != "auto":
         return
     from headstart.train.lr_find import lr_range_test
 
-    result = lr_range_test(ctx)
+    result = lr_range_test(ctx, stage=stage)
     ctx.cfg.lr = result["suggestion"]
-    ctx.cfg.resolved["lr"] = {"auto": result["suggestion"], "range_test_steps": len(result["lrs"])}
-    ctx.stage_notes["lr_find"] = {"suggestion": result["suggestion"], "steps": len(result["lrs"])}
+    ctx.cfg.resolved["lr"] = {"auto": result["suggestion"], "range_test_steps": len(result["lrs"]), "stage": result["stage"]}
+    ctx.stage_notes["lr_find"] = {"suggestion": result["suggestion"], "steps": len(result["lrs"]), "stage": result["stage"],
+                                  "trainable_params": result["trainable_params"]}
 
 
 SEARCH_SPACE = "lr (log 1e-5..1e-2), batch size (16, 32, 64), epochs (2..15), strategy, weight decay (log 1e-5..0.1)"

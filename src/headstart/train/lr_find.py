@@ -1,8 +1,11 @@
 """Learning-rate range test (Smith 2015; fastai's and Lightning's lr_find) on the fine-tuning setup itself.
 
 The top group's rate grows exponentially from `min_lr` to `max_lr` over `steps` mini-batches while every
-other group keeps its discriminative ratio to it (Lightning's tuner would set every group to one rate);
-the smoothed training loss is recorded until it diverges. The suggestion is the rate at the steepest
+other group keeps its ratio to it (Lightning's tuner would set every group to one rate); the groups are
+those of the fine-tuning stage that will use the rate (`stage`: BitFit's biases and norms, LoRA's adapters,
+LP-FT's one uniform rate, ...; two-stage's discriminative groups when none is given), so the suggestion is the
+`--lr` at which that stage's own setup descends fastest. The smoothed training loss is recorded until it
+diverges. The suggestion is the rate at the steepest
 descent of the smoothed loss (Lightning's rule), and the weights are restored afterwards.
 """
 from __future__ import annotations
@@ -18,16 +21,19 @@ from headstart.train.batches import labeled_loader, to_device
 
 
 def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, beta: float = 0.9,
-                  diverge: float = 4.0) -> dict:
+                  diverge: float = 4.0, stage=None) -> dict:
+    """`stage`: the FineTune (or variant) whose parameter groups sweep, already `prepare`d (LoRA's adapters)."""
     from headstart.train.stages import FineTune  # stages import this module for --lr auto
 
     cfg = ctx.cfg
+    stage = stage or FineTune(discriminative=True)
     top_lr = cfg.lr if isinstance(cfg.lr, float) else 1e-3
     cfg_lr, cfg.lr = cfg.lr, top_lr  # param_groups reads cfg.lr for the ratios
     net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, task=ctx.task).to(ctx.device).train()
-    groups, eval_norms = FineTune(discriminative=True).param_groups(ctx)
+    groups, eval_norms = stage.param_groups(ctx)
     cfg.lr = cfg_lr
-    ratios = [g["lr"] / top_lr for g in groups]
+    ratios = [g["lr"] / top_lr for g in groups]  # relative to --lr: a stage's lr_scale (LP-FT) stays in the ratio
+    trainable = sum(p.numel() for g in groups for p in g["params"])
     saved = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     targets = ctx.task.targets(y for _, y in ctx.data.train)
@@ -60,7 +66,8 @@ def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 1
             break
     ctx.progress.close()
     net.load_state_dict(saved)
-    return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr}
+    return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr,
+            "stage": stage.name, "trainable_params": trainable}
 
 
 def suggest(lrs: list[float], losses: list[float]) -> float:

@@ -236,9 +236,9 @@ class FineTune(Stage):
     def run(self, ctx: FitContext) -> None:
         from headstart.tuning import resolve_auto_lr
 
-        resolve_auto_lr(ctx)  # --lr auto: the range test, now that the head is trained
-        cfg = ctx.cfg
         self.prepare(ctx)
+        resolve_auto_lr(ctx, self)  # --lr auto: the range test on this stage's own groups, now that the head is trained
+        cfg = ctx.cfg
         net = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, task=ctx.task).train()  # Lightning keeps modules' modes
         param_groups, eval_norms = self.param_groups(ctx)
         task = self.make_task(ctx, net, param_groups, eval_norms)
