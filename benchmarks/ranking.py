@@ -31,7 +31,8 @@ def subset_manifest(root: Path, max_train: int, seed: int, folder: Path) -> Path
     import csv
     import random
 
-    from headstart.data.images import SPLIT_NAMES, is_image
+    from headstart.data.files import SPLIT_NAMES
+    from headstart.data.images import is_image
 
     rows = []
     for split, names in SPLIT_NAMES.items():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from PIL import Image
 
 import headstart as hs
 from headstart.backbones import create_backbone
@@ -256,3 +257,10 @@ def test_fsdd_subset_linear_probe(tmp_path):
     data = json.loads((run.path / "data.json").read_text())
     assert data["layout"] == "manifest" and data["sizes"]["test"] == 50 and data["native_sample_rate"] == 8000
     assert run.metrics["accuracy"] >= 0.4, f"{run.metrics['accuracy']} (chance is 0.1)"
+
+
+def test_a_cover_image_does_not_make_an_audio_folder_image_data(tmp_path):
+    folder = make_tones(tmp_path / "album", per_class=3)
+    Image.new("RGB", (16, 16)).save(folder / "cover.jpg")
+    assert MODALITIES.get("audio").claims(folder, None) and not MODALITIES.get("image").claims(folder, None)
+    assert len(load_audio_data(folder).train) > 0, "the picture is not taken for a clip"

@@ -1,5 +1,3 @@
-import shutil
-
 import pytest
 
 from headstart.data.images import collect_image_files, load_image_data, load_labeled_items

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from headstart.config import BN_MODES, FitConfig
 from headstart.errors import UserError

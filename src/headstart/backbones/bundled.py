@@ -5,7 +5,6 @@ import importlib
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 from headstart.backbones.registry import BACKBONES, BackboneInfo

@@ -8,9 +8,7 @@ pad-crop functions here are what the audio backbones' datasets call.
 from __future__ import annotations
 
 import math
-import os
 import statistics
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +17,7 @@ import torch
 from scipy.signal import resample_poly
 
 from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, register_modality
-from headstart.data.images import SPLIT_NAMES, _csv_columns, _find_split_dir, _first_files, _manifest_items
-from headstart.data.splits import stratified_split
-from headstart.errors import UserError
-
-Item = tuple[str, int]  # (path, class index)
-
-
-def is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
-
+from headstart.data.files import FileKind, collect_files, load_file_data, load_labeled_files
 
 # --- decoding, reused by the backbones' datasets -------------------------------------------------------------
 
@@ -80,137 +69,27 @@ def check_clip(path: str) -> tuple[float, int, str]:
     return len(wave) / rate, rate, ""
 
 
-# --- layouts ---------------------------------------------------------------------------------------------------
+# --- layouts (data/files.py) ---------------------------------------------------------------------------------
 
-def _filter_readable(items: list[Item]) -> tuple[list[Item], list[tuple[str, str]], list[float], list[int]]:
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(check_clip, [p for p, _ in items]))
-    good, skipped, seconds, rates = [], [], [], []
-    for item, (secs, rate, reason) in zip(items, results):
-        if reason:
-            skipped.append((item[0], reason))
-        else:
-            good.append(item)
-            seconds.append(secs)
-            rates.append(rate)
-    return good, skipped, seconds, rates
+def _check(path: str) -> tuple[tuple[float, int] | None, str]:
+    seconds, rate, reason = check_clip(path)
+    return (None if reason else (seconds, rate)), reason
 
 
-def _class_folder_items(root: Path, classes: list[str] | None = None) -> tuple[list[Item], list[str]]:
-    dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = classes or dirs
-    index = {c: i for i, c in enumerate(classes)}
-    items = []
-    for name in dirs:
-        if name not in index:
-            raise UserError(f"{root / name}: class {name!r} is not one of the model's classes ({', '.join(classes)})")
-        items += [(str(p), index[name]) for p in sorted((root / name).rglob("*")) if p.is_file() and is_audio(p)]
-    return items, classes
-
-
-def _manifest_splits(csv_path: Path, classes: list[str] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
-    """Manifest rows per split ("" = unsplit); split names as for folders (val, valid, validation ...)."""
-    per_split, classes = _manifest_items(csv_path, classes)
-    alias = {name: split for split, names in SPLIT_NAMES.items() for name in names} | {"": ""}
-    unknown = sorted(set(per_split) - set(alias))
-    if unknown:
-        raise UserError(f"{csv_path}: unknown value(s) in the split column: {', '.join(map(repr, unknown))} "
-                        "(use train, val or test, or leave it empty)")
-    merged: dict[str, list[Item]] = {}
-    for name, items in per_split.items():
-        merged.setdefault(alias[name], []).extend(items)
-    return merged, classes
-
-
-def _check_classes(root: Path, classes: list[str], train: list[Item], skipped: list) -> None:
-    if not train:
-        extra = f" ({len(skipped)} unreadable)" if skipped else ""
-        raise UserError(f"{root}: no readable training clips{extra}; expected class folders of audio files "
-                        f"({', '.join(sorted(AUDIO_EXTENSIONS))}) or a CSV path,label")
-    if len(classes) < 2:
-        raise UserError(f"{root}: only one class ({classes[0]!r}); a classifier needs at least two classes")
-    counts = [sum(1 for _, y in train if y == i) for i in range(len(classes))]
-    for name, count in zip(classes, counts):
-        if count == 0:
-            raise UserError(f"{root}: class {name!r} has no readable training clips; add clips or remove the class")
+CLIPS = FileKind("clips", frozenset(AUDIO_EXTENSIONS), _check)
 
 
 def load_audio_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
-    """Discover the layout, drop unreadable clips, and split what is not split yet (stratified)."""
-    root = Path(source)
-    if not root.exists():
-        raise UserError(f"data {root} does not exist")
-    if root.is_file():
-        per_split, classes = _manifest_splits(root)
-        train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
-        layout = "manifest"
-    elif _find_split_dir(root, "train"):
-        train, classes = _class_folder_items(_find_split_dir(root, "train"))
-        val = _class_folder_items(_find_split_dir(root, "val"), classes)[0] if _find_split_dir(root, "val") else []
-        test = _class_folder_items(_find_split_dir(root, "test"), classes)[0] if _find_split_dir(root, "test") else []
-        layout = "splits"
-    else:
-        train, classes = _class_folder_items(root)
-        val, test = [], []
-        layout = "class-folders"
-
-    train, skipped, seconds, rates = _filter_readable(train)
-    val, skipped_val, _, _ = _filter_readable(val)
-    test, skipped_test, _, _ = _filter_readable(test)
-    _check_classes(root, classes, train, skipped)
-
-    if not test and layout != "splits":
-        train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
-    if not val:
-        train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
-    info = {
+    """The layouts of data/files.py with clips; the data summary records their durations and native rate."""
+    data, facts = load_file_data(source, CLIPS, "audio", val_fraction, test_fraction, seed)
+    seconds, rates = [s for s, _ in facts], [r for _, r in facts]
+    data.info.update({
         "median_seconds": round(statistics.median(seconds), 3),
         "p95_seconds": round(float(np.percentile(seconds, 95)), 3),
         "max_seconds": round(max(seconds), 3),
         "native_sample_rate": int(statistics.median(rates)),
-    }
-    return LabeledData("audio", "classification", classes, train, val, test, layout, skipped + skipped_val + skipped_test, info)
-
-
-def load_labeled_clips(source: str | Path, classes: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
-    """Every labeled clip under `source`: class folders, a split layout's test/ (else val/), a manifest's test rows (else all)."""
-    root = Path(source)
-    if not root.exists():
-        raise UserError(f"data {root} does not exist")
-    if root.is_file():
-        per_split, _ = _manifest_splits(root, classes)
-        items = per_split.get("test") or [it for split in per_split.values() for it in split]
-    elif _find_split_dir(root, "train") and (_find_split_dir(root, "test") or _find_split_dir(root, "val")):
-        items = _class_folder_items(_find_split_dir(root, "test") or _find_split_dir(root, "val"), classes)[0]
-    else:
-        items = _class_folder_items(root, classes)[0]
-    items, skipped, _, _ = _filter_readable(items)
-    if not items:
-        raise UserError(f"{root}: no readable labeled clips (expected class folders named {', '.join(classes)})")
-    return items, skipped
-
-
-def collect_audio_files(paths: list[str | Path]) -> list[str]:
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and is_audio(f))
-        elif p.is_file():
-            files.append(str(p))
-        else:
-            raise UserError(f"{p} does not exist")
-    if not files:
-        raise UserError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) found in {', '.join(map(str, paths))}")
-    return files
-
-
-def _manifest_lists_audio(path: Path, rows: int = 20) -> bool:
-    import csv
-
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.DictReader(f)
-        paths = [row.get("path") or "" for _, row in zip(range(rows), reader)]
-    return bool(paths) and sum(Path(p).suffix.lower() in AUDIO_EXTENSIONS for p in paths) > len(paths) / 2
+    })
+    return data
 
 
 @register_modality
@@ -220,21 +99,16 @@ class Audio(Modality):
     input_noun = "clip"
 
     def claims(self, source: Path, cfg) -> bool:
-        if source.is_file():
-            return source.suffix.lower() == ".csv" and "path" in _csv_columns(source) and _manifest_lists_audio(source)
-        if not source.is_dir():
-            return False
-        files = _first_files(source)
-        return bool(files) and sum(is_audio(p) for p in files) > len(files) / 2
+        return CLIPS.claims(source)
 
     def load(self, cfg) -> LabeledData:
         return load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
     def load_labeled(self, source, model):
-        return load_labeled_clips(source, model.classes)
+        return load_labeled_files(source, CLIPS, model.classes)
 
     def collect_inputs(self, inputs, model):
-        files = collect_audio_files(inputs)
+        files = collect_files(inputs, CLIPS)
         return files, files
 
     def input_key(self, x: str) -> str:

@@ -1,0 +1,200 @@
+"""Labeled files, whatever they hold (images, audio clips): the layouts every file modality shares.
+
+- split folders `DATA/{train,val,test}/<class>/*` (val may be named valid or validation);
+- one folder of class folders, split here (stratified);
+- a CSV manifest `path,label[,split]`, paths relative to the CSV's folder.
+
+A `FileKind` says which files belong (extensions) and how to check one fully (decode it). Unreadable files
+are skipped and listed, never crash a run; no files, a single class or an empty class is one clear error.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from headstart.data.base import LabeledData
+from headstart.data.splits import stratified_split
+from headstart.errors import UserError
+
+SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+SPLIT_ALIASES = {name: split for split, names in SPLIT_NAMES.items() for name in names} | {"": ""}
+
+Item = tuple[str, int]  # (path, class index)
+
+
+@dataclass(frozen=True)
+class FileKind:
+    noun: str  # plural, for messages: "images", "clips"
+    extensions: frozenset[str]
+    check: Callable[[str], tuple[Any, str]]  # decode one file fully: (a fact such as its size, "") or (None, reason)
+
+    def owns(self, path: Path) -> bool:
+        return path.suffix.lower() in self.extensions and not path.name.startswith(".")
+
+    def claims(self, source: Path) -> bool:
+        """Whether most files under a folder (a sample), or most paths a manifest starts with, are of this kind."""
+        if source.is_file():
+            if source.suffix.lower() != ".csv" or "path" not in csv_columns(source):
+                return False
+            paths = manifest_paths(source)
+        elif source.is_dir():
+            paths = first_files(source)
+        else:
+            return False
+        return bool(paths) and sum(self.owns(p) for p in paths) > len(paths) / 2
+
+
+def csv_columns(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return next(csv.reader(f), [])
+
+
+def manifest_paths(path: Path, rows: int = 20) -> list[Path]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return [Path(row.get("path") or "") for _, row in zip(range(rows), csv.DictReader(f))]
+
+
+def first_files(root: Path, limit: int = 200) -> list[Path]:
+    """A sample of the files under `root`: enough to tell images from audio without walking everything."""
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file() and not p.name.startswith("."):
+            found.append(p)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def split_dir(root: Path, split: str) -> Path | None:
+    return next((root / name for name in SPLIT_NAMES[split] if (root / name).is_dir()), None)
+
+
+def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = None) -> tuple[list[Item], list[str]]:
+    dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = classes or dirs
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for name in dirs:
+        if name not in index:
+            raise UserError(f"{root / name}: class {name!r} is not one of the model's classes ({', '.join(classes)})")
+        items += [(str(p), index[name]) for p in sorted((root / name).rglob("*")) if p.is_file() and kind.owns(p)]
+    return items, classes
+
+
+def manifest_splits(csv_path: Path, classes: list[str] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
+    """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise UserError(f"{csv_path}: a manifest needs columns path,label (found: {', '.join(reader.fieldnames or [])})")
+        rows = list(reader)
+    classes = classes or sorted({r["label"] for r in rows if r["label"]})
+    index = {c: i for i, c in enumerate(classes)}
+    per_split: dict[str, list[Item]] = {}
+    for row_no, row in enumerate(rows, start=2):
+        if row["label"] not in index:
+            raise UserError(f"{csv_path} row {row_no}: label {row['label']!r} is not one of the classes ({', '.join(classes)})")
+        split = (row.get("split") or "").strip().lower()
+        if split not in SPLIT_ALIASES:
+            raise UserError(f"{csv_path} row {row_no}: unknown split {split!r} (use train, val or test, or leave it empty)")
+        path = Path(row["path"]) if Path(row["path"]).is_absolute() else csv_path.parent / row["path"]
+        per_split.setdefault(SPLIT_ALIASES[split], []).append((str(path), index[row["label"]]))
+    return per_split, classes
+
+
+def filter_readable(items: list[Item], kind: FileKind) -> tuple[list[Item], list[tuple[str, str]], list]:
+    """(readable items, skipped (path, reason), the check's fact for each readable item); files checked in threads."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(kind.check, [p for p, _ in items]))
+    good, skipped, facts = [], [], []
+    for item, (fact, reason) in zip(items, results):
+        if reason:
+            skipped.append((item[0], reason))
+        else:
+            good.append(item)
+            facts.append(fact)
+    return good, skipped, facts
+
+
+def _check_classes(root: Path, kind: FileKind, classes: list[str], train: list[Item], skipped: list) -> None:
+    if not train:
+        extra = f" ({len(skipped)} unreadable)" if skipped else ""
+        raise UserError(f"{root}: no readable training {kind.noun}{extra}; expected class folders of {kind.noun} "
+                        f"({', '.join(sorted(kind.extensions))}) or a CSV path,label")
+    if len(classes) < 2:
+        raise UserError(f"{root}: only one class ({classes[0]!r}); a classifier needs at least two classes")
+    counts = [sum(1 for _, y in train if y == i) for i in range(len(classes))]
+    for name, count in zip(classes, counts):
+        if count == 0:
+            raise UserError(f"{root}: class {name!r} has no readable training {kind.noun}; add some or remove the class")
+
+
+def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fraction: float, test_fraction: float,
+                   seed: int) -> tuple[LabeledData, list]:
+    """Discover the layout, drop unreadable files, split what is not split yet (stratified); also the training
+    files' facts (from `kind.check`), for the modality's data summary."""
+    root = Path(source)
+    if not root.exists():
+        raise UserError(f"data {root} does not exist")
+    if root.is_file():
+        per_split, classes = manifest_splits(root)
+        train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
+        layout = "manifest"
+    elif split_dir(root, "train"):
+        train, classes = class_folder_items(split_dir(root, "train"), kind)
+        val = class_folder_items(split_dir(root, "val"), kind, classes)[0] if split_dir(root, "val") else []
+        test = class_folder_items(split_dir(root, "test"), kind, classes)[0] if split_dir(root, "test") else []
+        layout = "splits"
+    else:
+        train, classes = class_folder_items(root, kind)
+        val, test = [], []
+        layout = "class-folders"
+
+    train, skipped, facts = filter_readable(train, kind)
+    val, skipped_val, _ = filter_readable(val, kind)
+    test, skipped_test, _ = filter_readable(test, kind)
+    _check_classes(root, kind, classes, train, skipped)
+    if not test and layout != "splits":
+        train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
+    if not val:
+        train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
+    data = LabeledData(modality, "classification", classes, train, val, test, layout, skipped + skipped_val + skipped_test, {})
+    return data, facts
+
+
+def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
+    (else val/), a manifest's test rows (else all of them)."""
+    root = Path(source)
+    if not root.exists():
+        raise UserError(f"data {root} does not exist")
+    if root.is_file():
+        per_split, _ = manifest_splits(root, classes)
+        items = per_split.get("test") or [it for split in per_split.values() for it in split]
+    elif split_dir(root, "train") and (split_dir(root, "test") or split_dir(root, "val")):
+        items = class_folder_items(split_dir(root, "test") or split_dir(root, "val"), kind, classes)[0]
+    else:
+        items = class_folder_items(root, kind, classes)[0]
+    items, skipped, _ = filter_readable(items, kind)
+    if not items:
+        raise UserError(f"{root}: no readable labeled {kind.noun} (expected class folders named {', '.join(classes)})")
+    return items, skipped
+
+
+def collect_files(paths: list[str | Path], kind: FileKind) -> list[str]:
+    """Files named on the command line, and the files of this kind in folders named there (predict)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and kind.owns(f))
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise UserError(f"{p} does not exist")
+    if not files:
+        raise UserError(f"no {kind.noun} ({', '.join(sorted(kind.extensions))}) found in {', '.join(map(str, paths))}")
+    return files
