@@ -58,9 +58,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Sizes: quick (tiny, CPU) and full (a GPU machine).
 MODES = {
     "quick": {"image_size": 64, "epochs": 2, "img_train": 8, "img_test": 10, "txt_classes": 4, "txt_train": 16,
-              "txt_test": 25, "setfit_max_steps": 24},
+              "txt_test": 25, "setfit_max_steps": 24, "fastai_bs": 8},
     "full": {"image_size": 224, "epochs": 10, "img_train": 0, "img_test": 0, "txt_classes": 0, "txt_train": 0,
-             "txt_test": 0, "setfit_max_steps": -1, "txt_max_train": 2000},
+             "txt_test": 0, "setfit_max_steps": -1, "txt_max_train": 2000, "fastai_bs": 64},
 }
 
 
@@ -166,7 +166,9 @@ def run_fastai(spec: dict, seed: int) -> dict:
 
     set_seed(seed)
     size, epochs = spec["image_size"], spec["epochs"]
-    dls = ImageDataLoaders.from_folder(spec["data"], train="train", valid="test", seed=seed,
+    # bs 64 is fastai's default; quick mode uses 8 (its training loader drops the last partial batch, so 64 on
+    # a 16-80 image subset would train nothing)
+    dls = ImageDataLoaders.from_folder(spec["data"], train="train", valid="test", seed=seed, bs=spec["fastai_bs"],
                                        item_tfms=Resize(size), batch_tfms=aug_transforms(size=size))
     learn = vision_learner(dls, "efficientnet_lite0", metrics=accuracy,
                            pretrained_cfg_overlay=dict(file=spec["weights"]))
@@ -243,7 +245,9 @@ def run_image_probe(spec: dict, seed: int) -> dict:
 
 
 def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
-    import headstart as hs
+    # headstart.api.fit, not hs.fit: with the lazy package __init__ (04c60f0) `hs.fit` turns into the
+    # submodule headstart.fit once that has been imported (the second fit in a process fails)
+    from headstart.api import fit
 
     options = {"seed": seed}
     if spec["modality"] == "image":
@@ -252,7 +256,7 @@ def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
         options["strategy"] = strategy
     out = Path(spec["work"]) / f"run-{strategy or 'default'}-{seed}"
     with tempfile.TemporaryDirectory() as cache:
-        run = hs.fit(spec["data"], out=str(out), force=True, cache_dir=cache, progress=False, **options)
+        run = fit(spec["data"], out=str(out), force=True, cache_dir=cache, progress=False, **options)
     stages = run.metrics["stages"]
     note = ""
     if strategy == "auto":
@@ -356,7 +360,7 @@ def run_one(spec: dict) -> dict:
     }[(spec["modality"], name)]
     # imports outside the timed fits (each contender's own libraries)
     if spec["modality"] == "image" or name == "hs-default":
-        import headstart  # noqa: F401
+        import headstart.api  # noqa: F401  (the package __init__ is lazy)
     if name == "fastai":
         import fastai.vision.all  # noqa: F401
     if name.startswith("setfit"):
@@ -387,7 +391,7 @@ def budget(modality: str, name: str, spec: dict, quick: bool) -> str:
     e = spec["epochs"]
     steps = f", max_steps {spec['setfit_max_steps']} (quick)" if spec["setfit_max_steps"] > 0 else ""
     return {
-        ("image", "fastai"): f"fine_tune({e}): 1 frozen + {e} epochs, bs 64",
+        ("image", "fastai"): f"fine_tune({e}): 1 frozen + {e} epochs, bs {spec['fastai_bs']}",
         ("image", "timm-loop"): f"{e} epochs, bs 4, SGD+StepLR",
         ("image", "probe"): "1 feature pass + LogisticRegression",
         ("image", "hs-default"): f"two-stage: 1 feature pass + head + ≤{e} epochs",
@@ -452,7 +456,7 @@ def main() -> None:
                 continue
             spec = {"modality": modality, "contender": contender, "data": str(data), "work": str(out / "work" / name / contender),
                     "seeds": list(range(args.seeds)), "epochs": mode["epochs"], "image_size": mode["image_size"],
-                    "setfit_max_steps": mode["setfit_max_steps"], "best": args.best, "workers": args.workers, "threads": args.threads,
+                    "setfit_max_steps": mode["setfit_max_steps"], "fastai_bs": mode["fastai_bs"], "best": args.best, "workers": args.workers, "threads": args.threads,
                     "weights": str(out / "efficientnet_lite0_timm.pth"), "result": str(out / "work" / name / f"{contender}.json")}
             Path(spec["work"]).mkdir(parents=True, exist_ok=True)
             if modality == "image":
