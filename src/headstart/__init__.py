@@ -6,14 +6,7 @@
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
 """
+from headstart.api import Run, compare, fit, load, lr_find, models, rank, tune
+
 __version__ = "0.1.0"
 __all__ = ["compare", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]
-
-
-def __getattr__(name: str):
-    """The API loads on first use (PEP 562): `headstart --help` and light modules need not import Lightning."""
-    if name in __all__:
-        from headstart import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'headstart' has no attribute {name!r}")
