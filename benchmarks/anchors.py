@@ -442,7 +442,9 @@ def main() -> None:
     started = time.perf_counter()
     print(machine_line(), flush=True)
 
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # offline: the bundled weights are local, and SetFit / transformers otherwise wait on hub look-ups
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     rows = []
