@@ -41,12 +41,12 @@ def test_range_test_sweeps_the_strategys_own_groups(tiny_images, tmp_path):
     before = {k: v.clone() for k, v in ctx.backbone.state_dict().items()}
     head = sum(p.numel() for p in ctx.head.parameters())
     everything = head + sum(p.numel() for p in ctx.backbone.parameters())  # two-stage's groups (the default)
-    bitfit = lr_range_test(ctx, steps=6, stage=BitFit())
+    bitfit = lr_range_test(ctx, steps=3, stage=BitFit())
     assert bitfit["stage"] == "bitfit" and head < bitfit["trainable_params"] < everything / 10
     assert all(torch.equal(before[k], v) for k, v in ctx.backbone.state_dict().items()), "weights restored"
     lora = LoRA()
     lora.prepare(ctx)
-    result = lr_range_test(ctx, steps=6, stage=lora)
+    result = lr_range_test(ctx, steps=3, stage=lora)
     assert result["stage"] == "lora" and result["trainable_params"] == head + lora.info["adapter_params"]
 
 
