@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,10 @@ import torch
 
 import headstart as hs
 
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+
+FSDD = SHARED / "fsdd"
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -86,9 +88,7 @@ def main() -> None:
             print(f"fsdd {strategy:14} acc {result['accuracy']:.4f}  wall {result['wall_s']:.0f}s", flush=True)
 
     shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-          f"{f' (--threads {args.threads})' if args.threads else ''}, torch {torch.__version__}, "
-          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; options: {shown}")
+    print(f"\n{machine_line()}{f' (--threads {args.threads})' if args.threads else ''}; options: {shown}")
     print("\n| set | strategy | options | input | test accuracy | features s | features clips/s | head s | fine-tune s "
           "| best epoch/run | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -11,17 +11,16 @@ scored on test/. Sets with only train/ and val/ depend on --protocol: "given" (d
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import headstart as hs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+
 IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
 
 
@@ -71,8 +70,7 @@ def main() -> None:
             rows.append({"set": name, "strategy": tag, **result})
             print(f"{name:16} {tag:18} acc {result['accuracy']:.4f}  wall {result['wall_s']:.0f}s", flush=True)
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    print(f"\n{machine_line()}")
     print("\n| set | strategy | input px | accuracy | scored on | features s | features img/s | head s | fine-tune s | best epochs | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

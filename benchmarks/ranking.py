@@ -11,18 +11,18 @@ Prints a markdown table for benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from scipy.stats import kendalltau
 
 import headstart as hs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+
 MODELS = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 
 
@@ -82,8 +82,7 @@ def main() -> None:
             for model in args.models.split(","):
                 table.append({"set": name, "model": model, **scores[model], **{f"tau_{k}": v for k, v in taus.items()}})
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; options {options or 'defaults'}, "
+    print(f"\n{machine_line()}; options {options or 'defaults'}, "
           f"max train {args.max_train or 'all'}")
     print("\n| set | model | LogME | kNN | probe | rank s | fitted accuracy (two-stage) | fit s | tau LogME | tau kNN | tau probe |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

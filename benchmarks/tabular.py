@@ -26,7 +26,6 @@ source, the transfer and the scratch runs alike. Prints a markdown table (mean �
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -34,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 import headstart as hs
 
-CARSEATS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "carseats" / "all.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+
+CARSEATS = SHARED / "carseats" / "all.csv"
 TARGET = "Sales"
 MLP = dict(progress=False)  # every training option from the mlp body's defaults
 METHODS = ["transfer", "transfer-lp", "scratch", "ridge", "source-only", "ridge-pooled"]
@@ -110,8 +111,7 @@ def main() -> None:
                 results.setdefault((method, n), []).append(r2)
             print(f"seed {seed} n {n:3d}: " + "  ".join(f"{m} {r:.3f}" for m, r in scores.items()), flush=True)
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; source test R² {source.metrics['r2']:.4f}; {len(seeds)} seeds; "
+    print(f"\n{machine_line()}; source test R² {source.metrics['r2']:.4f}; {len(seeds)} seeds; "
           f"{time.perf_counter() - start:.0f}s in all")
     print("\nR² on the held-out US == No rows (mean ± std over seeds)\n")
     print("| target train rows | " + " | ".join(METHODS) + " |")

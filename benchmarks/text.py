@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
 
 import headstart as hs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+
 TEXT_SETS = ["sst2", "ag_news", "banking77"]
 
 
@@ -130,8 +130,7 @@ def main() -> None:
                 rows.append({**base, "method": tag, **result})
                 print(f"{name:10} {tag:28} acc {result['accuracy']:.4f}  wall {result['wall_s']:.0f}s", flush=True)
 
-    print(f"\n{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    print(f"\n{machine_line()}")
     print("\n| set | method | train rows | scored on | accuracy | max tokens | features s | features texts/s | head s | fine-tune s | best epochs | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
