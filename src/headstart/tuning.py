@@ -18,9 +18,7 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
     from headstart.train.lr_find import lr_range_test, plot_lr_find
     from headstart.train.stages import FineTune, HeadOnFeatures
 
-    unknown = set(options) - FitConfig.field_names()
-    if unknown:
-        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    FitConfig.check_options(options)
     cfg = FitConfig(data=str(data), model=model, **options)
     out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
     ctx = build_context(cfg, progress=cfg.progress)
@@ -71,9 +69,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     strategies = [s.strip() for s in (strategies.split(",") if isinstance(strategies, str) else strategies) if s.strip()]
     for name in strategies:
         STRATEGIES.get(name)
-    unknown = set(options) - FitConfig.field_names()
-    if unknown:
-        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    FitConfig.check_options(options)
     out_dir = Path(out or default_out(f"tune-{Path(str(data)).stem}"))
     if not storage:
         out_dir = prepare_run_dir(out_dir, force)
