@@ -315,7 +315,7 @@ def run_setfit(spec: dict, seed: int, few: int | None) -> dict:
     train = Dataset.from_dict({"text": xtr, "label": ytr})
     if few:
         train = sample_dataset(train, label_column="label", num_samples=few, seed=seed)
-    options = {"seed": seed}
+    options = {"seed": seed, "output_dir": str(Path(spec["work"]) / f"setfit-{seed}")}  # not ./checkpoints
     if spec["setfit_max_steps"] > 0:
         options["max_steps"] = spec["setfit_max_steps"]
     if not few:
