@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 import headstart as hs
+from headstart.errors import UserError
 from headstart.select.scores import knn_accuracy, logme, logme_details, probe_accuracy
 
 
@@ -110,3 +111,12 @@ def test_compare_transfer_scratch_baseline(tiny_images, tmp_path):
     transfer_model = hs.load(out / "train-1" / "transfer").model
     first = lambda m: next(p for n, p in m.backbone.named_parameters() if n.endswith("conv_stem.weight"))  # noqa: E731
     assert (first(scratch_model) - first(transfer_model)).abs().max() > 0.1, "scratch did not start from the pre-trained weights"
+
+
+def test_compare_without_a_test_split_says_how_to_get_one(tmp_path):
+    from conftest import make_images
+
+    make_images(tmp_path / "d" / "train", per_class=4)
+    make_images(tmp_path / "d" / "val", per_class=2)
+    with pytest.raises(UserError, match="there is none; add a test/ folder"):
+        hs.compare(str(tmp_path / "d"), out=str(tmp_path / "cmp"), progress=False)

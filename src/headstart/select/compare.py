@@ -36,7 +36,9 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
     modality = resolve_modality(base_cfg)
     full = modality.load(base_cfg)
     if not full.test:
-        raise UserError(f"{data}: compare scores on a test split; give data with test/ or let headstart split one off (--test-fraction > 0)")
+        how = ("add a test/ folder beside train/ and val/, or list the images in a CSV manifest (path,label[,split]) "
+               "so headstart can split a test set off" if full.layout == "splits" else "let headstart split one off (--test-fraction > 0)")
+        raise UserError(f"{data}: compare scores on a test split, and there is none; {how}")
     model_name = model if model != "auto" else modality.default_backbone
     # The budget both models get: as many fine-tuning epochs, no early stopping cutting one curve short.
     budget = {"patience": 10**6}
