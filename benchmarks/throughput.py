@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,28 +33,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
 WORDS = ("the film is a quietly moving and often very funny story about family , loss and the small things that "
          "keep people together even when the plot drags in its middle third").split()
-
-
-def machine() -> str:
-    try:
-        from _common import machine_line  # shared benchmark helpers, where present
-        return machine_line()
-    except Exception:  # noqa: BLE001 - the local description below is as good
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {gpu}")
 
 
 def timed(fn, items_per_call: int, seconds: float, warmup: int = 1) -> float:
@@ -259,7 +239,7 @@ def main() -> None:
         print(f"{rows[-1]}", flush=True)
 
     load = ", load average {:.1f} {:.1f} {:.1f} (shared machine)".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
-    print(f"\n{machine()}{load}; device {device.type}" + (", bf16 autocast" if device.type == "cuda" else ", float32")
+    print(f"\n{machine_line()}{load}; device {device.type}" + (", bf16 autocast" if device.type == "cuda" else ", float32")
           + (", torch.compile" if args.compile and device.type == "cuda" else ""))
     print(f"\n| body | unit | features (from files, batch {2 * args.batch}) | train step (batch {args.batch}) | "
           "inference batch 1 | inference batch 64 | ONNX Runtime |")
@@ -268,7 +248,7 @@ def main() -> None:
         print(f"| {r['body']} | {r['unit']} | {r['features']} | {r['train']:.1f} | {r['infer1']:.1f} | {r['infer64']:.1f} | "
               "pending (no ONNX export yet) |")
     if decode:
-        print(f"\n| input px | fine-tune data pass (hymenoptera train, augmentation) | images | workers | "
+        print("\n| input px | fine-tune data pass (hymenoptera train, augmentation) | images | workers | "
               + " | ".join(f"epoch {i + 1} s" for i in range(args.epochs)) + " | img/s after epoch 1 | cache MB |")
         print("|---|---|---|---|" + "---|" * args.epochs + "---|---|")
         for r in decode:
