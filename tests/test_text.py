@@ -297,3 +297,13 @@ def test_tfidf_baseline_reads_words():
     shuffled = [(f"film number {i}", y) for i, (_, y) in enumerate(rows)]  # no word carries the label
     assert Texts().classical_baseline(shuffled[:40], shuffled[40:], "classification")[1] < 0.8
     assert Texts().classical_baseline(rows[:40], rows[40:], "multilabel") is None
+
+
+def test_rank_and_compare_on_text(sentiment_csv, tmp_path):
+    ranked = hs.rank(str(sentiment_csv), "minilm-l6", out=str(tmp_path / "rank"), progress=False)
+    assert ranked[0]["model"] == "minilm-l6" and ranked[0]["knn"] > 0.8, ranked
+    result = hs.compare(str(sentiment_csv), fractions="1", out=str(tmp_path / "cmp"), **FAST)
+    full = result["fractions"]["1"]
+    assert full["baseline"]["name"] == "TF-IDF + logistic regression"
+    assert full["transfer"]["test"] >= full["scratch"]["test"], "pre-trained MiniLM vs the same body from random init"
+    assert (tmp_path / "cmp" / "train-1" / "transfer" / "report.html").is_file()
