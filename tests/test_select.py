@@ -89,6 +89,8 @@ def test_verdict_flags_negative_transfer_only_when_a_rival_matches_transfer():
     row["baseline"]["test"] = 0.9
     verdict = _verdict(row, "m")
     assert verdict["negative_transfer"] and "raw pixels" in verdict["message"] and "rank" in verdict["message"]
+    assert "instead of a probe" not in verdict["message"], "two-stage already fine-tunes"
+    assert "instead of a probe" in _verdict(row, "m", "linear-probe")["message"]
     row["baseline"]["test"], row["scratch"]["test"] = 0.1, 0.95
     assert "scratch" in _verdict(row, "m")["message"]
 

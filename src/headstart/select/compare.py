@@ -62,7 +62,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
         if baseline:
             row["baseline"] = {"name": baseline[0], "test": baseline[1]}
         results["fractions"][f"{frac:g}"] = row
-    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name)
+    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name, strategy)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out_dir / "compare.json", results)
     from headstart.plots import plot_compare
@@ -98,7 +98,7 @@ def _arm_summary(run, regression: bool) -> dict:
     return summary
 
 
-def _verdict(full_row: dict, model: str) -> dict:
+def _verdict(full_row: dict, model: str, strategy: str = "two-stage") -> dict:
     transfer = full_row["transfer"]["test"]
     rivals = {"scratch": full_row["scratch"]["test"]}
     if "baseline" in full_row:
@@ -107,11 +107,14 @@ def _verdict(full_row: dict, model: str) -> dict:
     if not beaten_by:
         return {"negative_transfer": False, "message": f"transfer from {model} helped: {transfer:.4f} vs "
                 + ", ".join(f"{n} {s:.4f}" for n, s in rivals.items())}
+    tries = ["another body (`headstart rank DATA --models ...`)"]
+    if strategy == "linear-probe":
+        tries.append("fine-tuning all layers instead of a probe (--strategy two-stage or finetune)")
+    tries += ["a larger input (--image-size, --max-length)", "more labeled data"]
     return {
         "negative_transfer": True,
         "message": f"NEGATIVE TRANSFER: {', '.join(beaten_by)} did at least as well as transfer from {model} ({transfer:.4f}). "
-                   "Try another body (`headstart rank DATA --models ...`), fine-tuning all layers instead of a probe "
-                   "(--strategy two-stage or finetune), a larger input size, or more data.",
+                   f"Try {', '.join(tries[:-1])} or {tries[-1]}.",
     }
 
 
