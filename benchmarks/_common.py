@@ -1,6 +1,7 @@
 """Scaffolding shared by the benchmark scripts: the machine line, stratified subsamples, markdown tables."""
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import random
@@ -9,6 +10,19 @@ from collections import defaultdict
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def read_rows(path: Path) -> list[tuple[str, str]]:
+    """(text, label) rows of a text set's CSV."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
 
 
 def machine_line() -> str:

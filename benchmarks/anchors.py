@@ -32,9 +32,7 @@ from data and model loading to the score, without the Python imports (shown sepa
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -45,7 +43,7 @@ from pathlib import Path
 
 T0 = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine_line, markdown_table, mean_std, stratified  # noqa: E402
+from _common import SHARED, machine_line, markdown_table, mean_std, read_rows, stratified, write_rows  # noqa: E402
 
 IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
 TEXT_SETS = ["sst2", "ag_news", "banking77"]
@@ -86,22 +84,10 @@ def prepare_images(name: str, dest: Path, mode: dict) -> dict:
     return {"train": n["train"], "scored_on": f"{held_out}/ ({n['test']})", "classes": len(os.listdir(dest / "train"))}
 
 
-def _read_csv(path: Path) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
-
-
-def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-
-
 def prepare_text(name: str, dest: Path, mode: dict, max_train: int) -> dict:
     root = SHARED / name
     test_file = root / "test.csv" if (root / "test.csv").is_file() else root / "validation.csv"
-    train, test = _read_csv(root / "train.csv"), _read_csv(test_file)
+    train, test = read_rows(root / "train.csv"), read_rows(test_file)
     k = mode["txt_classes"]
     train = stratified(train, [y for _, y in train], per_class=mode["txt_train"], max_classes=k, seed=0)
     if max_train and len(train) > max_train:  # a stratified max_train rows
@@ -112,8 +98,8 @@ def prepare_text(name: str, dest: Path, mode: dict, max_train: int) -> dict:
     test = [r for r in test if r[1] in labels]
     test = stratified(test, [y for _, y in test], per_class=mode["txt_test"], seed=0)
     dest.mkdir(parents=True, exist_ok=True)
-    _write_csv(dest / "train.csv", train)
-    _write_csv(dest / "test.csv", test)
+    write_rows(dest / "train.csv", train)
+    write_rows(dest / "test.csv", test)
     return {"train": len(train), "scored_on": f"{test_file.name} ({len(test)})", "classes": len(labels)}
 
 
@@ -267,7 +253,7 @@ def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
 
 
 def _text_rows(spec: dict, split: str) -> tuple[list[str], list[str]]:
-    rows = _read_csv(Path(spec["data"]) / f"{split}.csv")
+    rows = read_rows(Path(spec["data"]) / f"{split}.csv")
     return [t for t, _ in rows], [y for _, y in rows]
 
 

@@ -11,7 +11,6 @@ fit gets a fresh feature cache, so its time includes feature extraction. Prints 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -24,21 +23,9 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 import headstart as hs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine_line  # noqa: E402 - the benchmarks' shared scaffolding
+from _common import SHARED, machine_line, read_rows, write_rows  # noqa: E402 - the benchmarks' shared scaffolding
 
 TEXT_SETS = ["sst2", "ag_news", "banking77"]
-
-
-def read_rows(path: Path) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
-
-
-def write_rows(path: Path, rows: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
 
 
 def subsample(rows: list, n: int, seed: int = 0) -> list:
