@@ -346,7 +346,7 @@ def run_one(spec: dict) -> dict:
     }[(spec["modality"], name)]
     # imports outside the timed fits (each contender's own libraries)
     if spec["modality"] == "image" or name == "hs-default":
-        import headstart.api  # noqa: F401  (the package __init__ is lazy)
+        import headstart.api  # noqa: F401
     if name == "fastai":
         import fastai.vision.all  # noqa: F401
     if name.startswith("setfit"):
