@@ -136,3 +136,9 @@ def test_compile_flag_parses_and_leaves_the_cpu_eager():
     backbone.compile_training = True
     backbone(torch.randn(2, 3, 32, 32))
     assert backbone._compiled is None  # torch.compile applies to CUDA fine-tuning steps only
+
+
+def test_a_fit_releases_its_decoded_images(tiny_run):
+    run, _ = tiny_run
+    assert run.model.backbone.image_cache.decoded > 0, "the fit used the cache"
+    assert not run.model.backbone.image_cache.entries and run.model.backbone.image_cache.bytes == 0

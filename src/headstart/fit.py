@@ -83,8 +83,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
                       [y for _, y in eval_items], preds, data.classes, task.name)
     render_report(out)
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
-    if getattr(backbone, "image_cache", None) is not None:
-        backbone.image_cache.clear()  # the decoded images last one run (data/image_cache.py), not as long as the Run
+    backbone.end_run()
     return Run(out, model)
 
 

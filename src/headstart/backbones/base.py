@@ -90,6 +90,9 @@ class Backbone(nn.Module):
     def save_assets(self, folder: Path) -> None:
         """Extra files the body needs to be rebuilt offline (tokenizer, config), written next to model.json."""
 
+    def end_run(self) -> None:
+        """The fit is over: drop what was kept only for it (decoded images), not what predicting needs."""
+
     def cache_key(self) -> str:
         return f"{self.name.replace(':', '_').replace('/', '_')}-{self.weights_id}-{self.preprocess.key()}"
 

@@ -45,6 +45,9 @@ class TimmBackbone(Backbone):
     def dataset(self, inputs: list[str], train: bool):
         return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
 
+    def end_run(self) -> None:
+        self.image_cache.clear()  # the decoded images last one run, not as long as the returned Run
+
     def adapt(self, data, cfg) -> dict:
         """Input size from the images' native size (see data/sizing.py) unless --image-size is given; --compile."""
         from headstart.data.sizing import choose_preprocess, trains_on_gpu

@@ -63,11 +63,13 @@ def _as_text(value) -> str | None:
 
 def _decodes(value: str | None) -> bool:
     """False for text read with surrogateescape from bytes that are not UTF-8."""
-    try:
-        value is None or value.encode("utf-8")
+    if value is None:
         return True
+    try:
+        value.encode("utf-8")
     except UnicodeEncodeError:
         return False
+    return True
 
 
 def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
