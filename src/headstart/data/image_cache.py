@@ -54,12 +54,10 @@ def to_uint8_chw(img) -> torch.Tensor:
 
 
 class EvalEntry:
-    """Resize + centre crop at the input size, as `images.eval_transform` does before ToTensor."""
+    """Resize + centre crop at the input size: `images.eval_transform`'s own geometry, before ToTensor."""
 
     def __init__(self, pre: Preprocess):
-        interp = T.InterpolationMode(pre.interpolation)
-        self.geometry = T.Compose([T.Resize(int(round(pre.input_size / pre.crop_pct)), interpolation=interp),
-                                   T.CenterCrop(pre.input_size)])
+        self.geometry = images.eval_geometry(pre)
         self.key = ("eval", pre.input_size, pre.crop_pct, pre.interpolation)
         self.estimate = 3 * pre.input_size ** 2
 

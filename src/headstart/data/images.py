@@ -52,14 +52,14 @@ def collect_image_files(paths: list[str | Path]) -> list[str]:
     return collect_files(paths, IMAGES)
 
 
-def eval_transform(pre: Preprocess) -> T.Compose:
+def eval_geometry(pre: Preprocess) -> T.Compose:
+    """The deterministic resize + centre crop at the input size (the image cache stores its result)."""
     interp = T.InterpolationMode(pre.interpolation)
-    return T.Compose([
-        T.Resize(int(round(pre.input_size / pre.crop_pct)), interpolation=interp),
-        T.CenterCrop(pre.input_size),
-        T.ToTensor(),
-        T.Normalize(pre.mean, pre.std),
-    ])
+    return T.Compose([T.Resize(int(round(pre.input_size / pre.crop_pct)), interpolation=interp), T.CenterCrop(pre.input_size)])
+
+
+def eval_transform(pre: Preprocess) -> T.Compose:
+    return T.Compose([eval_geometry(pre), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
 
 
 def train_transform(pre: Preprocess) -> T.Compose:
