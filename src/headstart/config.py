@@ -122,6 +122,12 @@ class FitConfig:
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
 
+    def uses_gpu(self) -> bool:
+        """Whether this run computes on a GPU: --accelerator auto/gpu/cuda and CUDA present."""
+        import torch
+
+        return self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
     @classmethod
     def check_options(cls, options: dict) -> None:
         """One clear error for keyword options that are not fit options (with the closest names as a hint)."""

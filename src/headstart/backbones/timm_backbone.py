@@ -50,11 +50,11 @@ class TimmBackbone(Backbone):
 
     def adapt(self, data, cfg) -> dict:
         """Input size from the images' native size (see data/sizing.py) unless --image-size is given; --compile."""
-        from headstart.data.sizing import choose_preprocess, trains_on_gpu
+        from headstart.data.sizing import choose_preprocess
 
         self.compile_training = bool(getattr(cfg, "compile", False))
         native = data.info.get("native_size", 0) if data.modality == "image" else 0
-        self.preprocess, why = choose_preprocess(self.preprocess, native, cfg.image_size, trains_on_gpu(cfg))
+        self.preprocess, why = choose_preprocess(self.preprocess, native, cfg.image_size, cfg.uses_gpu())
         size = self.preprocess.input_size
         return {"input_size": size, "input_size_reason": why, "input": f"{size} px ({why})"}
 

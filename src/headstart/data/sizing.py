@@ -15,13 +15,6 @@ from headstart.backbones.base import Preprocess
 UPSCALE, MIN_SIZE, MULTIPLE = 4, 96, 32
 
 
-def trains_on_gpu(cfg) -> bool:
-    """Whether the fit will run on a GPU (--accelerator auto/gpu/cuda with CUDA present)."""
-    import torch
-
-    return getattr(cfg, "accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-
-
 def choose_preprocess(default: Preprocess, native_size: int, requested: int | None, gpu: bool = False) -> tuple[Preprocess, str]:
     if requested:
         size, why = int(requested), "requested"

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
@@ -43,7 +44,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     items = labeled.train + labeled.val
     inputs, targets = [x for x, _ in items], np.array([y for _, y in items])
     cache, progress = FeatureCache(cfg.cache_dir), RunProgress(cfg.progress)
-    device = _device(cfg)
+    device = torch.device("cuda" if cfg.uses_gpu() else "cpu")
     rows = []
     for name in models:
         start = time.perf_counter()
@@ -76,13 +77,6 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         write_json(out_dir / "fit" / "rank.json", result)
         render_report(out_dir / "fit")
     return rows
-
-
-def _device(cfg: FitConfig):
-    import torch
-
-    wants_gpu = cfg.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def _csv(rows: list[dict]) -> str:

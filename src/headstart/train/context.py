@@ -41,5 +41,4 @@ class FitContext:
     @property
     def device(self) -> torch.device:
         """Where single-process work (feature extraction, evaluation) runs."""
-        wants_gpu = self.cfg.accelerator in ("auto", "gpu", "cuda")
-        return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if self.cfg.uses_gpu() else "cpu")

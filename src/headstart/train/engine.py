@@ -13,8 +13,7 @@ from headstart.config import FitConfig
 def resolve_precision(cfg: FitConfig) -> str:
     if cfg.precision != "auto":
         return cfg.precision
-    on_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cfg.uses_gpu() and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def parse_devices(devices: str | int):
