@@ -12,15 +12,16 @@ timm's key names and given to timm as `pretrained_cfg_overlay=dict(file=...)`):
   timm-loop    the PyTorch transfer-learning tutorial recipe: all layers, SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1),
                batch 4, RandomResizedCrop + flip; E epochs; the last epoch's weights (no selection on the scored set)
   probe        frozen body, pooled features, scikit-learn LogisticRegression (defaults, max_iter 1000)
-  hs-default   hs.fit(data, epochs=E): no strategy flag (two-stage)
-  hs-best      hs.fit(data, strategy=--best, epochs=E) (default "auto": headstart picks; the pick is shown)
+  hs-default   hs.fit(data, epochs=E): no strategy flag (auto: headstart picks; the pick is shown)
+  hs-alt       hs.fit(data, strategy=--alt, epochs=E) (default two-stage, the default before auto)
 Text (backbone minilm-l6, the bundled sentence-transformers all-MiniLM-L6-v2 folder for every contender):
   hf-trainer   AutoModelForSequenceClassification + Trainer, HF defaults: 3 epochs, lr 5e-5, per-device batch 8
   setfit-8     SetFit defaults on 8 examples per class (setfit.sample_dataset, a new draw per seed)
   setfit-full  SetFit on all training rows; num_iterations=20 (SetFit's pre-1.0 default: 1.x's default builds all
                n^2 pairs, np.triu_indices over every row, which does not fit in memory past a few thousand rows)
   probe        frozen sentence embeddings (SentenceTransformer.encode), LogisticRegression
-  hs-default   hs.fit(data): no strategy flag (two-stage, text defaults: 3 epochs, lr 5e-5)
+  hs-default   hs.fit(data): no strategy flag (auto; text defaults: 3 epochs, lr 5e-5)
+  hs-alt       hs.fit(data, strategy=--alt) (default two-stage)
 
 Protocol: per set, every contender trains on the same rows and is scored on the same held-out rows (images:
 test/ where the set has one, else val/; text: test.csv, else validation.csv). headstart splits its validation
@@ -48,8 +49,8 @@ from _common import SHARED, machine_line, markdown_table, mean_std, read_rows, s
 IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
 TEXT_SETS = ["sst2", "ag_news", "banking77"]
 CONTENDERS = {
-    "image": ["fastai", "timm-loop", "probe", "hs-default", "hs-best"],
-    "text": ["hf-trainer", "setfit-8", "setfit-full", "probe", "hs-default"],
+    "image": ["fastai", "timm-loop", "probe", "hs-default", "hs-alt"],
+    "text": ["hf-trainer", "setfit-8", "setfit-full", "probe", "hs-default", "hs-alt"],
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -245,9 +246,8 @@ def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
         run = fit(spec["data"], out=str(out), force=True, cache_dir=cache, progress=False, **options)
     stages = run.metrics["stages"]
     note = ""
-    if strategy == "auto":
-        auto = stages.get("auto", {})
-        note = str(auto.get("picked") or auto.get("strategy") or auto.get("note") or auto)[:60]
+    if "auto" in stages:  # the default: what it picked
+        note = str(stages["auto"].get("picked"))
     return {"accuracy": float(run.metrics["accuracy"]), "note": note,
             "stages_s": {k: round(v.get("seconds", 0.0), 1) for k, v in stages.items() if isinstance(v, dict)}}
 
@@ -337,15 +337,16 @@ def run_one(spec: dict) -> dict:
         ("image", "timm-loop"): run_timm_loop,
         ("image", "probe"): run_image_probe,
         ("image", "hs-default"): lambda s, seed: run_headstart(s, seed, None),
-        ("image", "hs-best"): lambda s, seed: run_headstart(s, seed, s["best"]),
+        ("image", "hs-alt"): lambda s, seed: run_headstart(s, seed, s["alt"]),
         ("text", "hf-trainer"): run_hf_trainer,
         ("text", "setfit-8"): lambda s, seed: run_setfit(s, seed, 8),
         ("text", "setfit-full"): lambda s, seed: run_setfit(s, seed, None),
         ("text", "probe"): run_text_probe,
         ("text", "hs-default"): lambda s, seed: run_headstart(s, seed, None),
+        ("text", "hs-alt"): lambda s, seed: run_headstart(s, seed, s["alt"]),
     }[(spec["modality"], name)]
     # imports outside the timed fits (each contender's own libraries)
-    if spec["modality"] == "image" or name == "hs-default":
+    if spec["modality"] == "image" or name.startswith("hs-"):
         import headstart.api  # noqa: F401
     if name == "fastai":
         import fastai.vision.all  # noqa: F401
@@ -380,13 +381,14 @@ def budget(modality: str, name: str, spec: dict, quick: bool) -> str:
         ("image", "fastai"): f"fine_tune({e}): 1 frozen + {e} epochs, bs {spec['fastai_bs']}",
         ("image", "timm-loop"): f"{e} epochs, bs 4, SGD+StepLR",
         ("image", "probe"): "1 feature pass + LogisticRegression",
-        ("image", "hs-default"): f"two-stage: 1 feature pass + head + ≤{e} epochs",
-        ("image", "hs-best"): f"{spec['best']}, ≤{e} epochs",
+        ("image", "hs-default"): f"auto: signals on 1 feature pass, then its pick, ≤{e} epochs",
+        ("image", "hs-alt"): f"{spec['alt']}, ≤{e} epochs",
         ("text", "hf-trainer"): "3 epochs, bs 8, lr 5e-5 (HF defaults)",
         ("text", "setfit-8"): f"8/class; 1 epoch of pairs (oversampling) + LogisticRegression{steps}",
         ("text", "setfit-full"): f"all rows; 1 epoch of 20 pairs/row{steps}",
         ("text", "probe"): "1 embedding pass + LogisticRegression",
-        ("text", "hs-default"): "two-stage text defaults: head + ≤3 epochs",
+        ("text", "hs-default"): "auto, text defaults (≤3 epochs, lr 5e-5)",
+        ("text", "hs-alt"): f"{spec['alt']}, text defaults",
     }[(modality, name)]
 
 
@@ -396,7 +398,7 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(IMAGE_SETS + TEXT_SETS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--contenders", default="", help="comma-separated subset (default: all of each modality)")
-    parser.add_argument("--best", default="auto", help="headstart strategy for the image hs-best row")
+    parser.add_argument("--alt", default="two-stage", help="headstart strategy for the hs-alt rows (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=0, help="image epoch budget E (default: 2 quick, 10 full)")
     parser.add_argument("--max-train", type=int, default=-1,
                         help="text: stratified cap on training rows (default: none quick, 2000 full)")
@@ -444,7 +446,7 @@ def main() -> None:
                 continue
             spec = {"modality": modality, "contender": contender, "data": str(data), "work": str(out / "work" / name / contender),
                     "seeds": list(range(args.seeds)), "epochs": mode["epochs"], "image_size": mode["image_size"],
-                    "setfit_max_steps": mode["setfit_max_steps"], "fastai_bs": mode["fastai_bs"], "best": args.best, "workers": args.workers, "threads": args.threads,
+                    "setfit_max_steps": mode["setfit_max_steps"], "fastai_bs": mode["fastai_bs"], "alt": args.alt, "workers": args.workers, "threads": args.threads,
                     "weights": str(out / "efficientnet_lite0_timm.pth"), "result": str(out / "work" / name / f"{contender}.json")}
             Path(spec["work"]).mkdir(parents=True, exist_ok=True)
             if modality == "image":
@@ -479,7 +481,7 @@ def main() -> None:
             continue
         base = next((b for b in rows if b["set"] == r["set"] and b["contender"] == "hs-default" and not b.get("failed")), None)
         ratio = f"{base['wall'] / r['wall']:.2f}" if base and r["wall"] > 0 else ""
-        contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-best" else "")
+        contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-default" else "")
         table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}", f"{r['wall']:.1f}",
                       f"{r['rss']:.0f}", ratio])
     threads = f", {args.threads} thread(s) per contender" if args.threads else ""

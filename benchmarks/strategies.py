@@ -1,6 +1,6 @@
 """Strategy benchmark: every registered strategy on the image and text sets in ../shared/data.
 
-    python benchmarks/strategies.py                                          # every set, all nine strategies
+    python benchmarks/strategies.py                                          # every set, all ten strategies
     python benchmarks/strategies.py --sets hymenoptera,tf_flowers --image-size 128 --epochs 3
     python benchmarks/strategies.py --sets sst2 --max-train 1000 --epochs 1 --strategies linear-probe,lora,auto
     python benchmarks/strategies.py --sets hymenoptera --strategies lp-ft --extra "lp-ft:bn=all-frozen"
@@ -12,8 +12,8 @@ is split off them; the score is accuracy on the set's test split (test/ or test.
 where there is none), never seen while fitting. Each fit gets a fresh feature cache, so its wall time includes
 feature extraction (and, for auto, its signals).
 
-Columns: trainable params are those of the strategy's main stage (the last stage that trained: the head for
-linear-probe, the fine-tuning stage otherwise; LoRA's before its adapters are merged), as the run records
+Columns: trainable params are those of the strategy's main stage (the one that trained the most: the head for
+linear-probe, the body's stage otherwise; LoRA's before its adapters are merged), as the run records
 them in metrics.json "stages"; best epoch is that stage's (0: no epoch beat the solved head, which was kept).
 For auto, what it picked and why (its stage note). Every finished row is appended to --rows (JSON lines), so
 an interrupted run keeps what it measured; `--table ROWS` prints the markdown table of such a file.
@@ -39,7 +39,7 @@ from images import IMAGE_SETS  # noqa: E402 - the sibling benchmarks' helpers
 from text import TEXT_SETS, parse_extra, read_rows, subsample, write_rows  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ALL_STRATEGIES = ["linear-probe", "finetune", "two-stage", "lp-ft", "ulmfit", "bitfit", "l2-sp", "lora", "auto"]
+ALL_STRATEGIES = ["linear-probe", "finetune", "two-stage", "lp-ft", "ulmfit", "bitfit", "l2-sp", "lora", "setfit", "auto"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -73,9 +73,9 @@ def text_folder(root: Path, dest: Path, max_train: int, max_test: int, seed: int
 
 
 def main_stage(stages: dict) -> tuple[str, dict]:
-    """The last stage that trained something (recorded "trainable_params")."""
+    """The stage that trained the most parameters (the body's stage; the head for a probe)."""
     trained = [(name, note) for name, note in stages.items() if "trainable_params" in note]
-    return trained[-1] if trained else ("", {})
+    return max(trained, key=lambda t: t[1]["trainable_params"]) if trained else ("", {})
 
 
 def fit_and_score(folder: Path, strategy: str, out: Path, **options) -> dict:
@@ -93,7 +93,7 @@ def fit_and_score(folder: Path, strategy: str, out: Path, **options) -> dict:
         "wall_s": round(wall, 1),
         "main_stage": name,
         "trainable_params": note.get("trainable_params"),
-        "best_epoch": f"{note['best_epoch']}/{note['epochs_run']}" if name and name != "head" else "",
+        "best_epoch": f"{note['best_epoch']}/{note['epochs_run']}" if name != "head" and "best_epoch" in note else "",
         "head_val_loss": head.get("best_val_loss"),
         "best_val_loss": note.get("best_val_loss"),
         "picked": auto.get("picked", ""),
@@ -112,7 +112,8 @@ def print_table(rows: list[dict]) -> None:
     print("| set | train | scored on | strategy | accuracy | wall s | trainable params | best epoch | head → best val loss | auto: picked (why) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        losses = f"{r['head_val_loss']:.3f} → {r['best_val_loss']:.3f}" if r.get("head_val_loss") is not None and r["main_stage"] != "head" else ""
+        losses = (f"{r['head_val_loss']:.3f} → {r['best_val_loss']:.3f}" if r.get("head_val_loss") is not None and r.get("best_val_loss") is not None
+                  and r["main_stage"] != "head" else "")
         auto = f"**{r['picked']}** ({r['reason']})" if r.get("picked") else ""
         print(f"| {r['set']} | {r['train']} | {r['scored_on']} | {r['strategy']} | {r['accuracy']:.4f} | {r['wall_s']:.0f} | "
               f"{_params(r['trainable_params'])} | {r['best_epoch']} | {losses} | {auto} |")

@@ -141,7 +141,8 @@ def test_compile_flag_parses_and_leaves_the_cpu_eager():
 def test_a_fit_releases_its_decoded_images(tiny_images, tmp_path):
     import headstart as hs
 
-    run = hs.fit(str(tiny_images), out=str(tmp_path / "run"), image_size=64, epochs=1, batch_size=8, progress=False)
+    run = hs.fit(str(tiny_images), strategy="two-stage", out=str(tmp_path / "run"), image_size=64, epochs=1, batch_size=8,
+                 progress=False)
     cache = run.model.backbone.image_cache
     assert cache.decoded > 0, "the fit used the cache"
     assert not cache.entries and cache.bytes == 0

@@ -19,7 +19,7 @@ def test_lr_find_and_lr_auto(tiny_images, tmp_path):
     assert 1e-7 <= result["suggestion"] <= 1.0 and len(result["lrs"]) == len(result["losses"]) >= 6
     assert all(a < b for a, b in zip(result["lrs"], result["lrs"][1:])), "rates grow"
     assert (tmp_path / "lr" / "lr_find.png").stat().st_size > 5000
-    run = hs.fit(str(tiny_images), out=str(tmp_path / "fit"), lr="auto", epochs=1, **options)
+    run = hs.fit(str(tiny_images), strategy="two-stage", out=str(tmp_path / "fit"), lr="auto", epochs=1, **options)
     chosen = run.metrics["stages"]["lr_find"]["suggestion"]
     assert 1e-7 <= chosen <= 1.0
     import yaml

@@ -33,6 +33,7 @@ def test_linear_probe_on_real_images(name, held_out, floor, tmp_path):
 def test_two_stage_on_real_images_runs_both_stages(tmp_path):
     root = needs_shared("hymenoptera")
     train = subset_manifest(root, "train", 16, tmp_path / "train.csv")
-    run = hs.fit(train, out=str(tmp_path / "run"), image_size=96, epochs=1, head_epochs=10, test_fraction=0.25, progress=False)
+    run = hs.fit(train, strategy="two-stage", out=str(tmp_path / "run"), image_size=96, epochs=1, head_epochs=10,
+                 test_fraction=0.25, progress=False)
     assert set(run.metrics["stages"]) >= {"features", "head", "finetune"}
     assert run.metrics["accuracy"] >= 0.5

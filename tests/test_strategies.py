@@ -17,12 +17,14 @@ from headstart.heads import build_head
 from headstart.model import TransferModel
 from headstart.progress import RunProgress
 from headstart.strategies import STRATEGIES
-from headstart.strategies.auto import decide
+from headstart.strategies.auto import BASELINE_MARGIN, baseline_margin, decide
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.module import slanted_triangular
-from headstart.train.stages import HeadOnFeatures
+from headstart.train.contrastive import ContrastiveBody, draw_pairs
+from headstart.train.feature_cache import extract_features
+from headstart.train.stages import FineTune, HeadOnFeatures
 from headstart.train.variants import L2SP, BitFit, GradualUnfreeze, LoRA, lora_targets, merge_lora
 
 FAST = dict(image_size=64, head_epochs=10, epochs=1, batch_size=8, progress=False, num_workers=0)
@@ -96,10 +98,10 @@ def test_ulmfit_unfreezes_one_group_per_epoch_with_discriminative_rates(tiny_ima
     groups = ctx.backbone.layer_groups()
     n = len(groups)
     stage = GradualUnfreeze()
+    HeadOnFeatures().run(ctx)  # ULMFiT's head comes first (a fresh head would learn at --head-lr)
     rates = [g["lr"] for g in stage.param_groups(ctx)[0]]
     assert rates[-1] == rates[-2] == pytest.approx(1e-3), "head and top group at lr"
     assert all(b / a == pytest.approx(2.6) for a, b in zip(rates[:-2], rates[1:-1])), "each lower group / 2.6"
-    HeadOnFeatures().run(ctx)
     recorder = GroupsWithGradients(groups)
     with_callback(stage, recorder).run(ctx)
     trained = [recorder.per_epoch[e] for e in range(3)]
@@ -120,10 +122,10 @@ def test_ulmfit_respects_freeze_until(tiny_images, tmp_path):
 def test_lp_ft_one_small_rate_from_the_solved_head(tiny_images, tmp_path):
     ctx = make_context(tiny_images, tmp_path, lr=1e-3)
     head_stage, ft = STRATEGIES.get("lp-ft").stages()
+    head_stage.run(ctx)
     rates = [g["lr"] for g in ft.param_groups(ctx)[0]]
     assert len(rates) == len(ctx.backbone.layer_groups()) + 1 and rates == [pytest.approx(1e-4)] * len(rates), \
         "every group, head included, one small rate"
-    head_stage.run(ctx)
     assert ctx.stage_notes["head"]["solver"].startswith("logistic regression")
     solved = {k: v.clone() for k, v in ctx.head.state_dict().items()}
 
@@ -266,10 +268,14 @@ def test_auto_rule_branches():
     assert decide(Ctx, strong)[0] == "linear-probe"
     assert decide(Ctx, strong | {"per_class": 50})[0] == "lp-ft"
     assert decide(Ctx, strong | {"per_class": 500})[0] == "two-stage"
-    assert decide(Ctx, strong | {"probe": 0.5})[0] == "two-stage"
-    unfit = strong | {"probe_val": 0.6, "knn": 0.55, "baseline": 0.8, "baseline_name": "raw pixels"}
+    assert decide(Ctx, strong | {"probe": 0.5})[0] == "setfit"  # few examples, features that do not separate yet
+    assert decide(Ctx, strong | {"probe": 0.5, "per_class": 500})[0] == "two-stage"
+    unfit = strong | {"probe_val": 0.6, "knn": 0.55, "baseline": 0.8, "baseline_name": "raw pixels", "val": 300}
     picked, reason = decide(Ctx, unfit)
     assert picked == "two-stage" and "raw pixels" in reason
+    # the same gap on 10 validation rows is two rows: within noise (2 standard errors ~0.4), no verdict
+    assert decide(Ctx, unfit | {"val": 10})[0] == "linear-probe"
+    assert baseline_margin(0.96, 0.97, 270) == BASELINE_MARGIN and baseline_margin(0.6, 0.7, 10) > 0.4
     Ctx.backbone.pretrained = False
     assert decide(Ctx, {})[0] == "finetune"
 
@@ -282,3 +288,54 @@ def test_auto_picks_and_records_why(tiny_images, tmp_path):
     assert note["picked"] == "linear-probe", note  # ~8 coloured squares per class: a perfect probe
     spec = json.loads((run.path / "model" / "model.json").read_text())
     assert spec["training"] == {"strategy": "auto", "picked": note["picked"]}
+
+
+def test_a_fresh_head_learns_at_the_head_rate(tiny_images, tmp_path):
+    """finetune trains a random head with the body: at a transformer's 5e-5 it would barely move."""
+    ctx = make_context(tiny_images, tmp_path, lr=5e-5, head_lr=3e-3)
+    groups, _ = FineTune(discriminative=False).param_groups(ctx)
+    assert groups[-1]["lr"] == 3e-3 and {g["lr"] for g in groups[:-1]} == {5e-5}
+    ctx.head_trained = True  # a solved head (two-stage, lp-ft) fine-tunes at the top group's rate
+    groups, _ = FineTune(discriminative=False).param_groups(ctx)
+    assert groups[-1]["lr"] == 5e-5
+
+
+def test_draw_pairs_same_and_other_class_partners():
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 4)
+    pairs = draw_pairs(labels, rounds=3, seed=0)
+    assert len(pairs) == 2 * 3 * len(labels) and sum(s for *_, s in pairs) == 3 * len(labels)
+    for i, j, same in pairs:
+        assert i != j and (labels[i] == labels[j]) == bool(same)
+    assert {i for i, _, _ in pairs} == set(range(len(labels))), "every example gets partners"
+    assert pairs == draw_pairs(labels, 3, 0) and pairs != draw_pairs(labels, 3, 1), "seeded"
+
+
+def _class_margin(ctx) -> float:
+    """Mean cosine similarity of same-class training pairs minus that of other-class pairs."""
+    inputs, labels = [x for x, _ in ctx.data.train], torch.tensor([y for _, y in ctx.data.train])
+    feats = torch.nn.functional.normalize(extract_features(ctx.backbone, inputs, 16, torch.device("cpu"), 0), dim=1)
+    sim, same = feats @ feats.T, labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+    return float(sim[same & off_diagonal].mean() - sim[~same].mean())
+
+
+def test_setfit_pair_stage_separates_classes_in_the_body_and_leaves_the_head(tiny_images, tmp_path):
+    ctx = make_context(tiny_images, tmp_path, pair_rounds=4)
+    head_before = {k: v.clone() for k, v in ctx.head.state_dict().items()}
+    weights_before, margin_before = ctx.backbone.weights_id, _class_margin(ctx)
+    ContrastiveBody().run(ctx)
+    assert _class_margin(ctx) > margin_before + 0.02, "same-class embeddings closer, other-class ones further apart"
+    assert all(torch.equal(v, ctx.head.state_dict()[k]) for k, v in head_before.items()), "the head waits for its solve"
+    note = ctx.stage_notes["pairs"]
+    assert note["pairs"] == 2 * 4 * len(ctx.data.train) and note["positive_pairs"] == note["pairs"] // 2
+    assert ctx.backbone_changed and ctx.backbone.weights_id.startswith(weights_before + "-pairs-")
+    computed = ctx.cache.computed
+    HeadOnFeatures().run(ctx)  # features of the changed body, not the pre-trained body's cached ones
+    assert ctx.cache.computed == computed + len(ctx.data.train) + len(ctx.data.val)
+
+
+def test_setfit_fit_saves_loads_and_predicts_identically(tiny_images, tmp_path):
+    run = hs.fit(str(tiny_images), strategy="setfit", pair_rounds=2, out=str(tmp_path / "run"), **FAST)
+    assert [r["stage"] for r in run.history] == ["pairs", "head"] and "train_pair_loss" in run.history[0]
+    paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:8]
+    assert np.abs(run.predict_proba(paths) - hs.load(run.path).predict_proba(paths)).max() < 1e-5

@@ -229,10 +229,11 @@ def test_cli_fit_and_predict_csv(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", str(data), "--target", "y", "--out", str(out), "--no-progress", "--epochs", "20", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "regression on y" in printed and "head      skipped: untrained body" in printed  # default two-stage
+    assert "regression on y" in printed and "picked finetune: the body is untrained" in printed  # default auto
     filled = yaml.safe_load((out / "config.yaml").read_text())["resolved"]["training_defaults"]
     assert filled["patience"] == MLPBody.default_hparams["patience"] and filled["lr"] == MLPBody.default_hparams["lr"]
-    assert "skipped" in json.loads((out / "metrics.json").read_text())["stages"]["head"]
+    stages = json.loads((out / "metrics.json").read_text())["stages"]
+    assert "head" not in stages and stages["finetune"]["epochs_run"] >= 1
     assert main(["predict", str(out), str(data), "--format", "csv"]) == 0
     rows = [r for r in csv.reader(capsys.readouterr().out.splitlines()) if r]
     assert rows[0] == ["input", "prediction"] and len(rows) == 121 and rows[1][0] == f"{data}:row 2"
@@ -272,3 +273,32 @@ def test_raw_table_baseline_and_compare_with_a_source_run(source_run, tmp_path):
     full = result["fractions"]["1"]
     assert result["score"] == "r2" and full["baseline"]["name"] == "ridge regression on the raw table"
     assert {"transfer", "scratch"} <= set(full) and len(full["scratch"]["curve"]) == 8
+
+
+def test_run_source_head_is_re_expressed_in_the_new_target_scale(source_run):
+    from headstart.backbones.run_source import body_of_run, source_head_state
+    from headstart.heads import build_head
+    from headstart.tasks import make_task
+
+    src, _ = source_run
+    body = body_of_run(str(src.path))
+    task = make_task("regression")
+    task.target_scale = {"mean": 5.0, "std": 3.0}  # the new data's standardisation, not the source's
+    head = build_head(src.model.head_name, body.feature_dim, 1)
+    head.load_state_dict(source_head_state(body, src.model.head_name, task, src.classes))
+    x = torch.randn(6, body.feature_dim)
+    with torch.no_grad():
+        assert np.allclose(task.predictions(head(x)), src.model.task.predictions(src.model.head(x)), atol=1e-4)
+    other = make_task("classification")
+    assert source_head_state(body, src.model.head_name, other, ["high", "low"]) is None, "another task: a new head"
+
+
+def test_run_source_same_task_keeps_the_better_of_its_head_and_a_new_solve(source_run, tmp_path):
+    src, _ = source_run
+    target = make_table(tmp_path / "more.csv", n=60, seed=5)  # more rows of the source's own task
+    pd.read_csv(target).drop(columns=["label"]).to_csv(target, index=False)
+    run = hs.fit(str(target), model=f"run:{src.path}", target="y", strategy="linear-probe", out=str(tmp_path / "lp"), **FAST)
+    note = run.metrics["stages"]["head"]
+    assert note["best_val_loss"] == min(note["source_head_val_loss"], note["solved_val_loss"])
+    assert ("kept" in note) == (note["source_head_val_loss"] <= note["solved_val_loss"])
+    assert "same classes" in yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]["head_from"]

@@ -1,7 +1,7 @@
 """headstart: give a small labeled dataset a head start from a pre-trained model.
 
     import headstart as hs
-    run = hs.fit("DATA", model="efficientnet_lite0", strategy="two-stage")
+    run = hs.fit("DATA", model="efficientnet_lite0")  # strategy="auto": picked from the data, the run says why
     run.evaluate("DATA/test"); run.predict(["img.jpg"]); run = hs.load("runs/ants")
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?

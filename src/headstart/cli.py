@@ -60,6 +60,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
     g.add_argument("--ulmfit-factor", type=float, default=d.ulmfit_factor, help="ulmfit: rate divisor per layer group going down (default %(default)s)")
     g.add_argument("--l2sp-alpha", type=float, default=d.l2sp_alpha, help="l2-sp: strength of the pull towards the pre-trained weights (default %(default)s)")
+    g.add_argument("--pair-rounds", type=int, default=d.pair_rounds, help="setfit: same-class and other-class partners drawn per training example (default %(default)s)")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="lora: adapter rank (default %(default)s)")
     g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="lora: adapter scaling alpha (default %(default)s)")
     g.add_argument("--lora-targets", default=None, help="lora: module-name suffixes to adapt, comma-separated "
@@ -166,7 +167,9 @@ def cmd_demo(args) -> None:
     run = fit(str(data), model="efficientnet_lite0", strategy=args.strategy, out=args.out, force=args.force)
     acc = run.metrics["accuracy"]
     verdict = "transfer beat" if acc > baseline else "transfer did NOT beat"
-    print(f"\ndigits test accuracy: headstart {args.strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: {verdict} the baseline")
+    picked = run.metrics["stages"].get("auto", {}).get("picked")
+    strategy = f"{args.strategy} -> {picked}" if picked else args.strategy
+    print(f"\ndigits test accuracy: headstart {strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: {verdict} the baseline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, two-stage fit vs a raw-pixel baseline")
+    p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")
     p.add_argument("--out", default="runs/digits-demo", help="run directory (default %(default)s)")
-    p.add_argument("--strategy", default="two-stage", help="default %(default)s")
+    p.add_argument("--strategy", default=DEFAULTS.strategy, help="default %(default)s (the fit default)")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=cmd_demo)
     return parser

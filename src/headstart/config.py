@@ -34,7 +34,7 @@ TRAINING_DEFAULTS = {
 class FitConfig:
     data: str
     model: str = "auto"  # "auto": the modality's default backbone (efficientnet_lite0, minilm-l6, ...)
-    strategy: str = "two-stage"
+    strategy: str = "auto"  # measures the frozen features, then picks a strategy (strategies/auto.py)
     head: str = "linear"
     out: str | None = None
     force: bool = False
@@ -73,6 +73,7 @@ class FitConfig:
     # strategy-specific (see strategies/ and train/variants.py)
     ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this
     l2sp_alpha: float = 0.01  # l2-sp: strength of alpha/2 * ||w - w0||^2 towards the pre-trained body
+    pair_rounds: int = 10  # setfit: positive and negative partners drawn per training example
     lora_rank: int = 8  # lora: rank r of the adapters
     lora_alpha: float = 16.0  # lora: scaling alpha (adapter output times alpha / r)
     lora_targets: str | None = None  # lora: comma-separated module-name suffixes (None: attention q/v, else 1x1 convs + linears)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from headstart.backbones import create_backbone
+from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
 from headstart.data.base import as_multilabel, as_regression
@@ -31,7 +32,7 @@ from headstart.train.feature_cache import FeatureCache
 from headstart.train.stages import HeadOnFeatures, cached_features
 
 
-def fit(data: str | Path, model: str = "auto", strategy: str = "two-stage", **options) -> Run | None:
+def fit(data: str | Path, model: str = "auto", strategy: str = "auto", **options) -> Run | None:
     """Transfer `model` to the labeled data in `data`; returns the Run (None in extra DDP processes)."""
     FitConfig.check_options(options)
     cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
@@ -117,7 +118,13 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},
     }
     head = build_head(cfg.head, backbone.feature_dim, task.n_outputs(data.classes))
-    return FitContext(cfg, data, modality, task, backbone, head, FeatureCache(cfg.cache_dir), RunProgress(progress))
+    source_head = source_head_state(backbone, cfg.head, task, data.classes)
+    if source_head is not None:  # run:DIR on the same task: its head starts, and competes with the new solve
+        head.load_state_dict(source_head)
+        cfg.resolved["head_from"] = f"run:{backbone.source_run} (same classes): kept unless the head stage beats it"
+    ctx = FitContext(cfg, data, modality, task, backbone, head, FeatureCache(cfg.cache_dir), RunProgress(progress))
+    ctx.head_trained = ctx.head_from_source = source_head is not None
+    return ctx
 
 
 def _eval_predictions(ctx: FitContext, model: TransferModel, split: str) -> np.ndarray:

@@ -19,7 +19,26 @@ def body_of_run(path: str, weights: str | None = None):
     body = source.backbone
     body.pretrained = True  # trained by the source run
     body.source_run = str(path)
+    body.source_head = {"classes": source.classes, "task": source.task.name, "head": source.head_name,
+                        "state": source.head.state_dict(), "target_scale": source.task.target_scale}
     return body
+
+
+def source_head_state(backbone, head_name: str, task, classes: list[str]) -> dict | None:
+    """The source run's head, when the new task is the same (classes, task, head kind): a candidate for the new
+    head ("update a model with new data"). A regression head is re-expressed in the new targets' standardisation."""
+    source = getattr(backbone, "source_head", None)
+    if not source or source["classes"] != list(classes) or source["task"] != task.name or source["head"] != head_name:
+        return None
+    state = {k: v.clone() for k, v in source["state"].items()}
+    if task.name == "regression":
+        # out_new = (out_src * s_src + m_src - m_new) / s_new, folded into the head's last linear layer
+        src, new = source["target_scale"], task.target_scale
+        weights = [k for k in state if k.endswith("weight")]
+        last_w, last_b = weights[-1], weights[-1][: -len("weight")] + "bias"
+        state[last_w] *= src["std"] / new["std"]
+        state[last_b] = (state[last_b] * src["std"] + src["mean"] - new["mean"]) / new["std"]
+    return state
 
 
 body_of_run.modality = None  # read from the run's model.json (see backbone_modality)

@@ -1,6 +1,6 @@
 """Strategy registry; each strategy is a small module registered by name."""
 from headstart.strategies import (  # noqa: F401 - registration by import
-    auto, bitfit, finetune, l2_sp, linear_probe, lora, lp_ft, two_stage, ulmfit,
+    auto, bitfit, finetune, l2_sp, linear_probe, lora, lp_ft, setfit, two_stage, ulmfit,
 )
 from headstart.strategies.registry import STRATEGIES, Strategy, register_strategy
 

@@ -28,6 +28,7 @@ class FitContext:
     stage_notes: dict = field(default_factory=dict)  # per stage: best epoch, seconds, trainable params
     backbone_changed: bool = False  # set by a stage that trains backbone weights
     head_trained: bool = False  # set once a stage has trained the new head
+    head_from_source: bool = False  # the head is run:DIR's own (same task): the head stage keeps it unless it beats it
     model_notes: dict = field(default_factory=dict)  # how the saved weights came to be (e.g. LoRA merged): model.json "training"
     extra_callbacks: list = field(default_factory=list)  # Lightning callbacks every training stage adds (tune's pruning)
     is_global_zero: bool = True  # False in the extra processes of a multi-device run
