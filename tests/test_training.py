@@ -30,6 +30,7 @@ def make_context(data_dir, tmp_path, **options) -> FitContext:
 
 def test_discriminative_rates_grow_from_stem_to_top(tiny_images, tmp_path):
     ctx = make_context(tiny_images, tmp_path, lr=1e-3, lr_mult=10)
+    ctx.head_trained = True  # as after two-stage's head stage (a fresh head would learn at --head-lr)
     groups, _ = FineTune(discriminative=True).param_groups(ctx)
     rates = [g["lr"] for g in groups]
     assert rates[0] == pytest.approx(1e-4) and rates[-2] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-3)
