@@ -339,3 +339,12 @@ def test_setfit_fit_saves_loads_and_predicts_identically(tiny_images, tmp_path):
     assert [r["stage"] for r in run.history] == ["pairs", "head"] and "train_pair_loss" in run.history[0]
     paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:8]
     assert np.abs(run.predict_proba(paths) - hs.load(run.path).predict_proba(paths)).max() < 1e-5
+
+
+def test_setfit_refuses_what_it_cannot_pair(tiny_images, tmp_path):
+    from headstart.errors import UserError
+
+    with pytest.raises(UserError, match="single-label classification"):
+        hs.fit(str(tiny_images), strategy="setfit", task="multilabel", out=str(tmp_path / "ml"), **FAST)
+    with pytest.raises(UserError, match="--lr auto"):
+        hs.fit(str(tiny_images), strategy="setfit", lr="auto", out=str(tmp_path / "auto"), **FAST)

@@ -31,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from headstart.errors import UserError
 from headstart.progress import TRAIN_COST
 from headstart.train.callbacks import History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.module import warmup_cosine
-from headstart.train.stages import FineTune, trainable_parameters
+from headstart.train.stages import FineTune, HeadOnFeatures, trainable_parameters
 
 SETFIT_LR_SCALE = 0.4  # SetFit's body rate 2e-5 over the usual transformer fine-tuning rate 5e-5
 
@@ -126,6 +127,12 @@ class ContrastiveBody(FineTune):
 
     def run(self, ctx: FitContext) -> None:
         cfg = ctx.cfg
+        if ctx.task.name != "classification":
+            raise UserError(f"--strategy setfit pairs examples by class: it needs single-label classification, not "
+                            f"{ctx.task.name}; use two-stage or lp-ft")
+        if cfg.lr == "auto":
+            raise UserError("--lr auto sweeps a classification loss; setfit trains on pairs: give --lr (its body runs at lr x 0.4)")
+        HeadOnFeatures().applies(ctx)  # an untrained body fails here, before the pairs train it
         pairs = self._pairs(ctx)
         param_groups, _ = self.param_groups(ctx)
         eval_norms = [m for m in ctx.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
