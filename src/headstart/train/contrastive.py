@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import time
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from headstart.progress import TRAIN_COST
 from headstart.train.callbacks import History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
-from headstart.train.module import warmup_cosine
+from headstart.train.module import TransferTask
 from headstart.train.stages import FineTune, HeadOnFeatures, trainable_parameters
 
 SETFIT_LR_SCALE = 0.4  # SetFit's body rate 2e-5 over the usual transformer fine-tuning rate 5e-5
@@ -73,14 +72,12 @@ class PairDataset(Dataset):
         return self.items[i], self.items[j], same
 
 
-class PairTask(L.LightningModule):
-    """MSE between the cosine similarity of two embeddings and 1 (same class) or 0 (different)."""
+class PairTask(TransferTask):
+    """MSE between the cosine similarity of two embeddings and 1 (same class) or 0 (different); the optimizer,
+    schedule (warm-up + cosine) and BatchNorm handling are TransferTask's."""
 
     def __init__(self, body, param_groups: list[dict], weight_decay: float, warmup: float, eval_norms: list):
-        super().__init__()
-        self.net = body  # `net`: what the shared callbacks look at
-        self.param_groups, self.weight_decay, self.warmup = param_groups, weight_decay, warmup
-        self.eval_norms = list(eval_norms)
+        super().__init__(body, None, param_groups, weight_decay, warmup, eval_norms)  # `net`: what callbacks look at
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, same = batch
@@ -89,16 +86,6 @@ class PairTask(L.LightningModule):
         loss = F.mse_loss(F.cosine_similarity(emb[:k], emb[k:]), same.to(emb.dtype))
         self.log("train_pair_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=k)
         return loss
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        for module in self.eval_norms:
-            module.eval()
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, self.warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def weights_digest(module: torch.nn.Module) -> str:
