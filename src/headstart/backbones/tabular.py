@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from headstart.backbones.base import Backbone
+from headstart.backbones.weights import state_digest
 from headstart.backbones.registry import ADAPTERS, BACKBONES, BackboneInfo
 from headstart.errors import UserError
 
@@ -161,14 +162,6 @@ class EncodedRows(Dataset):
         return self.features[i]
 
 
-def _state_digest(module: nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 class MLPBody(Backbone):
     modality = "tabular"
     # A body trained from random init on a few hundred rows or fewer: the CNN defaults (10 epochs, patience 3)
@@ -194,7 +187,7 @@ class MLPBody(Backbone):
             d = h
         self.blocks = nn.ModuleList(blocks)
         # The initial draw's digest: a fresh body's features are cached only under the exact weights that made them.
-        self.weights_id = f"init-{_state_digest(self)}"
+        self.weights_id = f"init-{state_digest(self)}"
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -31,6 +31,15 @@ def read_state_dict(path: str | Path) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict(state)
 
 
+def state_digest(module: nn.Module) -> str:
+    """Identity of a module's current weights: names and bytes of its state dict (any dtype, 0-dim included)."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def file_digest(path: str | Path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:

@@ -22,7 +22,6 @@ with training BatchNorm and fell to 0.02 with pre-trained statistics (same-class
 """
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from headstart.backbones.weights import state_digest
 from headstart.errors import UserError
 from headstart.progress import TRAIN_COST
 from headstart.train.callbacks import History, StageProgress
@@ -37,6 +37,7 @@ from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.module import TransferTask
 from headstart.train.stages import FineTune, HeadOnFeatures, trainable_parameters
+from headstart.train.variants import batch_norms
 
 SETFIT_LR_SCALE = 0.4  # SetFit's body rate 2e-5 over the usual transformer fine-tuning rate 5e-5
 
@@ -88,15 +89,6 @@ class PairTask(TransferTask):
         return loss
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """Identity of a module's current weights (the feature cache keys on it once they changed)."""
-    h = hashlib.sha1()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class ContrastiveBody(FineTune):
     """SetFit's body step: one pass over drawn pairs, the body alone (no head), one small rate."""
 
@@ -121,16 +113,12 @@ class ContrastiveBody(FineTune):
             raise UserError("--lr auto sweeps a classification loss; setfit trains on pairs: give --lr (its body runs at lr x 0.4)")
         HeadOnFeatures().applies(ctx)  # an untrained body fails here, before the pairs train it
         pairs = self._pairs(ctx)
-        param_groups, _ = self.param_groups(ctx)
-        eval_norms = [m for m in ctx.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
-        head_ids = {id(p) for p in ctx.head.parameters()}
-        param_groups = [g for g in param_groups if not any(id(p) in head_ids for p in g["params"])]
+        param_groups = self.param_groups(ctx)[0][:-1]  # the body's groups: the head (last) is solved afterwards
         for p in ctx.head.parameters():
-            p.requires_grad_(False)  # the head is solved afterwards, on the new embeddings
+            p.requires_grad_(False)
         peak_lr = param_groups[0]["lr"] if param_groups else 0.0  # the schedule rewrites the groups' rates
-        body = ctx.backbone.train()
-        task = PairTask(body, param_groups, cfg.weight_decay, cfg.warmup, eval_norms)
-        backbone = ctx.backbone
+        backbone = ctx.backbone.train()
+        task = PairTask(backbone, param_groups, cfg.weight_decay, cfg.warmup, batch_norms(backbone.modules()))
 
         def collate(batch):
             return backbone.collate([a for a, _, _ in batch] + [b for _, b, _ in batch]), torch.tensor([s for _, _, s in batch])
@@ -145,11 +133,11 @@ class ContrastiveBody(FineTune):
         trainer.fit(task, loader)
         ctx.is_global_zero = trainer.is_global_zero
         ctx.backbone_changed = True
-        backbone.weights_id = f"{backbone.weights_id}-pairs-{weights_digest(backbone)}"  # cached features stay honest
+        backbone.weights_id = f"{backbone.weights_id}-pairs-{state_digest(backbone)}"  # cached features stay honest
         positives = sum(1 for _, _, s in pairs if s)
         loss = float(trainer.callback_metrics.get("train_pair_loss", float("nan")))
         seconds = time.perf_counter() - start
-        trainable = trainable_parameters(body)
+        trainable = trainable_parameters(backbone)
         ctx.stage_notes[self.name] = {  # no validation here: a record, not a best epoch (the head stage has that)
             "summary": f"{len(pairs)} pairs ({positives} same-class), pair loss {loss:.4f}, {trainable:,} trainable "
                        f"params, {seconds:.1f} s",

@@ -27,7 +27,7 @@ from headstart.train.stages import FineTune
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def _norms(modules) -> list[nn.Module]:
+def batch_norms(modules) -> list[nn.Module]:
     return [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
 
 
@@ -100,8 +100,8 @@ class GradualUnfreeze(FineTune):
     def callbacks(self, ctx, task) -> list:
         groups = ctx.backbone.layer_groups()
         start = ctx.cfg.freeze_until or 0
-        unfreezable = [([p for m in g for p in m.parameters(recurse=False)], _norms(g)) for g in groups[start:]]
-        fixed = list(task.eval_norms) if ctx.cfg.bn == "all-frozen" else [m for g in groups[:start] for m in _norms(g)]
+        unfreezable = [([p for m in g for p in m.parameters(recurse=False)], batch_norms(g)) for g in groups[start:]]
+        fixed = list(task.eval_norms) if ctx.cfg.bn == "all-frozen" else [m for g in groups[:start] for m in batch_norms(g)]
         if ctx.cfg.bn == "train":
             fixed = []
         self.unfreezing = GradualUnfreezing(unfreezable[::-1], ctx.cfg.bn, fixed)
@@ -258,7 +258,7 @@ class LoRA(FineTune):
         cfg = ctx.cfg
         lr = cfg.lr * self.lr_scale
         adapters, norm_params = [], []
-        norms = _norms(ctx.backbone.modules())
+        norms = batch_norms(ctx.backbone.modules())
         norm_ids = {id(p) for m in norms for p in m.parameters(recurse=False)}
         for name, p in ctx.backbone.named_parameters():
             is_adapter = "lora_" in name
