@@ -5,6 +5,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import headstart as hs
@@ -73,11 +74,12 @@ def body_weights(backbone, kinds=(nn.Conv2d, nn.Linear)):
 
 
 def test_strategies_registered_and_listed_in_help(capsys):
-    assert {"ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "auto"} <= set(STRATEGIES.names())
+    assert {"ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "setfit", "auto"} <= set(STRATEGIES.names())
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     text = capsys.readouterr().out
-    for name in ("ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "auto", "--ulmfit-factor", "--l2sp-alpha", "--lora-rank"):
+    for name in ("ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "setfit", "auto", "--ulmfit-factor", "--l2sp-alpha",
+                 "--lora-rank", "--pair-rounds"):
         assert name in text, name
 
 
@@ -348,3 +350,14 @@ def test_setfit_refuses_what_it_cannot_pair(tiny_images, tmp_path):
         hs.fit(str(tiny_images), strategy="setfit", task="multilabel", out=str(tmp_path / "ml"), **FAST)
     with pytest.raises(UserError, match="--lr auto"):
         hs.fit(str(tiny_images), strategy="setfit", lr="auto", out=str(tmp_path / "auto"), **FAST)
+
+
+def test_cli_setfit_with_pair_rounds(tiny_images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(tiny_images), "--strategy", "setfit", "--pair-rounds", "2", "--out", str(out), "--image-size",
+                 "64", "--batch-size", "8", "--num-workers", "0", "--no-progress"]) == 0
+    assert "pairs     " in capsys.readouterr().out
+    note = json.loads((out / "metrics.json").read_text())["stages"]["pairs"]
+    train = json.loads((out / "data.json").read_text())["sizes"]["train"]
+    assert note["rounds_per_example"] == 2 and note["pairs"] == 2 * 2 * train, "2 same- and 2 other-class partners each"
+    assert yaml.safe_load((out / "config.yaml").read_text())["pair_rounds"] == 2
