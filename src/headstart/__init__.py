@@ -5,8 +5,9 @@
     run.evaluate("DATA/test"); run.predict(["img.jpg"]); run = hs.load("runs/ants")
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
+    hs.export("runs/ants")  # ONNX graph (body + head + softmax), checked with ONNX Runtime; predict(engine="onnx")
 """
-from headstart.api import Run, compare, fit, load, lr_find, models, rank, tune
+from headstart.api import Run, compare, export, fit, load, lr_find, models, rank, tune
 
 __version__ = "0.1.0"
-__all__ = ["compare", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]

@@ -1,10 +1,18 @@
-"""The Python API, with the CLI's names: fit, load, models (evaluate/predict are Run methods)."""
+"""The Python API, with the CLI's names: fit, load, models, export (evaluate/predict are Run methods)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from headstart.fit import fit
 from headstart.run import Run, load
 from headstart.select import compare, rank
 from headstart.tuning import lr_find, tune
+
+
+def export(run: str | Path | Run, out: str | Path | None = None, format: str = "onnx", opset: int | None = None,
+           force: bool = False) -> dict:
+    """`headstart export`: a run's model as an ONNX graph checked with ONNX Runtime (default RUN/export/)."""
+    return (run if isinstance(run, Run) else load(run)).export(out, format=format, opset=opset, force=force)
 
 
 def models() -> list[dict]:
@@ -20,4 +28,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "fit", "load", "lr_find", "models", "rank", "Run", "tune"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "tune"]

@@ -115,7 +115,7 @@ def cmd_predict(args) -> None:
     from headstart.api import load
     from headstart.predict import format_rows
 
-    rows = load(args.run).predict(args.inputs, top_k=args.top_k)
+    rows = load(args.run).predict(args.inputs, top_k=args.top_k, engine=args.engine)
     text = format_rows(rows, args.format)
     if args.output:
         from headstart.io_utils import write_text
@@ -123,6 +123,16 @@ def cmd_predict(args) -> None:
         write_text(args.output, text + ("\n" if not text.endswith("\n") else ""))
     else:
         print(text)
+
+
+def cmd_export(args) -> None:
+    from headstart.api import export
+
+    print(f"exporting {args.run} to ONNX and checking it with ONNX Runtime ...", flush=True)
+    spec = export(args.run, out=args.out, format=args.format, opset=args.opset, force=args.force)
+    inputs = ", ".join(f"{i['name']} {i['dtype']}[{', '.join(map(str, i['shape']))}]" for i in spec["inputs"])
+    print(f"wrote {spec['saved_to']}/{spec['file']}: inputs {inputs} -> {spec['output']['name']}; "
+          f"ONNX Runtime matches PyTorch within {spec['check']['max_abs_difference']:.2g}")
 
 
 def cmd_rank(args) -> None:
@@ -231,7 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="classes per image (default %(default)s)")
     p.add_argument("--format", choices=["json", "csv"], default="json", help="default %(default)s")
     p.add_argument("--output", help="write to this file instead of stdout")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="onnx: ONNX Runtime on the run's export (`headstart export RUN` first); default %(default)s")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="the model as an ONNX graph (body, head and softmax/scale), checked against PyTorch "
+                       "with ONNX Runtime")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("--out", default=None, help="folder for model.onnx + export.json (default RUN/export)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="default %(default)s")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--force", action="store_true", help="replace an existing export")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")

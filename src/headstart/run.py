@@ -16,6 +16,10 @@ from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix
 
 
+ENGINES = ("torch", "onnx")
+EXPORT_DIR = "export"  # where `Run.export` writes by default, and where engine="onnx" looks
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -24,6 +28,7 @@ class Run:
     def __init__(self, path: str | Path, model: TransferModel | None = None):
         self.path = Path(path)
         self._model = model
+        self._runner = None  # the ONNX Runtime session of the run's export, opened on first use
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -59,17 +64,41 @@ class Run:
     def modality(self):
         return MODALITIES.get(self.model.modality)
 
-    def predict_outputs(self, inputs: list, batch_size: int = 64) -> np.ndarray:
-        """Raw inputs of the run's modality -> class probabilities [N, C] or regression values [N]."""
-        return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device())
+    def predict_outputs(self, inputs: list, batch_size: int = 64, engine: str = "torch") -> np.ndarray:
+        """Raw inputs of the run's modality -> class probabilities [N, C] or regression values [N].
+
+        engine="onnx" computes them with ONNX Runtime from the run's export (`Run.export`), same preprocessing.
+        """
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        runner = self._onnx_runner() if engine == "onnx" else None
+        return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device(), runner=runner)
 
     predict_proba = predict_outputs  # the scikit-learn name, for classification runs
 
-    def predict(self, inputs: list[str] | str, top_k: int = 1) -> list[dict]:
+    def predict(self, inputs: list[str] | str, top_k: int = 1, engine: str = "torch") -> list[dict]:
         """Predictions for files, folders, texts or table rows (what the run's modality reads)."""
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
-        return self.model.task.rows(names, self.predict_outputs(xs), self.classes, top_k)
+        return self.model.task.rows(names, self.predict_outputs(xs, engine=engine), self.classes, top_k)
+
+    def export(self, out: str | Path | None = None, format: str = "onnx", opset: int | None = None, force: bool = False) -> dict:
+        """The model as an ONNX graph (body + head + post-processing), checked with ONNX Runtime; default RUN/export."""
+        from headstart.deploy import export_onnx
+
+        if format != "onnx":
+            raise UserError(f"unknown export format {format!r}; headstart exports onnx")
+        folder = Path(out) if out else self.path / EXPORT_DIR
+        spec = export_onnx(self.model, folder, opset=opset, force=force)
+        self._runner = None
+        return {**spec, "saved_to": str(folder)}
+
+    def _onnx_runner(self):
+        from headstart.deploy import OnnxRunner
+
+        if self._runner is None:
+            self._runner = OnnxRunner(self.path / EXPORT_DIR)
+        return self._runner
 
     def evaluate(self, data: str | Path, save: bool = True) -> dict:
         """Metrics on any labeled data the run's modality reads; saved under `eval-<name>/` in the run."""

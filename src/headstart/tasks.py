@@ -50,8 +50,14 @@ class Classification:
         return {"solver": "logistic regression (scikit-learn lbfgs)" + (", balanced class weights" if balanced else ""),
                 **fit_logistic_head(layer, feats, y, seed, class_weight="balanced" if balanced else None)}
 
+    output_name = "probabilities"
+
+    def postprocess(self, out: torch.Tensor) -> torch.Tensor:
+        """Raw head outputs -> what a prediction is, in torch ops only (so an export carries it too)."""
+        return torch.softmax(out.float(), dim=1)
+
     def predictions(self, out: torch.Tensor) -> np.ndarray:
-        return torch.softmax(out.float(), dim=1).cpu().numpy()
+        return self.postprocess(out).cpu().numpy()
 
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return classification_metrics(np.asarray(y_true), preds, classes)
@@ -97,9 +103,14 @@ class Regression:
     def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
         return {"solver": "ridge regression (scikit-learn RidgeCV)", **fit_ridge_head(layer, feats, y)}
 
-    def predictions(self, out: torch.Tensor) -> np.ndarray:
+    output_name = "values"
+
+    def postprocess(self, out: torch.Tensor) -> torch.Tensor:
         s = self.target_scale
-        return out.float().squeeze(1).cpu().numpy() * s["std"] + s["mean"]
+        return out.float().squeeze(1) * s["std"] + s["mean"]
+
+    def predictions(self, out: torch.Tensor) -> np.ndarray:
+        return self.postprocess(out).cpu().numpy()
 
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return regression_metrics(np.asarray(y_true, dtype=np.float64), preds, classes[0] if classes else "target")
@@ -148,8 +159,13 @@ class MultiLabel:
     def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
         return {"solver": "one-vs-rest logistic regression (scikit-learn)", **fit_one_vs_rest_head(layer, feats, y)}
 
+    output_name = "probabilities"
+
+    def postprocess(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out.float())
+
     def predictions(self, out: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(out.float()).cpu().numpy()
+        return self.postprocess(out).cpu().numpy()
 
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return multilabel_metrics(np.stack([np.asarray(t) for t in y_true]), preds, classes, self.threshold)

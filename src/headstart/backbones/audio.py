@@ -155,6 +155,9 @@ class MelBackbone(Backbone):
         device = next(self.cnn.parameters()).device
         self.frontend = LogMelImage(pre).to(device)
 
+    def example_batch(self, n: int = 2) -> torch.Tensor:
+        return 0.1 * torch.randn(n, self.preprocess.samples)
+
     def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
         return self.cnn.forward_features(self.frontend(wave))
 

@@ -77,6 +77,12 @@ class Backbone(nn.Module):
         """Optional order for inference batches (e.g. texts sorted by length); None keeps the given order."""
         return None
 
+    def example_batch(self, n: int = 2):
+        """A collated batch of `n` valid model inputs (what `collate` returns), for tracing an export."""
+        from headstart.errors import UserError
+
+        raise UserError(f"{self.name} ({type(self).__name__}) cannot be exported yet: it has no example inputs to trace")
+
     def adapt(self, data, cfg) -> dict:
         """Fit preprocessing to the training data (input size, max length, column encoder) before training.
 

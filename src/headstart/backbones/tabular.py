@@ -189,6 +189,9 @@ class MLPBody(Backbone):
         # The initial draw's digest: a fresh body's features are cached only under the exact weights that made them.
         self.weights_id = f"init-{state_digest(self)}"
 
+    def example_batch(self, n: int = 2) -> torch.Tensor:
+        return torch.randn(n, self.preprocess.n_features)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)

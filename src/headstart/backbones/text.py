@@ -181,6 +181,12 @@ class TransformerBackbone(Backbone):
             out[key] = torch.tensor(rows, dtype=torch.long)
         return out
 
+    def example_batch(self, n: int = 2) -> dict[str, torch.Tensor]:
+        """Texts of different lengths, so padding and the attention mask are part of what is traced."""
+        texts = [" ".join(["an example sentence to trace the model"] * (i + 1)) for i in range(n)]
+        items = self.dataset(texts, train=False)
+        return self.collate([items[i] for i in range(n)])
+
     def batch_order(self, inputs: list[str]) -> list[int]:
         """Longest texts first: batches of similar length waste little on padding (and a too-long batch fails first)."""
         lengths = [len(ids) for ids in self._encode(inputs).get("input_ids", [])]

@@ -45,6 +45,10 @@ class TimmBackbone(Backbone):
     def dataset(self, inputs: list[str], train: bool):
         return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
 
+    def example_batch(self, n: int = 2) -> torch.Tensor:
+        size = self.preprocess.input_size
+        return torch.randn(n, 3, size, size)
+
     def end_run(self) -> None:
         self.image_cache.clear()  # the decoded images last one run, not as long as the returned Run
 
