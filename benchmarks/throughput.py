@@ -11,8 +11,9 @@ torch.compile to the training step there):
   (length-sorted batches), batch --batch x 2;
 - train step: forward + backward + AdamW step of body + linear head on in-memory batches (--batch items; text
   padded to a fixed --text-length tokens), channels_last as the backbone runs;
-- inference: body + head forward in eval mode on in-memory batches of 1 and of 64 (eager PyTorch; ONNX Runtime
-  is not measured: headstart has no ONNX export yet);
+- inference: body + head forward in eval mode on in-memory batches of 1 and of 64, eager PyTorch and ONNX Runtime
+  side by side (the graph `headstart export` writes: body + head + softmax, ONNX Runtime's CPU provider with as
+  many threads as torch; `--skip-onnx` leaves it out);
 - decode once: the fine-tuning data pipeline alone (training loader with augmentation, the machine's default
   DataLoader workers, and 0 workers with the cache) for a few epochs over hymenoptera's train folder, with the
   per-run uint8 image cache and without it (HEADSTART_IMAGE_CACHE_GB=0 behaviour), side by side in one process.
@@ -26,6 +27,7 @@ import argparse
 import csv
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,6 +109,26 @@ def inference_rate(net: nn.Module, make_batch, n: int, device, seconds: float) -
     return timed(forward, n, seconds)
 
 
+def onnx_rates(backbone, make_batch, args) -> tuple[float, float]:
+    """Items/s of ONNX Runtime on headstart's export of body + linear head, batches of 1 and 64 (CPU provider)."""
+    from headstart.deploy import OnnxRunner, export_onnx
+    from headstart.heads import build_head
+    from headstart.model import TransferModel
+    from headstart.train.batches import to_device
+
+    model = TransferModel(backbone, build_head("linear", backbone.feature_dim, 2), ["a", "b"])
+    folder = Path(tempfile.mkdtemp(prefix="hs-throughput-")) / "export"
+    export_onnx(model, folder)
+    runner = OnnxRunner(folder)
+    cpu = torch.device("cpu")
+    one, many = to_device(make_batch(1), cpu), to_device(make_batch(64), cpu)
+    return timed(lambda: runner(one), 1, args.seconds / 2), timed(lambda: runner(many), 64, args.seconds)
+
+
+def onnx_columns(rates: tuple[float, float] | None) -> str:
+    return f"{rates[0]:.1f} | {rates[1]:.1f}" if rates else "– | –"
+
+
 class Body(nn.Module):
     def __init__(self, backbone):
         super().__init__()
@@ -141,9 +163,10 @@ def image_rows(size: int, args, device) -> list[dict]:
     train = train_step_rate(net, batch, args.batch, device, args.seconds, args.compile)
     infer1 = inference_rate(net, batch, 1, device, args.seconds / 2)
     infer64 = inference_rate(net, batch, 64, device, args.seconds)
+    onnx = None if args.skip_onnx else onnx_rates(backbone, batch, args)
     return [{"body": f"efficientnet_lite0 @ {size} px", "unit": "img/s",
              "features": f"{features:.1f} (again, decoded: {features_cached:.1f})",
-             "train": train, "infer1": infer1, "infer64": infer64}]
+             "train": train, "infer1": infer1, "infer64": infer64, "onnx": onnx}]
 
 
 def text_rows(args, device) -> list[dict]:
@@ -169,9 +192,10 @@ def text_rows(args, device) -> list[dict]:
     train = train_step_rate(net, batch, args.batch, device, args.seconds, args.compile)
     infer1 = inference_rate(net, batch, 1, device, args.seconds / 2)
     infer64 = inference_rate(net, batch, 64, device, args.seconds)
+    onnx = None if args.skip_onnx else onnx_rates(backbone, batch, args)
     return [{"body": f"minilm-l6 @ {args.text_length} tokens", "unit": "texts/s",
              "features": f"{features:.1f} (SST-2, sorted)" if (SHARED / "sst2").is_dir() else f"{features:.1f} (synthetic)",
-             "train": train, "infer1": infer1, "infer64": infer64}]
+             "train": train, "infer1": infer1, "infer64": infer64, "onnx": onnx}]
 
 
 def default_workers() -> int:
@@ -223,6 +247,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU only)")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-onnx", action="store_true", help="leave out the ONNX Runtime columns")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -242,11 +267,11 @@ def main() -> None:
     print(f"\n{machine_line()}{load}; device {device.type}" + (", bf16 autocast" if device.type == "cuda" else ", float32")
           + (", torch.compile" if args.compile and device.type == "cuda" else ""))
     print(f"\n| body | unit | features (from files, batch {2 * args.batch}) | train step (batch {args.batch}) | "
-          "inference batch 1 | inference batch 64 | ONNX Runtime |")
-    print("|---|---|---|---|---|---|---|")
+          "inference batch 1 | inference batch 64 | ONNX Runtime batch 1 | ONNX Runtime batch 64 |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['body']} | {r['unit']} | {r['features']} | {r['train']:.1f} | {r['infer1']:.1f} | {r['infer64']:.1f} | "
-              "pending (no ONNX export yet) |")
+              f"{onnx_columns(r['onnx'])} |")
     if decode:
         print("\n| input px | fine-tune data pass (hymenoptera train, augmentation) | images | workers | "
               + " | ".join(f"epoch {i + 1} s" for i in range(args.epochs)) + " | img/s after epoch 1 | cache MB |")

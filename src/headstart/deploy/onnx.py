@@ -79,7 +79,7 @@ class OnnxRunner:
 
     def __call__(self, batch) -> torch.Tensor:
         names, tensors, _ = _as_named(batch)
-        feeds = {n: t.cpu().numpy() for n, t in zip(names, tensors) if n in self.names}
+        feeds = {n: np.ascontiguousarray(t.cpu().numpy()) for n, t in zip(names, tensors) if n in self.names}
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
