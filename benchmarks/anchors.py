@@ -232,8 +232,6 @@ def run_image_probe(spec: dict, seed: int) -> dict:
 
 
 def run_headstart(spec: dict, seed: int, strategy: str | None) -> dict:
-    # headstart.api.fit, not hs.fit: with the lazy package __init__ (04c60f0) `hs.fit` turns into the
-    # submodule headstart.fit once that has been imported (the second fit in a process fails)
     from headstart.api import fit
 
     options = {"seed": seed}

@@ -127,3 +127,20 @@ def test_mlp_head(tiny_images, tmp_path):
     run = hs.fit(str(tiny_images), strategy="linear-probe", head="mlp", out=str(tmp_path / "mlp"), **FAST)
     assert isinstance(hs.load(run.path).model.head[0], torch.nn.Linear)
     assert json.loads((run.path / "model" / "model.json").read_text())["head"]["name"] == "mlp"
+
+
+def test_the_package_api_stays_functions_and_help_loads_no_training_code():
+    """The lazy package: no submodule import may rebind an API name, and `--help` must not import Lightning."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    for mod in pkgutil.iter_modules(hs.__path__):
+        importlib.import_module(f"headstart.{mod.name}")  # every submodule imported, as a long session would
+    assert all(callable(getattr(hs, name)) and not isinstance(getattr(hs, name), type(hs))
+               for name in hs.__all__ if name != "__version__"), "an API name became a module"
+    code = ("import sys; from headstart.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('lightning', 'timm', 'transformers', 'sklearn', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -7,7 +7,20 @@
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
     hs.export("runs/ants")  # ONNX graph (body + head + softmax), checked with ONNX Runtime; predict(engine="onnx")
 """
-from headstart.api import Run, compare, export, fit, load, lr_find, models, rank, tune
-
 __version__ = "0.1.0"
 __all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]
+
+
+def __getattr__(name: str):
+    # The API is imported on first use, so `headstart --help` and `import headstart.cli` skip Lightning and friends.
+    # No submodule may share a name in __all__: importing it would rebind that name to the module (why the fit
+    # pipeline lives in fitting.py; tests/test_fit.py checks it).
+    if name in __all__:
+        from headstart import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

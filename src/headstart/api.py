@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headstart.fit import fit
+from headstart.fitting import fit
 from headstart.run import Run, load
-from headstart.select import compare, rank
+from headstart.select.compare import compare
+from headstart.select.rank import rank
 from headstart.tuning import lr_find, tune
 
 

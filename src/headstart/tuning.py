@@ -13,7 +13,7 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
             steps: int = 100, **options) -> dict:
     """Head first (on cached features), then the range test on what `strategy`'s fine-tuning stage trains (two-stage's
     discriminative groups for strategies without one, e.g. auto); writes lr_find.json/png."""
-    from headstart.fit import build_context
+    from headstart.fitting import build_context
     from headstart.strategies import STRATEGIES
     from headstart.train.lr_find import lr_range_test, plot_lr_find
     from headstart.train.stages import FineTune, HeadOnFeatures
@@ -63,7 +63,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     """
     import optuna
 
-    from headstart.fit import fit_config
+    from headstart.fitting import fit_config
     from headstart.strategies import STRATEGIES
 
     strategies = [s.strip() for s in (strategies.split(",") if isinstance(strategies, str) else strategies) if s.strip()]

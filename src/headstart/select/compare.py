@@ -51,7 +51,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
         part = type(full)(full.modality, full.task, full.classes, train, full.val, full.test, full.layout, full.skipped, full.info)
         row = {"train_size": len(train)}
         for arm, arm_strategy, body in (("transfer", strategy, None), ("scratch", "finetune", "scratch")):
-            from headstart.fit import fit_config
+            from headstart.fitting import fit_config
 
             cfg = FitConfig(data=str(data), model=model_name, strategy=arm_strategy,
                             out=str(out_dir / f"train-{frac:g}" / arm), force=True, **{**options, **budget})

@@ -69,7 +69,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     write_text(out_dir / "rank.csv", _csv(rows))
     print(format_table(result) + f"\nsaved to {out_dir}/rank.json and rank.csv", flush=True)
     if fit_best:
-        from headstart.fit import fit
+        from headstart.fitting import fit
 
         from headstart.report import render_report
 

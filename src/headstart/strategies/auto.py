@@ -42,13 +42,15 @@ metrics.json) and in model.json's "training".
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from headstart.strategies.registry import STRATEGIES, register_strategy
-from headstart.train.context import FitContext
-from headstart.train.probe import single_threaded_blas
-from headstart.train.stages import HeadOnFeatures, Stage, cached_features
+from headstart.train.stage import Stage
+
+if TYPE_CHECKING:
+    from headstart.train.context import FitContext
 
 FEW = 20  # examples in the smallest class below which fine-tuning rarely pays
 SOME = 100  # ... below which a strong probe is fine-tuned gently (lp-ft) rather than with two-stage
@@ -77,14 +79,20 @@ def _subset(n: int, limit: int, seed: int) -> np.ndarray:
     return idx
 
 
-@single_threaded_blas
 def signals(ctx: FitContext) -> dict:
-    """The measurements the rule reads (classification, pre-trained body)."""
+    """The measurements the rule reads (classification, pre-trained body), with one BLAS thread (train/probe.py)."""
+    from headstart.train.probe import single_threaded_blas
+
+    return single_threaded_blas(_signals)(ctx)
+
+
+def _signals(ctx: FitContext) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from headstart.select.scores import knn_accuracy, probe_accuracy
+    from headstart.train.stages import cached_features
 
     seed = ctx.cfg.seed
     train_x = cached_features(ctx, "train").numpy()
@@ -150,6 +158,8 @@ class AutoPick(Stage):
     name = "auto"
 
     def cost(self, ctx: FitContext) -> float:
+        from headstart.train.stages import HeadOnFeatures
+
         # Planned as extraction + two-stage; corrected once the pick is known.
         return HeadOnFeatures().extraction_cost(ctx) + self._training_cost(ctx, "two-stage")
 
@@ -158,6 +168,8 @@ class AutoPick(Stage):
         return sum(s.cost(ctx) for s in STRATEGIES.get(name).stages())
 
     def run(self, ctx: FitContext) -> None:
+        from headstart.train.stages import HeadOnFeatures
+
         start = time.perf_counter()
         needs_features = ctx.backbone.pretrained and ctx.data.task == "classification"
         measured = signals(ctx) if needs_features else {}

@@ -1,8 +1,9 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import HeadOnFeatures
-from headstart.train.variants import BitFit
 
 
 @register_strategy("bitfit", "head on cached features, then only the body's biases and norm affine parameters train, with the head")
 def bitfit() -> list:
+    from headstart.train.stages import HeadOnFeatures
+    from headstart.train.variants import BitFit
+
     return [HeadOnFeatures(), BitFit()]

@@ -1,7 +1,8 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import FineTune
 
 
 @register_strategy("finetune", "all layers and a fresh head trained together at one low learning rate")
 def finetune() -> list:
+    from headstart.train.stages import FineTune
+
     return [FineTune(discriminative=False)]

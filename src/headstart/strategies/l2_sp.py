@@ -1,6 +1,4 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import HeadOnFeatures
-from headstart.train.variants import L2SP
 
 
 @register_strategy(
@@ -9,4 +7,7 @@ from headstart.train.variants import L2SP
     "decaying towards zero (Li et al. 2018); the head keeps weight decay",
 )
 def l2_sp() -> list:
+    from headstart.train.stages import HeadOnFeatures
+    from headstart.train.variants import L2SP
+
     return [HeadOnFeatures(), L2SP()]

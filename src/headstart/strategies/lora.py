@@ -1,6 +1,4 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import HeadOnFeatures
-from headstart.train.variants import LoRA
 
 
 @register_strategy(
@@ -9,4 +7,7 @@ from headstart.train.variants import LoRA
     "with the head; merged into the weights before saving, so the model loads like any other",
 )
 def lora() -> list:
+    from headstart.train.stages import HeadOnFeatures
+    from headstart.train.variants import LoRA
+
     return [HeadOnFeatures(), LoRA(merge=True)]

@@ -1,5 +1,4 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import FineTune, HeadOnFeatures
 
 LP_FT_LR_SCALE = 0.1  # one small rate for everything: the solved head is kept from distorting the features
 
@@ -10,4 +9,6 @@ LP_FT_LR_SCALE = 0.1  # one small rate for everything: the solved head is kept f
     "uniform rate, lr x 0.1 (Kumar et al. 2022)",
 )
 def lp_ft() -> list:
+    from headstart.train.stages import FineTune, HeadOnFeatures
+
     return [HeadOnFeatures(), FineTune(discriminative=False, lr_scale=LP_FT_LR_SCALE)]

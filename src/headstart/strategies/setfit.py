@@ -1,6 +1,4 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.contrastive import ContrastiveBody
-from headstart.train.stages import HeadOnFeatures
 
 
 @register_strategy(
@@ -9,4 +7,7 @@ from headstart.train.stages import HeadOnFeatures
     "head solved on its new features; for a few examples per class, any modality",
 )
 def setfit() -> list:
+    from headstart.train.contrastive import ContrastiveBody
+    from headstart.train.stages import HeadOnFeatures
+
     return [ContrastiveBody(), HeadOnFeatures()]

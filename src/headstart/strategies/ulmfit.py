@@ -1,6 +1,4 @@
 from headstart.strategies.registry import register_strategy
-from headstart.train.stages import HeadOnFeatures
-from headstart.train.variants import GradualUnfreeze
 
 
 @register_strategy(
@@ -9,4 +7,7 @@ from headstart.train.variants import GradualUnfreeze
     "by --ulmfit-factor per group down, slanted triangular schedule (Howard & Ruder)",
 )
 def ulmfit() -> list:
+    from headstart.train.stages import HeadOnFeatures
+    from headstart.train.variants import GradualUnfreeze
+
     return [HeadOnFeatures(), GradualUnfreeze(cut_frac=0.1, ratio=32.0)]

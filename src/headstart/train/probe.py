@@ -13,9 +13,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 from torch import nn
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -36,6 +33,10 @@ def single_threaded_blas(fn):
 @single_threaded_blas
 def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, seed: int, class_weight=None) -> dict:
     """Set `layer` (D -> C) to the cross-validated logistic-regression solution; returns what was chosen."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     xs, y = feats.double().numpy(), labels.numpy()
     folds = min(5, int(np.bincount(y).min()))
     scores = {}
@@ -78,6 +79,9 @@ def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor)
 @single_threaded_blas
 def fit_one_vs_rest_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor, c: float = 1.0) -> dict:
     """Multi-label: one logistic regression per label (sigmoid outputs); labels never (or always) seen get a constant."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     xs, y = feats.double().numpy(), targets.numpy().astype(int)
     weight, bias = np.zeros((y.shape[1], xs.shape[1])), np.zeros(y.shape[1])
     constant = []

@@ -18,6 +18,7 @@ from headstart.train.engine import make_trainer
 from headstart.train.feature_cache import features_of
 from headstart.train.batches import balanced_sample_weights, labeled_loader
 from headstart.train.module import TransferTask
+from headstart.train.stage import Stage
 
 HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
 
@@ -49,14 +50,8 @@ def trainable_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class Stage:
-    name = "stage"
-
-    def cost(self, ctx: FitContext) -> float:
-        raise NotImplementedError
-
-    def run(self, ctx: FitContext) -> None:
-        raise NotImplementedError
+class TrainingStage(Stage):
+    """A stage that trains with Lightning: early stopping on validation loss, the best weights restored."""
 
     def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
              unit_cost: float, validate_first: bool = False, extra_callbacks: list = ()) -> None:
@@ -86,7 +81,7 @@ class Stage:
         }
 
 
-class HeadOnFeatures(Stage):
+class HeadOnFeatures(TrainingStage):
     """Train the new head on the frozen body's cached features: the body never runs per epoch."""
 
     name = "head"
@@ -175,7 +170,7 @@ class HeadOnFeatures(Stage):
         return row
 
 
-class FineTune(Stage):
+class FineTune(TrainingStage):
     """Train backbone and head on raw inputs with augmentation.
 
     discriminative=True: each layer group gets its own rate, geometric from lr / lr_mult (stem) to lr (top).
