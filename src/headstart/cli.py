@@ -273,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headstart: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `headstart predict ... | head`: the reader left; no traceback (Python's documented recipe)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
