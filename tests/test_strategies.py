@@ -9,6 +9,7 @@ import yaml
 from torch import nn
 
 import headstart as hs
+from conftest import make_images
 from headstart.backbones import create_backbone
 from headstart.cli import main
 from headstart.config import FitConfig
@@ -289,7 +290,8 @@ def test_auto_picks_and_records_why(tiny_images, tmp_path):
     assert {"probe", "knn", "per_class", "baseline"} <= set(note["signals"])
     assert note["picked"] == "linear-probe", note  # ~8 coloured squares per class: a perfect probe
     spec = json.loads((run.path / "model" / "model.json").read_text())
-    assert spec["training"] == {"strategy": "auto", "picked": note["picked"]}
+    # 12 per class, a probe: the saved model was refit on train + val, and says so
+    assert spec["training"] == {"strategy": "auto", "picked": note["picked"], "refit": "train + val"}
 
 
 def test_a_fresh_head_learns_at_the_head_rate(tiny_images, tmp_path):
@@ -338,7 +340,9 @@ def test_setfit_pair_stage_separates_classes_in_the_body_and_leaves_the_head(tin
 
 def test_setfit_fit_saves_loads_and_predicts_identically(tiny_images, tmp_path):
     run = hs.fit(str(tiny_images), strategy="setfit", pair_rounds=2, out=str(tmp_path / "run"), **FAST)
-    assert [r["stage"] for r in run.history] == ["pairs", "head"] and "train_pair_loss" in run.history[0]
+    # 12 images per class: few labels, and neither stage chose anything on validation, so it was refit on train + val
+    assert [r["stage"] for r in run.history] == ["pairs", "head", "refit pairs", "refit head"]
+    assert "train_pair_loss" in run.history[0] and run.metrics["refit"]["stages"]["pairs"]["pairs"] > run.metrics["stages"]["pairs"]["pairs"]
     paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:8]
     assert np.abs(run.predict_proba(paths) - hs.load(run.path).predict_proba(paths)).max() < 1e-5
 
@@ -361,3 +365,46 @@ def test_cli_setfit_with_pair_rounds(tiny_images, tmp_path, capsys):
     train = json.loads((out / "data.json").read_text())["sizes"]["train"]
     assert note["rounds_per_example"] == 2 and note["pairs"] == 2 * 2 * train, "2 same- and 2 other-class partners each"
     assert yaml.safe_load((out / "config.yaml").read_text())["pair_rounds"] == 2
+
+
+# ---- refit on train + val ----
+
+def test_refit_learns_from_validation_rows_and_is_scored_on_test(tiny_images, tmp_path):
+    kept = hs.fit(str(tiny_images), strategy="linear-probe", refit="never", out=str(tmp_path / "kept"), **FAST)
+    refit = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "refit"), **FAST)
+    sizes = json.loads((refit.path / "data.json").read_text())["sizes"]
+    note = refit.metrics["refit"]
+    assert "refit" not in kept.metrics and note["rows"] == sizes["train"] + sizes["val"] and "smallest class" in note["reason"]
+    assert note["before_refit"]["accuracy"] == kept.metrics["accuracy"], "the model before the refit is the --refit never one"
+    assert refit.metrics["split"] == "test" and refit.metrics["n"] == sizes["test"]
+    head = lambda run: run.model.head[-1].weight.detach()  # noqa: E731
+    assert not torch.allclose(head(kept), head(refit)), "the validation rows changed the solved head"
+    paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:6]
+    assert np.abs(refit.predict_proba(paths) - hs.load(refit.path).predict_proba(paths)).max() < 1e-5, "the refit is what was saved"
+    assert [r["stage"] for r in refit.history] == ["head", "refit head"]
+
+
+def test_no_refit_when_a_stage_chose_on_validation_or_labels_are_plenty(tiny_images, tmp_path):
+    two_stage = hs.fit(str(tiny_images), strategy="two-stage", out=str(tmp_path / "ts"), **FAST)
+    assert "refit" not in two_stage.metrics, "fine-tuning early-stops on validation: a refit would lose that choice"
+    plenty = make_images(tmp_path / "plenty", per_class=30)  # 30 per class: ~21 in training, not few
+    probe = hs.fit(str(plenty), strategy="linear-probe", out=str(tmp_path / "probe"), **FAST)
+    assert "refit" not in probe.metrics
+    always = hs.fit(str(plenty), strategy="linear-probe", refit="always", out=str(tmp_path / "always"), **FAST)
+    assert always.metrics["refit"]["reason"].startswith("--refit always")
+
+
+def test_refit_without_a_test_split_reports_the_validated_model(tiny_images, tmp_path):
+    import shutil
+
+    data = tmp_path / "given"
+    for split, take in (("train", slice(0, 8)), ("val", slice(8, 12))):
+        for cls in ("red", "green", "blue"):
+            (data / split / cls).mkdir(parents=True)
+            for f in sorted((tiny_images / cls).iterdir())[take]:
+                shutil.copy(f, data / split / cls / f.name)
+    kept = hs.fit(str(data), strategy="linear-probe", refit="never", out=str(tmp_path / "kept"), **FAST)
+    run = hs.fit(str(data), strategy="linear-probe", out=str(tmp_path / "run"), **FAST)
+    assert run.metrics["split"] == "val" and "before the refit" in run.metrics["refit"]["metrics_are"]
+    assert run.metrics["accuracy"] == kept.metrics["accuracy"], "val metrics are the validated model's, not the refit's"
+    assert run.metrics["refit"]["rows"] == 3 * (8 + 4)

@@ -12,6 +12,7 @@ from headstart.errors import UserError
 
 
 BN_MODES = ("frozen", "all-frozen", "train")
+REFIT_MODES = ("auto", "always", "never")
 
 # Training defaults that depend on the body being transferred: None in FitConfig means "the backbone's
 # default_hparams, else these" (tuned for pre-trained CNNs). A transformer wants a far lower rate than a CNN,
@@ -74,6 +75,7 @@ class FitConfig:
     ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this
     l2sp_alpha: float = 0.01  # l2-sp: strength of alpha/2 * ||w - w0||^2 towards the pre-trained body
     pair_rounds: int = 10  # setfit: positive and negative partners drawn per training example
+    refit: str = "auto"  # after validating, refit on train + val for the saved model: auto (few labels), always, never (fitting.py)
     lora_rank: int = 8  # lora: rank r of the adapters
     lora_alpha: float = 16.0  # lora: scaling alpha (adapter output times alpha / r)
     lora_targets: str | None = None  # lora: comma-separated module-name suffixes (None: attention q/v, else 1x1 convs + linears)
@@ -95,6 +97,8 @@ class FitConfig:
                 raise UserError(f"--lr must be a number or 'auto', not {self.lr!r}") from None
         if self.balance not in (None, "weights", "sampler"):
             raise UserError(f"--balance must be weights or sampler, not {self.balance!r}")
+        if self.refit not in REFIT_MODES:
+            raise UserError(f"--refit must be one of {', '.join(REFIT_MODES)}, not {self.refit!r}")
         if self.bn not in BN_MODES:
             raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn!r}")
         for name in ("val_fraction", "test_fraction"):

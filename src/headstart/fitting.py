@@ -1,6 +1,7 @@
 """fit: data -> backbone -> new head -> strategy -> train -> evaluate -> save, into one run directory."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (`compare`: subsets, scratch);
     `callbacks` join every training stage's Lightning callbacks (`tune`: pruning)."""
     started = time.perf_counter()
+    backbone_given = backbone is not None  # a given body (compare's scratch arm) cannot be rebuilt for a refit
     recipe = STRATEGIES.get(cfg.strategy)
     HEADS.get(cfg.head)  # unknown names fail before anything is written
     cfg.out = str(cfg.out or default_out(cfg.data))
@@ -72,10 +74,24 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     if not ctx.is_global_zero:
         return None
 
-    model = TransferModel(backbone, head, data.classes, cfg.head, task, {"strategy": cfg.strategy, **ctx.model_notes}).eval()
-    model.data_options = {"text_column": cfg.text_column, "label_column": cfg.label_column, "label_separator": cfg.label_separator}
+    model = _model_of(ctx)
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
+    why_refit = None if backbone_given else refit_reason(cfg, ctx, stages)
+    if why_refit:
+        refit_ctx = _refit(cfg, ctx)
+        model, refit = _model_of(refit_ctx), {"reason": why_refit, "rows": len(refit_ctx.data.train),
+                                              "stages": refit_ctx.stage_notes}
+        if data.test:  # the test split was never seen: the refit model is scored there, beside the model before it
+            refit["before_refit"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
+            preds = _eval_predictions(refit_ctx, model, "test")
+            metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
+        else:
+            refit["metrics_are"] = "of the model fitted on train only, validated before the refit (an honest estimate)"
+        metrics["refit"] = refit
+        ctx.history += [row | {"stage": f"refit {row['stage']}"} for row in refit_ctx.history]
+        backbone.end_run()
+        backbone = refit_ctx.backbone
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
@@ -127,6 +143,55 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     return ctx
 
 
+def _model_of(ctx: FitContext) -> TransferModel:
+    cfg = ctx.cfg
+    notes = {"strategy": cfg.strategy, **ctx.model_notes}
+    model = TransferModel(ctx.backbone, ctx.head, ctx.data.classes, cfg.head, ctx.task, notes).eval()
+    model.data_options = {"text_column": cfg.text_column, "label_column": cfg.label_column, "label_separator": cfg.label_separator}
+    return model
+
+
+def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
+    """Why the saved model should be refit on train + val, or None.
+
+    Only when no stage chose anything on the validation split (a solved linear head, setfit's one pass over
+    pairs): then validation only measured the model, and the refit learns the same way from every label. `auto`
+    does it when labels are few (the smallest class under auto's FEW training examples), where holding out 15 %
+    costs most; `always` whenever it is possible. Several processes (DDP) never refit.
+    """
+    from headstart.strategies.auto import FEW
+
+    if cfg.refit == "never" or not ctx.data.val or any(s.uses_validation(ctx) for s in stages):
+        return None
+    if any(note.get("world_size", 1) > 1 for note in ctx.stage_notes.values()):
+        return None
+    if cfg.refit == "auto":
+        if ctx.data.task != "classification":
+            return None
+        smallest = min(np.bincount([y for _, y in ctx.data.train], minlength=len(ctx.data.classes)))
+        if smallest >= FEW:
+            return None
+        return (f"{smallest} training examples in the smallest class (< {FEW}) and no stage chose anything on the "
+                f"{len(ctx.data.val)} validation rows: the saved model learned from train + val")
+    return f"--refit always: no stage chose anything on the {len(ctx.data.val)} validation rows"
+
+
+def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
+    """The same stages again, from the pre-trained body, on train + val (what auto picked, not the pick again)."""
+    merged = dataclasses.replace(ctx.data, train=ctx.data.train + ctx.data.val, val=[])
+    resolved = cfg.resolved
+    refit_ctx = build_context(cfg, data=merged, progress=False)
+    cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
+    refit_ctx.progress, refit_ctx.extra_callbacks = ctx.progress, ctx.extra_callbacks
+    picked = ctx.model_notes.get("picked")
+    stages = STRATEGIES.get(picked or cfg.strategy).stages()
+    refit_ctx.model_notes = {**ctx.model_notes, "refit": "train + val"}
+    ctx.progress.plan(sum(s.cost(refit_ctx) for s in stages))
+    for stage in stages:
+        stage.run(refit_ctx)
+    return refit_ctx
+
+
 def _eval_predictions(ctx: FitContext, model: TransferModel, split: str) -> np.ndarray:
     """Held-out predictions; from cached features when the backbone never changed (no backbone pass)."""
     if not ctx.backbone_changed:
@@ -174,6 +239,9 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
             lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, val loss {note['best_val_loss']:.4f}, "
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")
+    if "refit" in metrics:
+        scored = "the refit model on test" if "before_refit" in metrics["refit"] else "the model before the refit, on val"
+        lines.append(f"  refit     {metrics['refit']['reason']}; the metrics below are of {scored}")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
         " confusion_matrix.png" if "confusion_matrix" in metrics else "")

@@ -92,7 +92,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         }
         params = {name: suggest() for name, suggest in space.items() if name not in fixed}
         cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
-                        **{**fixed, **params, "progress": False})
+                        **{**fixed, **params, "progress": False, "refit": "never"})  # trials compare validation losses
         run = fit_config(cfg, callbacks=[prune_callback(trial)])
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
         value = notes[-1]["best_val_loss"]

@@ -54,7 +54,8 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
             from headstart.fitting import fit_config
 
             cfg = FitConfig(data=str(data), model=model_name, strategy=arm_strategy,
-                            out=str(out_dir / f"train-{frac:g}" / arm), force=True, **{**options, **budget})
+                            out=str(out_dir / f"train-{frac:g}" / arm), force=True,
+                            **{**options, **budget, "refit": "never"})  # every arm learns from the same rows
             backbone = reinitialize(create_backbone(model_name, cfg.weights), cfg.seed) if body == "scratch" else None
             run = fit_config(cfg, data=part, backbone=backbone)
             row[arm] = _arm_summary(run, regression)

@@ -167,6 +167,10 @@ class AutoPick(Stage):
     def _training_cost(ctx: FitContext, name: str) -> float:
         return sum(s.cost(ctx) for s in STRATEGIES.get(name).stages())
 
+    def uses_validation(self, ctx: FitContext) -> bool:
+        picked = ctx.model_notes.get("picked")
+        return picked is None or any(s.uses_validation(ctx) for s in STRATEGIES.get(picked).stages())
+
     def run(self, ctx: FitContext) -> None:
         from headstart.train.stages import HeadOnFeatures
 

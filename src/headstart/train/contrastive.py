@@ -101,6 +101,9 @@ class ContrastiveBody(FineTune):
         labels = np.asarray([y for _, y in ctx.data.train])
         return draw_pairs(labels, ctx.cfg.pair_rounds, ctx.cfg.seed)
 
+    def uses_validation(self, ctx: FitContext) -> bool:
+        return False  # one fixed pass over the pairs: no epoch or weights are chosen on validation
+
     def cost(self, ctx: FitContext) -> float:
         return 2 * 2 * ctx.cfg.pair_rounds * len(ctx.data.train) * TRAIN_COST  # two inputs per pair
 

@@ -15,3 +15,8 @@ class Stage:
 
     def run(self, ctx: FitContext) -> None:
         raise NotImplementedError
+
+    def uses_validation(self, ctx: FitContext) -> bool:
+        """Did (does) this stage choose anything on the validation split: epochs, weights, a head? Then the fit
+        cannot be refit on train + val without losing that choice (fitting.py). True unless a stage knows better."""
+        return True

@@ -101,6 +101,11 @@ class HeadOnFeatures(TrainingStage):
         n_train, n_val = len(ctx.data.train), len(ctx.data.val)
         return ctx.cfg.head_epochs * (n_train + n_val) * HEAD_STEP_COST
 
+    def uses_validation(self, ctx: FitContext) -> bool:
+        """A solved linear head picks its strength by cross-validation on train; a trained head or a source head
+        competing with the solve is chosen on validation loss."""
+        return sole_linear_layer(ctx.head) is None or ctx.head_from_source
+
     def extraction_cost(self, ctx: FitContext) -> float:
         return (len(ctx.data.train) + len(ctx.data.val) + len(ctx.data.test)) * EVAL_COST
 
@@ -155,7 +160,7 @@ class HeadOnFeatures(TrainingStage):
         ctx.head_trained = True
         ctx.stage_notes[self.name] = {
             **chosen,
-            "best_epoch": 1, "epochs_run": 1, "best_val_loss": row["val_loss"], "seconds": round(seconds, 2),
+            "best_epoch": 1, "epochs_run": 1, "best_val_loss": row.get("val_loss"), "seconds": round(seconds, 2),
             "trainable_params": sum(p.numel() for p in ctx.head.parameters()), "world_size": 1,
         }
 
@@ -164,6 +169,8 @@ class HeadOnFeatures(TrainingStage):
     def _scores(ctx: FitContext, train: TensorDataset, val: TensorDataset) -> dict:
         row = {}
         for split, (x, y) in (("train", train.tensors), ("val", val.tensors)):
+            if not len(y):  # a refit on train + val has no validation split
+                continue
             out = ctx.head.eval()(x)
             row[f"{split}_loss"] = round(float(ctx.task.loss(out, y)), 6)
             row[f"{split}_{ctx.task.score_name}"] = round(float(ctx.task.score(out, y)), 6)
