@@ -382,6 +382,9 @@ def test_refit_learns_from_validation_rows_and_is_scored_on_test(tiny_images, tm
     paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:6]
     assert np.abs(refit.predict_proba(paths) - hs.load(refit.path).predict_proba(paths)).max() < 1e-5, "the refit is what was saved"
     assert [r["stage"] for r in refit.history] == ["head", "refit head"]
+    report = (refit.path / "report.html").read_text()
+    assert f"Refit on train + val ({note['rows']} rows)" in report and "the refit model, on test" in report
+    assert "Refit on train + val" not in (kept.path / "report.html").read_text()
 
 
 def test_no_refit_when_a_stage_chose_on_validation_or_labels_are_plenty(tiny_images, tmp_path):

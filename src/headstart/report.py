@@ -117,6 +117,14 @@ def render_report(run: str | Path) -> Path:
     elif "r2" in metrics:
         parts.append(f"<p>{metrics.get('split', 'eval')} R² <b>{metrics['r2']:.4f}</b>, MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f} "
                      f"(n={metrics['n']})</p>")
+    refit = metrics.get("refit")
+    if refit:  # the saved model is not the one validated: say which one the numbers above describe
+        before = refit.get("before_refit", {})
+        key = next((k for k in ("accuracy", "f1_micro", "r2") if k in before), None)
+        scored = (f"the refit model, on test (before the refit: {key} {before[key]:.4f})" if key
+                  else "the model fitted on train only, validated before the refit")
+        parts.append(f"<p>Refit on train + val ({refit['rows']} rows): {html.escape(refit['reason'])}. "
+                     f"The metrics above are of {html.escape(scored)}.</p>")
     compare = _json(run / "compare.json")
     if compare:
         cls = "warn" if compare["verdict"]["negative_transfer"] else "ok"
