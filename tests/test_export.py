@@ -137,3 +137,17 @@ def test_audio_export_carries_the_spectrogram_front_end(tmp_path):
     spec = run.export()
     assert spec["inputs"][0]["name"] == "input" and spec["inputs"][0]["shape"][1] == run.model.preprocess.samples
     assert agree(run, sorted(str(p) for p in data.rglob("*.wav"))[:5]) <= TOLERANCE
+
+
+def test_an_exporter_failure_is_one_clear_line_and_leaves_nothing(exported_image_run, monkeypatch, tmp_path):
+    import torch
+
+    run, _, _ = exported_image_run
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Failed to export the model with torch.export.\n(pages of detail)")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    with pytest.raises(UserError, match=r"could not export .*RuntimeError: Failed to export the model with torch.export\.\); ") as err:
+        run.export(out=tmp_path / "failed")
+    assert "\n" not in str(err.value) and not (tmp_path / "failed").exists() and not list(tmp_path.glob(".failed*"))

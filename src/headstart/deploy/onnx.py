@@ -55,11 +55,15 @@ def _as_named(batch) -> tuple[list[str], list[torch.Tensor], bool]:
     return [TENSOR_INPUT], [batch], False
 
 
+def _is_sequence(t: torch.Tensor) -> bool:
+    """Integer [batch, length] inputs are token ids and masks: their length varies from batch to batch."""
+    return t.dim() == 2 and not t.is_floating_point()
+
+
 def _dynamic_axes(tensors: list[torch.Tensor]) -> tuple:
-    """Batch size is free for every input; so is the length of integer sequences (token ids and masks)."""
+    """Batch size is free for every input; so is the length of sequences."""
     batch, tokens = torch.export.Dim("batch", min=1, max=1 << 16), torch.export.Dim("tokens", min=1, max=1 << 16)
-    axes = [{0: batch, 1: tokens} if t.dim() == 2 and not t.is_floating_point() else {0: batch} for t in tensors]
-    return (tuple(axes),)
+    return (tuple({0: batch, 1: tokens} if _is_sequence(t) else {0: batch} for t in tensors),)
 
 
 class OnnxRunner:
@@ -110,14 +114,19 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
     try:
         with warnings.catch_warnings():  # the exporter notes that inputs share the batch/tokens axes: that is the intent
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-            torch.onnx.export(wrapper, tuple(tensors), str(tmp / ONNX_FILE), input_names=names,
-                              output_names=[model.task.output_name], dynamic_shapes=_dynamic_axes(tensors),
-                              opset_version=opset, external_data=large, verbose=False)
+            try:
+                torch.onnx.export(wrapper, tuple(tensors), str(tmp / ONNX_FILE), input_names=names,
+                                  output_names=[model.task.output_name], dynamic_shapes=_dynamic_axes(tensors),
+                                  opset_version=opset, external_data=large, verbose=False)
+            except Exception as err:  # the exporter's own message is pages long: its first line, and the way out
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise UserError(f"torch could not export {model.backbone.name} to ONNX ({type(err).__name__}: {first[:200]}); "
+                                "nothing was written. Try another --opset, or predict with PyTorch") from err
         spec = {
             "format": "onnx",
             "file": ONNX_FILE,
             "inputs": [{"name": n, "dtype": str(t.dtype).removeprefix("torch."),
-                        "shape": ["batch", *(["tokens"] if t.dim() == 2 and not t.is_floating_point() else list(t.shape[1:]))]}
+                        "shape": ["batch", *(["tokens"] if _is_sequence(t) else list(t.shape[1:]))]}
                        for n, t in zip(names, tensors)],
             "output": {"name": model.task.output_name, "task": model.task.name, "classes": model.classes},
             "modality": model.modality,
