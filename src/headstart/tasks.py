@@ -17,8 +17,15 @@ from headstart.train.probe import fit_logistic_head, fit_one_vs_rest_head, fit_r
 TASKS: Registry = Registry("task")
 
 
+class Task:
+    """What every task shares: a prediction is its `postprocess` (torch ops, so an ONNX export carries it) as numpy."""
+
+    def predictions(self, out: torch.Tensor) -> np.ndarray:
+        return self.postprocess(out).cpu().numpy()
+
+
 @TASKS.register("classification")
-class Classification:
+class Classification(Task):
     name = "classification"
     score_name = "acc"  # logged as val_acc
 
@@ -56,9 +63,6 @@ class Classification:
         """Raw head outputs -> what a prediction is, in torch ops only (so an export carries it too)."""
         return torch.softmax(out.float(), dim=1)
 
-    def predictions(self, out: torch.Tensor) -> np.ndarray:
-        return self.postprocess(out).cpu().numpy()
-
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return classification_metrics(np.asarray(y_true), preds, classes)
 
@@ -74,7 +78,7 @@ class Classification:
 
 
 @TASKS.register("regression")
-class Regression:
+class Regression(Task):
     name = "regression"
     score_name = "mae"
 
@@ -109,9 +113,6 @@ class Regression:
         s = self.target_scale
         return out.float().squeeze(1) * s["std"] + s["mean"]
 
-    def predictions(self, out: torch.Tensor) -> np.ndarray:
-        return self.postprocess(out).cpu().numpy()
-
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return regression_metrics(np.asarray(y_true, dtype=np.float64), preds, classes[0] if classes else "target")
 
@@ -123,7 +124,7 @@ class Regression:
 
 
 @TASKS.register("multilabel")
-class MultiLabel:
+class MultiLabel(Task):
     """Any number of labels per example: one sigmoid per class, binary cross-entropy, threshold 0.5."""
 
     name = "multilabel"
@@ -163,9 +164,6 @@ class MultiLabel:
 
     def postprocess(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out.float())
-
-    def predictions(self, out: torch.Tensor) -> np.ndarray:
-        return self.postprocess(out).cpu().numpy()
 
     def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
         return multilabel_metrics(np.stack([np.asarray(t) for t in y_true]), preds, classes, self.threshold)
