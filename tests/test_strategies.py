@@ -411,3 +411,14 @@ def test_refit_without_a_test_split_reports_the_validated_model(tiny_images, tmp
     assert run.metrics["split"] == "val" and "before the refit" in run.metrics["refit"]["metrics_are"]
     assert run.metrics["accuracy"] == kept.metrics["accuracy"], "val metrics are the validated model's, not the refit's"
     assert run.metrics["refit"]["rows"] == 3 * (8 + 4)
+
+
+def test_cli_refit_flag_reaches_the_fit(tiny_images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", str(tiny_images), "--strategy", "linear-probe", "--refit", "never", "--out", str(out), "--image-size",
+                 "64", "--batch-size", "8", "--num-workers", "0", "--no-progress"]) == 0
+    assert "refit     " not in capsys.readouterr().out
+    assert yaml.safe_load((out / "config.yaml").read_text())["refit"] == "never"
+    assert "refit" not in json.loads((out / "metrics.json").read_text())
+    with pytest.raises(SystemExit):
+        main(["fit", str(tiny_images), "--refit", "sometimes"])
