@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import v2
 
 from headstart.backbones.base import Preprocess
 from headstart.data import image_cache, images
+from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.image_cache import CachedImageDataset, ImageCache
 
 PRE = Preprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
@@ -80,7 +83,18 @@ def test_training_items_are_augmented_crops_of_the_right_size(photos):
     a, b = ds[4], ds[4]
     assert a.shape == b.shape == (3, 24, 24) and a.dtype == torch.float32
     assert not torch.equal(a, b), "random crops differ between epochs"
-    assert ds.augment.transforms[0].scale == images.TRAIN_CROP_SCALE
+    assert ds.augment.transforms[0].scale == (STANDARD_AUGMENTATION.min_scale, 1.0)
+    assert isinstance(ds.augment.transforms[1], v2.RandomHorizontalFlip)
+
+
+def test_augmentation_follows_the_chosen_crop_scale_and_flip(photos):
+    """Both training paths (cached uint8 tensors and the PIL fallback) build the augmentation they are given."""
+    aug = Augmentation(flip=False, min_scale=1.0)
+    ds = CachedImageDataset(photos, PRE, train=True, cache=ImageCache(), aug=aug)
+    assert ds.augment.transforms[0].scale == (1.0, 1.0) and len(ds.augment.transforms) == 1
+    pil = images.train_transform(PRE, aug)
+    assert not any(isinstance(t, T.RandomHorizontalFlip) for t in pil.transforms)
+    assert pil.transforms[0].scale == (1.0, 1.0)
 
 
 def test_budget_bounds_the_cache_and_the_rest_decodes_per_item(photos, count_decodes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from headstart.config import BN_MODES, REFIT_MODES, FitConfig
+from headstart.config import BN_MODES, FLIP_MODES, REFIT_MODES, FitConfig
 from headstart.errors import UserError
 
 DEFAULTS = FitConfig(data="")
@@ -43,6 +43,12 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="split off for testing when the data is one folder of classes (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and shuffling (default %(default)s)")
     g.add_argument("--image-size", type=int, default=None, help="input side in px (default: from the images' native size)")
+    g.add_argument("--flip", default=d.flip, choices=list(FLIP_MODES),
+                   help="images: horizontal flips while fine-tuning; auto = on unless the trained head reads mirrored "
+                        "validation images clearly worse (digits, text, ...) (default %(default)s)")
+    g.add_argument("--crop-scale", default=d.crop_scale,
+                   help="images: fine-tuning's random crops keep this to all of the area; auto = 0.35, or 0.8 when the "
+                        "trained head reads 0.35 crops clearly worse (default %(default)s)")
     g.add_argument("--batch-size", type=int, default=None, help="(default: the backbone's, else 32)")
     g.add_argument("--num-workers", type=int, default=None, help="data-loading processes (default: from the machine)")
     g = p.add_argument_group("training")

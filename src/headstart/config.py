@@ -13,6 +13,7 @@ from headstart.errors import UserError
 
 BN_MODES = ("frozen", "all-frozen", "train")
 REFIT_MODES = ("auto", "always", "never")
+FLIP_MODES = ("auto", "on", "off")
 
 # Training defaults that depend on the body being transferred: None in FitConfig means "the backbone's
 # default_hparams, else these" (tuned for pre-trained CNNs). A transformer wants a far lower rate than a CNN,
@@ -55,6 +56,8 @@ class FitConfig:
     test_fraction: float = 0.15
     seed: int = 0
     image_size: int | None = None  # None: chosen from the images' native size (see data.sizing)
+    flip: str = "auto"  # images: horizontal flips while fine-tuning: on, off, auto (checked on the data: train/augment_check.py)
+    crop_scale: float | str = "auto"  # images: random crops keep this to 1 of the area (auto: 0.35 unless that hides the class)
     batch_size: int | None = None 
     num_workers: int | None = None  # None: from the machine's cores
     # stage 1: the new head on cached features of the frozen body
@@ -99,6 +102,15 @@ class FitConfig:
             raise UserError(f"--balance must be weights or sampler, not {self.balance!r}")
         if self.refit not in REFIT_MODES:
             raise UserError(f"--refit must be one of {', '.join(REFIT_MODES)}, not {self.refit!r}")
+        if self.flip not in FLIP_MODES:
+            raise UserError(f"--flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
+        if self.crop_scale != "auto":
+            try:
+                self.crop_scale = float(self.crop_scale)
+            except (TypeError, ValueError):
+                raise UserError(f"--crop-scale must be a number in (0, 1] or 'auto', not {self.crop_scale!r}") from None
+            if not 0 < self.crop_scale <= 1:
+                raise UserError(f"--crop-scale must be in (0, 1] or 'auto', not {self.crop_scale}")
         if self.bn not in BN_MODES:
             raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn!r}")
         for name in ("val_fraction", "test_fraction"):

@@ -73,6 +73,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
         stage.run(ctx)
     if not ctx.is_global_zero:
         return None
+    write_text(out / "config.yaml", cfg.to_yaml())  # again, with what the stages resolved (--lr auto, augmentation)
 
     model = _model_of(ctx)
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")

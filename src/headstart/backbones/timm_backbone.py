@@ -8,6 +8,7 @@ from torch import nn
 
 from headstart.backbones.base import Backbone, Preprocess
 from headstart.data.image_cache import CachedImageDataset, ImageCache
+from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 
 
 class TimmBackbone(Backbone):
@@ -20,6 +21,7 @@ class TimmBackbone(Backbone):
         self.preprocess = preprocess or preprocess_from_timm(model)
         self.image_cache = ImageCache()  # decoded images, once per run (data/image_cache.py)
         self.compile_training, self._compiled = False, None  # --compile (set by adapt)
+        self.augmentation = STANDARD_AUGMENTATION  # fine-tuning's crops and flips (adapt; train/augment_check.py)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -43,7 +45,7 @@ class TimmBackbone(Backbone):
         return ordered
 
     def dataset(self, inputs: list[str], train: bool):
-        return CachedImageDataset(inputs, self.preprocess, train, self.image_cache)
+        return CachedImageDataset(inputs, self.preprocess, train, self.image_cache, self.augmentation)
 
     def example_batch(self, n: int = 2) -> torch.Tensor:
         size = self.preprocess.input_size
@@ -60,6 +62,10 @@ class TimmBackbone(Backbone):
         native = data.info.get("native_size", 0) if data.modality == "image" else 0
         self.preprocess, why = choose_preprocess(self.preprocess, native, cfg.image_size, cfg.uses_gpu())
         size = self.preprocess.input_size
+        # Explicit --flip / --crop-scale apply now; "auto" keeps the standard until fine-tuning checks it.
+        flip = {"on": True, "off": False}.get(getattr(cfg, "flip", "auto"), STANDARD_AUGMENTATION.flip)
+        scale = getattr(cfg, "crop_scale", "auto")
+        self.augmentation = Augmentation(flip, STANDARD_AUGMENTATION.min_scale if scale == "auto" else float(scale))
         return {"input_size": size, "input_size_reason": why, "input": f"{size} px ({why})"}
 
     def spec(self) -> dict:

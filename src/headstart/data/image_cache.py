@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 
 from headstart.backbones.base import Preprocess
 from headstart.data import images
+from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 
 BUDGET_ENV = "HEADSTART_IMAGE_CACHE_GB"
 DEFAULT_BUDGET_GB = 4.0
@@ -136,15 +137,16 @@ class CachedImageDataset(Dataset):
     Images the cache does not hold (over budget, unreadable) go through `fallback`, the uncached PIL transform.
     """
 
-    def __init__(self, paths: list[str], pre: Preprocess, train: bool, cache: ImageCache):
+    def __init__(self, paths: list[str], pre: Preprocess, train: bool, cache: ImageCache,
+                 aug: Augmentation = STANDARD_AUGMENTATION):
         self.paths = list(paths)
         entry = TrainEntry(pre) if train else EvalEntry(pre)
         self.cached = cache.tensors(self.paths, entry) if cache.budget else [None] * len(self.paths)
-        self.fallback = (images.train_transform if train else images.eval_transform)(pre)
+        self.fallback = images.train_transform(pre, aug) if train else images.eval_transform(pre)
         self.augment = v2.Compose([
-            v2.RandomResizedCrop(pre.input_size, scale=images.TRAIN_CROP_SCALE,
+            v2.RandomResizedCrop(pre.input_size, scale=(aug.min_scale, 1.0),
                                  interpolation=T.InterpolationMode(pre.interpolation), antialias=True),
-            v2.RandomHorizontalFlip(),
+            *([v2.RandomHorizontalFlip()] if aug.flip else []),
         ]) if train else None
         self.normalize = T.Normalize(pre.mean, pre.std)
 

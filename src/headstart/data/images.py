@@ -12,10 +12,11 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from headstart.backbones.base import Preprocess
+from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.base import LabeledData, Modality, file_hash, register_modality
 from headstart.data.files import FileKind, Item, collect_files, load_file_data, load_labeled_files
 
-TRAIN_CROP_SCALE = (0.35, 1.0)  # random-resized-crop area range of the fine-tuning augmentation
+
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -62,11 +63,11 @@ def eval_transform(pre: Preprocess) -> T.Compose:
     return T.Compose([eval_geometry(pre), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
 
 
-def train_transform(pre: Preprocess) -> T.Compose:
-    """Standard fine-tuning augmentation: random-resized crop and horizontal flip."""
+def train_transform(pre: Preprocess, aug: Augmentation = STANDARD_AUGMENTATION) -> T.Compose:
+    """The fine-tuning augmentation on a PIL image: random-resized crop, then (unless turned off) a flip."""
     return T.Compose([
-        T.RandomResizedCrop(pre.input_size, scale=TRAIN_CROP_SCALE, interpolation=T.InterpolationMode(pre.interpolation)),
-        T.RandomHorizontalFlip(),
+        T.RandomResizedCrop(pre.input_size, scale=(aug.min_scale, 1.0), interpolation=T.InterpolationMode(pre.interpolation)),
+        *([T.RandomHorizontalFlip()] if aug.flip else []),
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
     ])

@@ -62,10 +62,13 @@ class TrainingStage(Stage):
         start = time.perf_counter()
         if validate_first:
             # The starting point (e.g. the head from stage 1) competes too: when no epoch beats it, it is kept.
+            # Only the kept weights compete with it: stopping follows this stage's own epochs, because
+            # fine-tuning from a head trained on frozen features first gets worse (its BatchNorm and augmented
+            # views shift the features) and measured 3 epochs to recover, which a patience counted from the
+            # head's loss cut short (benchmarks/README.md, "Stopping").
             trainer.validate(task, val_loader, verbose=False)
             start_loss = float(trainer.callback_metrics["val_loss"])
             best.seed(start_loss, task.net)
-            stopper.best_score = torch.tensor(start_loss)
             score = f"val_{ctx.task.score_name}"
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
                                 score: round(float(trainer.callback_metrics[score]), 6), "lr": 0.0, "seconds": 0.0})
@@ -266,8 +269,10 @@ class FineTune(TrainingStage):
         return cfg.lr / cfg.lr_mult ** ((n - 1 - i) / (n - 1))
 
     def run(self, ctx: FitContext) -> None:
+        from headstart.train.augment_check import choose_augmentation
         from headstart.tuning import resolve_auto_lr
 
+        choose_augmentation(ctx)  # images: are the standard crops and flips label-preserving here?
         self.prepare(ctx)
         resolve_auto_lr(ctx, self)  # --lr auto: the range test on this stage's own groups, now that the head is trained
         cfg = ctx.cfg
