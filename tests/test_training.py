@@ -93,3 +93,50 @@ def test_two_process_ddp_fit_on_cpu(tiny_images, tmp_path):
     assert stages["gradual"]["groups_training_per_epoch"][:2] == [1, 2]
     assert stages["gradual"]["lr_factor"] == 3.0
     assert len(run.predict([str(tiny_images / "red")])) == 12
+
+
+def _validated(best, epoch: int, loss: float, acc: float | None, weight: float):
+    """One validation pass as Lightning reports it to BestWeights."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    metrics = {"val_loss": torch.tensor(loss), **({"val_acc": torch.tensor(acc)} if acc is not None else {})}
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING),
+                              callback_metrics=metrics, current_epoch=epoch)
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(net.weight, weight)
+    best.on_validation_end(trainer, SimpleNamespace(net=net))
+
+
+def test_best_epoch_is_the_highest_score_then_the_lowest_loss():
+    """A label-smoothed fine-tune with more right answers but a higher loss beats the solved head it started from."""
+    from headstart.train.callbacks import BestWeights
+
+    best = BestWeights("val_acc")
+    best.seed(0.12, torch.nn.Linear(1, 1, bias=False), 0.96)  # the head: confident, unsmoothed
+    _validated(best, 0, 0.50, 0.83, 1.0)
+    assert best.best_epoch == -1, "worse on both: the head stays"
+    _validated(best, 1, 0.14, 1.00, 2.0)
+    _validated(best, 2, 0.13, 1.00, 3.0)  # a tie on accuracy: the lower loss wins
+    _validated(best, 3, 0.10, 0.99, 4.0)
+    assert (best.best_epoch, best.best_score, best.best_loss) == (2, 1.0, pytest.approx(0.13))
+    assert float(best.state["weight"]) == 3.0
+    by_loss = BestWeights(None)  # regression: the loss alone
+    _validated(by_loss, 0, 0.5, None, 1.0)
+    _validated(by_loss, 1, 0.4, None, 2.0)
+    assert by_loss.best_epoch == 1
+
+
+def test_fine_tuning_stops_on_its_own_epochs_not_the_heads_loss(tiny_images, tmp_path):
+    """Every fine-tuning epoch worse than the head must not stop the stage after `patience` epochs while it still improves."""
+    import headstart as hs
+
+    run = hs.fit(str(tiny_images), strategy="two-stage", out=str(tmp_path / "run"), image_size=64, head_epochs=10,
+                 epochs=4, patience=1, label_smoothing=0.9, batch_size=8, progress=False, num_workers=0)
+    rows = [r for r in run.history if r["stage"] == "finetune" and r["epoch"] > 0]
+    losses = [r["val_loss"] for r in rows]
+    assert min(losses) > run.metrics["stages"]["head"]["best_val_loss"], "heavy smoothing keeps every epoch above the head"
+    assert len(rows) >= 2, "a patience counted from the head's loss would have stopped after epoch 1"
+    if len(rows) < 4:  # stopped early: only because its own loss stopped improving
+        assert losses[-1] >= min(losses[:-1]), losses

@@ -55,7 +55,9 @@ class TrainingStage(Stage):
 
     def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
              unit_cost: float, validate_first: bool = False, extra_callbacks: list = ()) -> None:
-        best, stopper = BestWeights(), EarlyStopping("val_loss", patience=patience, mode="min")
+        score = f"val_{ctx.task.score_name}"
+        best = BestWeights(score if ctx.task.select_by_score else None)
+        stopper = EarlyStopping("val_loss", patience=patience, mode="min")
         callbacks = [*extra_callbacks, stopper, best, History(self.name, ctx.history),
                      StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
         trainer = make_trainer(ctx.cfg, epochs, callbacks)
@@ -67,17 +69,17 @@ class TrainingStage(Stage):
             # views shift the features) and measured 3 epochs to recover, which a patience counted from the
             # head's loss cut short (benchmarks/README.md, "Stopping").
             trainer.validate(task, val_loader, verbose=False)
-            start_loss = float(trainer.callback_metrics["val_loss"])
-            best.seed(start_loss, task.net)
-            score = f"val_{ctx.task.score_name}"
+            start_loss, start_score = (float(trainer.callback_metrics[k]) for k in ("val_loss", score))
+            best.seed(start_loss, task.net, start_score)
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
-                                score: round(float(trainer.callback_metrics[score]), 6), "lr": 0.0, "seconds": 0.0})
+                                score: round(start_score, 6), "lr": 0.0, "seconds": 0.0})
         trainer.fit(task, train_loader, val_loader)
         ctx.is_global_zero = trainer.is_global_zero
         ctx.stage_notes[self.name] = {
             "best_epoch": best.best_epoch + 1,  # 0: no epoch beat the starting point, which was kept
             "epochs_run": trainer.current_epoch,
-            "best_val_loss": round(best.best, 6),
+            "best_val_loss": round(best.best_loss, 6),
+            **({f"best_{score}": round(best.best_score, 6)} if best.best_score is not None else {}),
             "seconds": round(time.perf_counter() - start, 2),
             "trainable_params": trainable_parameters(task.net),
             "world_size": trainer.world_size,
