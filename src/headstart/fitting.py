@@ -60,6 +60,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
         raise
     data, modality, task, backbone, head = ctx.data, ctx.modality, ctx.task, ctx.backbone, ctx.head
     ctx.extra_callbacks = list(callbacks)
+    requested = dataclasses.replace(cfg, resolved={})  # config.yaml keeps what was asked (--lr auto), beside what it became
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())
         write_json(out / "data.json", data.summary())
@@ -73,7 +74,8 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
         stage.run(ctx)
     if not ctx.is_global_zero:
         return None
-    write_text(out / "config.yaml", cfg.to_yaml())  # again, with what the stages resolved (--lr auto, augmentation)
+    requested.resolved = cfg.resolved  # again, with what the stages resolved (--lr auto, augmentation)
+    write_text(out / "config.yaml", requested.to_yaml())
 
     model = _model_of(ctx)
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
