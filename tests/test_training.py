@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -97,8 +98,6 @@ def test_two_process_ddp_fit_on_cpu(tiny_images, tmp_path):
 
 def _validated(best, epoch: int, loss: float, acc: float | None, weight: float):
     """One validation pass as Lightning reports it to BestWeights."""
-    from types import SimpleNamespace
-
     from lightning.pytorch.trainer.states import TrainerFn
 
     metrics = {"val_loss": torch.tensor(loss), **({"val_acc": torch.tensor(acc)} if acc is not None else {})}
@@ -109,22 +108,34 @@ def _validated(best, epoch: int, loss: float, acc: float | None, weight: float):
     best.on_validation_end(trainer, SimpleNamespace(net=net))
 
 
-def test_best_epoch_is_the_highest_score_then_the_lowest_loss():
-    """A label-smoothed fine-tune with more right answers but a higher loss beats the solved head it started from."""
+def test_epochs_compete_on_loss_and_the_best_one_with_the_start_on_score():
+    """A label-smoothed fine-tune that gets more right, at a higher loss, beats the solved head it started from."""
     from headstart.train.callbacks import BestWeights
 
     best = BestWeights("val_acc")
     best.seed(0.12, torch.nn.Linear(1, 1, bias=False), 0.96)  # the head: confident, unsmoothed
     _validated(best, 0, 0.50, 0.83, 1.0)
-    assert best.best_epoch == -1, "worse on both: the head stays"
-    _validated(best, 1, 0.14, 1.00, 2.0)
-    _validated(best, 2, 0.13, 1.00, 3.0)  # a tie on accuracy: the lower loss wins
-    _validated(best, 3, 0.10, 0.99, 4.0)
-    assert (best.best_epoch, best.best_score, best.best_loss) == (2, 1.0, pytest.approx(0.13))
+    _validated(best, 1, 0.15, 1.00, 2.0)
+    _validated(best, 2, 0.14, 0.99, 3.0)  # the lowest loss of the stage, though epoch 1 was right more often
+    _validated(best, 3, 0.16, 1.00, 4.0)
+    best.on_fit_end(None, SimpleNamespace(net=torch.nn.Linear(1, 1, bias=False)))
+    assert (best.best_epoch, best.best_score, best.best_loss) == (2, pytest.approx(0.99), pytest.approx(0.14))
     assert float(best.state["weight"]) == 3.0
+
+    kept = BestWeights("val_acc")
+    head = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(head.weight, 7.0)
+    kept.seed(0.30, head, 0.96)
+    _validated(kept, 0, 0.20, 0.95, 1.0)  # a lower loss but fewer right: the head stays
+    net = torch.nn.Linear(1, 1, bias=False)
+    kept.on_fit_end(None, SimpleNamespace(net=net))
+    assert kept.best_epoch == -1 and float(net.weight) == 7.0
+
     by_loss = BestWeights(None)  # regression: the loss alone
+    by_loss.seed(0.45, torch.nn.Linear(1, 1, bias=False))
     _validated(by_loss, 0, 0.5, None, 1.0)
     _validated(by_loss, 1, 0.4, None, 2.0)
+    by_loss.on_fit_end(None, SimpleNamespace(net=torch.nn.Linear(1, 1, bias=False)))
     assert by_loss.best_epoch == 1
 
 

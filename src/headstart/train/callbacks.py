@@ -11,40 +11,46 @@ from headstart.progress import EVAL_COST, TRAIN_COST, RunProgress
 
 
 class BestWeights(L.Callback):
-    """Keep the weights of the best validation epoch in memory; restore them at the end.
+    """Keep the best weights in memory; restore them at the end.
 
-    Best is the highest task score (`score`: accuracy, F1), ties broken by the lower loss; without a score
-    (regression) the lowest loss. The score first, because fine-tuning learns label-smoothed targets, which cap
-    its confidence: its validation loss stays above that of a head solved without smoothing even when it gets
-    more validation items right (the digits demo: accuracy 1.000 against the head's 0.961, loss 0.137 against
-    0.119), so a loss-only choice kept the worse model.
+    The stage's epochs compete on validation loss: one training objective, and the smoother signal on a small
+    validation split. A starting point given to `seed` (the head that fine-tuning starts from) then competes with
+    the best epoch on the task's `score` (accuracy, F1; ties: the lower loss), because their losses come from
+    different targets: fine-tuning learns label-smoothed ones, which cap its confidence, so its loss stays above
+    a head solved without smoothing even when it gets more right (the digits demo: validation accuracy 1.000
+    against the head's 0.961, loss 0.137 against 0.119). Without a score (regression) the lower loss wins.
     """
 
     def __init__(self, score: str | None = None):
         self.score = score
-        self.best_loss, self.best_score = float("inf"), float("-inf")
-        self.best_epoch = -1
+        self.best_loss, self.best_score, self.best_epoch = float("inf"), None, -1
         self.state = None
-
-    def _key(self, loss: float, score: float | None) -> tuple:
-        return (-score, loss) if self.score is not None and score is not None else (loss,)
+        self.start = None  # (loss, score, state) of the seeded starting point
 
     def seed(self, loss: float, net, score: float | None = None) -> None:
-        """Start from a known point (epoch 0): later epochs must beat it to replace it."""
-        self.best_loss, self.best_score, self.best_epoch = loss, score, -1
-        self.state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        """Start from a known point (epoch 0): the best epoch must beat it to replace it."""
+        self.start = (loss, score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()}))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         metrics = trainer.callback_metrics
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or "val_loss" not in metrics:
             return
         loss = float(metrics["val_loss"])
-        score = float(metrics[self.score]) if self.score in metrics else None
-        if self.state is None or self._key(loss, score) < self._key(self.best_loss, self.best_score):
+        if loss < self.best_loss:
+            score = float(metrics[self.score]) if self.score in metrics else None
             self.best_loss, self.best_score, self.best_epoch = loss, score, trainer.current_epoch
             self.state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()})
 
+    def _epoch_beats_start(self) -> bool:
+        start_loss, start_score, _ = self.start
+        if self.score is None or start_score is None or self.best_score is None:
+            return self.best_loss < start_loss
+        return (self.best_score, -self.best_loss) > (start_score, -start_loss)
+
     def on_fit_end(self, trainer, pl_module) -> None:
+        if self.start is not None and (self.state is None or not self._epoch_beats_start()):
+            self.best_loss, self.best_score, self.state = self.start
+            self.best_epoch = -1  # no epoch beat the starting point, which is kept
         if self.state is not None:
             pl_module.net.load_state_dict(self.state)
 
