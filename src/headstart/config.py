@@ -57,7 +57,7 @@ class FitConfig:
     seed: int = 0
     image_size: int | None = None  # None: chosen from the images' native size (see data.sizing)
     flip: str = "auto"  # images: horizontal flips while fine-tuning: on, off, auto (checked on the data: train/augment_check.py)
-    crop_scale: float | str = "auto"  # images: random crops keep this to 1 of the area (auto: 0.35 unless that hides the class)
+    crop_scale: float | str = "auto"  # images: random crops keep this fraction to all of the area (auto: 0.35 unless that hides the class)
     batch_size: int | None = None 
     num_workers: int | None = None  # None: from the machine's cores
     # stage 1: the new head on cached features of the frozen body

@@ -16,8 +16,6 @@ from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.base import LabeledData, Modality, file_hash, register_modality
 from headstart.data.files import FileKind, Item, collect_files, load_file_data, load_labeled_files
 
-
-
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 

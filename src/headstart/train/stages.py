@@ -63,11 +63,10 @@ class TrainingStage(Stage):
         trainer = make_trainer(ctx.cfg, epochs, callbacks)
         start = time.perf_counter()
         if validate_first:
-            # The starting point (e.g. the head from stage 1) competes too: when no epoch beats it, it is kept.
-            # Only the kept weights compete with it: stopping follows this stage's own epochs, because
-            # fine-tuning from a head trained on frozen features first gets worse (its BatchNorm and augmented
-            # views shift the features) and measured 3 epochs to recover, which a patience counted from the
-            # head's loss cut short (benchmarks/README.md, "Stopping").
+            # The starting point (e.g. the head from stage 1) competes with the best epoch: when that epoch does
+            # not beat it, it is kept (BestWeights). The patience counts this stage's own epochs, not the head's
+            # loss: fine-tuning from a head on frozen features first gets worse (BatchNorm on batch statistics,
+            # augmented views) and took up to 5 epochs to pass it (benchmarks/README.md, "Stopping and the best epoch").
             trainer.validate(task, val_loader, verbose=False)
             start_loss, start_score = (float(trainer.callback_metrics[k]) for k in ("val_loss", score))
             best.seed(start_loss, task.net, start_score)
