@@ -39,3 +39,14 @@ def test_prune_callback_stops_a_hopeless_trial():
 
     with pytest.raises(optuna.TrialPruned):
         callback.on_validation_end(Trainer(), None)
+
+
+def test_trials_rank_by_validation_score_then_loss():
+    """A fine-tune that gets more right beats a probe with a lower (unsmoothed) loss; equal scores fall to the loss."""
+    from headstart.tuning import trial_value
+
+    probe = trial_value({"best_val_loss": 0.12, "best_val_acc": 0.96})[0]
+    finetune = trial_value({"best_val_loss": 0.14, "best_val_acc": 1.00})[0]
+    tied = trial_value({"best_val_loss": 0.10, "best_val_acc": 1.00})[0]
+    assert finetune < probe and tied < finetune
+    assert trial_value({"best_val_loss": 0.3})[0] == 0.3, "regression: the loss"

@@ -55,7 +55,8 @@ SEARCH_SPACE = "lr (log 1e-5..1e-2), batch size (16, 32, 64), epochs (2..15), st
 def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: str | list[str] = "two-stage,finetune,linear-probe",
          out: str | Path | None = None, force: bool = False, storage: str | None = None, study_name: str | None = None,
          timeout: float | None = None, **options) -> dict:
-    """Optuna search over the fit's training options, minimising validation loss, with per-epoch pruning.
+    """Optuna search over the fit's training options, minimising the validation error of the model each trial
+    keeps (`trial_value`), with per-epoch pruning on validation loss.
 
     The study lives in SQLite inside the output folder unless `storage` names a shared database (then
     several machines can run `tune` on one study at once). The best trial is refit and saved as a normal run
@@ -95,9 +96,9 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
                         **{**fixed, **params, "progress": False, "refit": "never"})  # trials compare validation losses
         run = fit_config(cfg, callbacks=[prune_callback(trial)])
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
-        value = notes[-1]["best_val_loss"]
-        trial.set_user_attr("val_loss", value)
-        print(f"trial {trial.number}: {params} -> val loss {value:.4f}", flush=True)
+        value, said = trial_value(notes[-1])
+        trial.set_user_attr("val_loss", notes[-1]["best_val_loss"])
+        print(f"trial {trial.number}: {params} -> {said}", flush=True)
         return value
 
     study.optimize(objective, n_trials=trials, timeout=timeout, catch=(RuntimeError,))
@@ -105,15 +106,33 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     if not done:
         raise UserError(f"no trial of {study.study_name} completed (all pruned or failed); try more --trials")
     best = study.best_trial
-    print(f"best trial {best.number}: {best.params} (val loss {best.value:.4f}); refitting into {out_dir / 'best'}", flush=True)
+    print(f"best trial {best.number}: {best.params} (objective {best.value:.4f}); refitting into {out_dir / 'best'}", flush=True)
     cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "best"), force=True, **{**fixed, **best.params})
     cfg.progress = fixed.get("progress", True)
     fit_config(cfg)
     summary = {"study": study.study_name, "storage": storage, "search_space": SEARCH_SPACE, "best": best.params,
-               "best_val_loss": best.value, "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
+               "objective": OBJECTIVE, "best_value": best.value, "best_val_loss": best.user_attrs.get("val_loss"), "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
                                                         "value": t.value} for t in study.trials]}
     write_json(out_dir / "tune.json", summary)
     return summary
+
+
+OBJECTIVE = ("validation error of the kept model (1 - accuracy; 1 - F1 for multi-label) + 1e-6 x its validation "
+             "loss, so the loss only breaks ties; regression: validation loss")
+
+
+def trial_value(note: dict) -> tuple[float, str]:
+    """What a trial scored (lower is better), as fit keeps its best weights: the task score first, then the loss.
+
+    Trials of different strategies end on models trained towards different targets (a solved head without label
+    smoothing, a fine-tune with it), whose losses do not compare; their validation scores do (BestWeights).
+    """
+    loss = note["best_val_loss"]
+    score = next(((k[9:], v) for k, v in note.items() if k.startswith("best_val_") and k != "best_val_loss"), None)
+    if score is None:
+        return loss, f"val loss {loss:.4f}"
+    name, value = score
+    return (1.0 - value) + 1e-6 * loss, f"val {name} {value:.4f}, val loss {loss:.4f}"
 
 
 def prune_callback(trial):

@@ -167,6 +167,9 @@ class HeadOnFeatures(TrainingStage):
             "best_epoch": 1, "epochs_run": 1, "best_val_loss": row.get("val_loss"), "seconds": round(seconds, 2),
             "trainable_params": sum(p.numel() for p in ctx.head.parameters()), "world_size": 1,
         }
+        score = f"val_{ctx.task.score_name}"
+        if ctx.task.select_by_score and score in row:
+            ctx.stage_notes[self.name][f"best_{score}"] = row[score]
 
     @staticmethod
     @torch.no_grad()
