@@ -79,6 +79,7 @@ def main() -> None:
         models = args.models.split(",")
         for source in filter(None, args.sources.split(",")):
             folder = Path(tmp) / f"source-{source}"
+            folder.mkdir()
             text_folder(SHARED / source, folder, args.max_train, args.max_test, seed=1)
             out = f"{args.out}/sources/{source}"
             hs.fit(str(folder), model=models[0], strategy="two-stage", out=out, force=True, progress=False, **options)
@@ -86,6 +87,7 @@ def main() -> None:
         for name in args.sets.split(","):
             if name in TEXT_SETS:
                 data = Path(tmp) / name
+                data.mkdir()
                 text_folder(SHARED / name, data, args.max_train, args.max_test)
             else:
                 data = subset_manifest(SHARED / name, args.max_train, 0, Path(tmp))
