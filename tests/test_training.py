@@ -70,6 +70,23 @@ def test_frozen_groups_and_their_batchnorm(tiny_images, tmp_path, bn):
     assert all(p.requires_grad == (bn == "train") for p in frozen_bn_affine)
 
 
+def test_bn_auto_keeps_pretrained_statistics_only_after_a_trained_head(tiny_images, tmp_path):
+    from headstart.train.stages import bn_mode
+
+    ctx = make_context(tiny_images, tmp_path)
+    assert ctx.cfg.bn == "auto" and bn_mode(ctx) == "frozen", "a fresh head: BatchNorm of trainable groups trains"
+    ctx.head_trained = True
+    assert bn_mode(ctx) == "all-frozen"
+    live_norms = _norms(ctx.backbone.layer_groups()[-1])
+    before = _stats(live_norms)
+    FineTune(discriminative=True).run(ctx)
+    assert all(torch.equal(a[0], m.running_mean) for a, m in zip(before, live_norms)), "statistics kept"
+    assert ctx.cfg.resolved["bn"] == "all-frozen"
+    ctx.backbone.pretrained = False  # an untrained body has no statistics worth keeping
+    assert bn_mode(ctx) == "frozen"
+    assert bn_mode(make_context(tiny_images, tmp_path, bn="train")) == "train", "an explicit mode is used as given"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo DDP test runs on Linux/macOS")
 def test_two_process_ddp_fit_on_cpu(tiny_images, tmp_path):
     """Lightning's DDP (gloo) with 2 CPU processes, from the CLI: one run directory, written once, that loads and

@@ -61,8 +61,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=None, help="fine-tuning loss only (default: the backbone's, else 0.1)")
     g.add_argument("--patience", type=int, default=None, help="early stopping on validation loss (default: the backbone's, else 3)")
     g.add_argument("--bn", default=d.bn, choices=list(BN_MODES),
-                   help="BatchNorm: frozen = BN of frozen groups keeps its pre-trained statistics, no updates (default); "
-                        "all-frozen = every BN layer does (Keras); train = BN trains inside frozen groups too (fastai's train_bn)")
+                   help="BatchNorm while fine-tuning: auto = all-frozen when a trained head starts it, else frozen (default); "
+                        "frozen = BN of frozen groups keeps its pre-trained statistics, BN of trainable groups trains; "
+                        "all-frozen = every BN layer keeps them (Keras); train = BN trains inside frozen groups too (fastai's train_bn)")
     g.add_argument("--freeze-until", type=int, default=None, help="keep layer groups with index < N frozen while fine-tuning")
     g.add_argument("--ulmfit-factor", type=float, default=d.ulmfit_factor, help="ulmfit: rate divisor per layer group going down (default %(default)s)")
     g.add_argument("--l2sp-alpha", type=float, default=d.l2sp_alpha, help="l2-sp: strength of the pull towards the pre-trained weights (default %(default)s)")

@@ -11,7 +11,7 @@ import yaml
 from headstart.errors import UserError
 
 
-BN_MODES = ("frozen", "all-frozen", "train")
+BN_MODES = ("auto", "frozen", "all-frozen", "train")
 REFIT_MODES = ("auto", "always", "never")
 FLIP_MODES = ("auto", "on", "off")
 
@@ -72,7 +72,7 @@ class FitConfig:
     warmup: float | None = None # fraction of steps spent warming up, then cosine decay
     patience: int | None = None # early stopping on validation loss
     label_smoothing: float | None = None # fine-tuning loss only
-    bn: str = "frozen"  # BatchNorm of frozen groups: "frozen" (eval statistics, no updates), "all-frozen", "train" (README)
+    bn: str = "auto"  # BatchNorm: "auto" (all-frozen after a trained head, else frozen), "frozen", "all-frozen", "train" (README)
     freeze_until: int | None = None  # layer groups with index < this stay frozen while fine-tuning
     # strategy-specific (see strategies/ and train/variants.py)
     ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this

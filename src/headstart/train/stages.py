@@ -184,11 +184,26 @@ class HeadOnFeatures(TrainingStage):
         return row
 
 
+def bn_mode(ctx: FitContext) -> str:
+    """--bn, with "auto" resolved: "all-frozen" when fine-tuning starts from a trained head on a pre-trained body.
+
+    That head learned the features of eval-mode BatchNorm (the pre-trained statistics). Training BatchNorm
+    switches the body to batch statistics, which halved the head's accuracy on the photo sets before any weight
+    moved, and left fine-tuning to recover first: keeping the statistics gave +1.5 to +8 points on tf_flowers,
+    hymenoptera and cifar10 (benchmarks/README.md, "BatchNorm after a trained head"). A fresh head or an untrained
+    body has no such features to keep: BatchNorm trains in trainable groups ("frozen").
+    """
+    if ctx.cfg.bn != "auto":
+        return ctx.cfg.bn
+    return "all-frozen" if ctx.head_trained and ctx.backbone.pretrained else "frozen"
+
+
 class FineTune(TrainingStage):
     """Train backbone and head on raw inputs with augmentation.
 
     discriminative=True: each layer group gets its own rate, geometric from lr / lr_mult (stem) to lr (top).
-    Groups below `freeze_until` stay frozen. BatchNorm follows `--bn`: "frozen" keeps BN of frozen groups on
+    Groups below `freeze_until` stay frozen. BatchNorm follows `--bn` (`bn_mode`: "auto" is all-frozen after a
+    trained head, else frozen): "frozen" keeps BN of frozen groups on
     its pre-trained statistics while BN of trainable groups trains; "all-frozen" keeps every BN layer on its
     pre-trained statistics (Keras' advice); "train" also trains BN inside frozen groups (fastai's train_bn).
     `lr_scale` multiplies every rate, head included (LP-FT fine-tunes at a fraction of the usual rate).
@@ -209,7 +224,7 @@ class FineTune(TrainingStage):
 
     def param_groups(self, ctx: FitContext) -> tuple[list[dict], list[nn.Module]]:
         """Optimizer groups (one per trainable layer group, then the head) and the norms kept in eval mode."""
-        cfg = ctx.cfg
+        cfg, bn = ctx.cfg, bn_mode(ctx)
         groups = ctx.backbone.layer_groups()
         n = len(groups)
         frozen_below = cfg.freeze_until or 0
@@ -218,12 +233,12 @@ class FineTune(TrainingStage):
             params = [p for m in modules for p in m.parameters(recurse=False)]
             norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
             frozen = i < frozen_below
-            if cfg.bn == "all-frozen" or (frozen and cfg.bn == "frozen"):
+            if bn == "all-frozen" or (frozen and bn == "frozen"):
                 eval_norms += norms  # pre-trained running statistics, never updated
             if frozen:
                 for p in params:
                     p.requires_grad_(False)
-                if cfg.bn == "train":  # as fastai's train_bn: norm layers keep learning inside frozen groups
+                if bn == "train":  # as fastai's train_bn: norm layers keep learning inside frozen groups
                     params = [p for m in norms for p in m.parameters(recurse=False)]
                 else:
                     continue
@@ -277,6 +292,8 @@ class FineTune(TrainingStage):
         from headstart.tuning import resolve_auto_lr
 
         choose_augmentation(ctx)  # images: are the standard crops and flips label-preserving here?
+        if ctx.cfg.bn == "auto":
+            ctx.cfg.resolved.setdefault("bn", bn_mode(ctx))
         self.prepare(ctx)
         resolve_auto_lr(ctx, self)  # --lr auto: the range test on this stage's own groups, now that the head is trained
         cfg = ctx.cfg

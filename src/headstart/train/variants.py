@@ -22,7 +22,7 @@ from torch import nn
 
 from headstart.errors import UserError
 from headstart.train.module import TransferTask, slanted_triangular
-from headstart.train.stages import FineTune
+from headstart.train.stages import FineTune, bn_mode
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -101,10 +101,11 @@ class GradualUnfreeze(FineTune):
         groups = ctx.backbone.layer_groups()
         start = ctx.cfg.freeze_until or 0
         unfreezable = [([p for m in g for p in m.parameters(recurse=False)], batch_norms(g)) for g in groups[start:]]
-        fixed = list(task.eval_norms) if ctx.cfg.bn == "all-frozen" else [m for g in groups[:start] for m in batch_norms(g)]
-        if ctx.cfg.bn == "train":
+        bn = bn_mode(ctx)
+        fixed = list(task.eval_norms) if bn == "all-frozen" else [m for g in groups[:start] for m in batch_norms(g)]
+        if bn == "train":
             fixed = []
-        self.unfreezing = GradualUnfreezing(unfreezable[::-1], ctx.cfg.bn, fixed)
+        self.unfreezing = GradualUnfreezing(unfreezable[::-1], bn, fixed)
         return [self.unfreezing]
 
     def finish(self, ctx) -> None:
@@ -255,20 +256,20 @@ class LoRA(FineTune):
                      "examples": names[:3], "adapter_params": sum(p.numel() for n, p in ctx.backbone.named_parameters() if "lora_" in n)}
 
     def param_groups(self, ctx):
-        cfg = ctx.cfg
+        cfg, bn = ctx.cfg, bn_mode(ctx)
         lr = cfg.lr * self.lr_scale
         adapters, norm_params = [], []
         norms = batch_norms(ctx.backbone.modules())
         norm_ids = {id(p) for m in norms for p in m.parameters(recurse=False)}
         for name, p in ctx.backbone.named_parameters():
             is_adapter = "lora_" in name
-            trains = is_adapter or (cfg.bn == "train" and id(p) in norm_ids)
+            trains = is_adapter or (bn == "train" and id(p) in norm_ids)
             p.requires_grad_(trains)
             (adapters if is_adapter else norm_params if trains else []).append(p)
         for p in ctx.head.parameters():
             p.requires_grad_(True)
         groups = [{"params": adapters, "lr": lr}, {"params": norm_params, "lr": lr}, {"params": list(ctx.head.parameters()), "lr": lr}]
-        eval_norms = [] if cfg.bn == "train" else norms  # every base layer is frozen: its BN keeps its statistics
+        eval_norms = [] if bn == "train" else norms  # every base layer is frozen: its BN keeps its statistics
         return [g for g in groups if g["params"]], eval_norms
 
     def finish(self, ctx) -> None:
