@@ -20,7 +20,7 @@ TASKS: Registry = Registry("task")
 class Task:
     """What every task shares: a prediction is its `postprocess` (torch ops, so an ONNX export carries it) as numpy."""
 
-    select_by_score = True  # the best epoch is the one with the highest validation score, then the lowest loss
+    select_by_score = True  # the best epoch replaces the starting head only with a higher validation score (BestWeights)
 
     def predictions(self, out: torch.Tensor) -> np.ndarray:
         return self.postprocess(out).cpu().numpy()
@@ -83,7 +83,7 @@ class Classification(Task):
 class Regression(Task):
     name = "regression"
     score_name = "mae"
-    select_by_score = False  # the best epoch is the lowest loss (the MAE is a loss too: lower is better)
+    select_by_score = False  # the lower loss decides (the MAE is a loss too: lower is better)
 
     def __init__(self, target_scale: dict | None = None):
         self.target_scale = target_scale or {"mean": 0.0, "std": 1.0}

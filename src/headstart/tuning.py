@@ -93,7 +93,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         }
         params = {name: suggest() for name, suggest in space.items() if name not in fixed}
         cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
-                        **{**fixed, **params, "progress": False, "refit": "never"})  # trials compare validation losses
+                        **{**fixed, **params, "progress": False, "refit": "never"})  # trials compare on validation
         run = fit_config(cfg, callbacks=[prune_callback(trial)])
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
         value, said = trial_value(notes[-1])
@@ -111,8 +111,9 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     cfg.progress = fixed.get("progress", True)
     fit_config(cfg)
     summary = {"study": study.study_name, "storage": storage, "search_space": SEARCH_SPACE, "best": best.params,
-               "objective": OBJECTIVE, "best_value": best.value, "best_val_loss": best.user_attrs.get("val_loss"), "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
-                                                        "value": t.value} for t in study.trials]}
+               "objective": OBJECTIVE, "best_value": best.value, "best_val_loss": best.user_attrs.get("val_loss"),
+               "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value}
+                          for t in study.trials]}
     write_json(out_dir / "tune.json", summary)
     return summary
 
