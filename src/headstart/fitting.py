@@ -30,6 +30,7 @@ from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.engine import resolve_precision
 from headstart.train.feature_cache import FeatureCache
+from headstart.train.stage import note_score
 from headstart.train.stages import HeadOnFeatures, cached_features
 
 
@@ -239,7 +240,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         elif "best_epoch" not in note:  # a decision, not a training stage (e.g. what --strategy auto picked)
             lines.append(f"  {name:<9} " + str(note.get("summary") or ", ".join(f"{k} {v}" for k, v in note.items())))
         else:
-            score = next((f"val {k[9:]} {v:.4f}, " for k, v in note.items() if k.startswith("best_val_") and k != "best_val_loss"), "")
+            score = note_score(note)
+            score = f"val {score[0]} {score[1]:.4f}, " if score else ""
             lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, {score}val loss {note['best_val_loss']:.4f}, "
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")

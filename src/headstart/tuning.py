@@ -128,8 +128,10 @@ def trial_value(note: dict) -> tuple[float, str]:
     Trials of different strategies end on models trained towards different targets (a solved head without label
     smoothing, a fine-tune with it), whose losses do not compare; their validation scores do (BestWeights).
     """
+    from headstart.train.stage import note_score
+
     loss = note["best_val_loss"]
-    score = next(((k[9:], v) for k, v in note.items() if k.startswith("best_val_") and k != "best_val_loss"), None)
+    score = note_score(note)
     if score is None:
         return loss, f"val loss {loss:.4f}"
     name, value = score

@@ -10,6 +10,11 @@ from lightning.pytorch.trainer.states import TrainerFn
 from headstart.progress import EVAL_COST, TRAIN_COST, RunProgress
 
 
+def _snapshot(net) -> dict:
+    """A CPU copy of the net's weights, untouched by later training steps."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+
+
 class BestWeights(L.Callback):
     """Keep the best weights in memory; restore them at the end.
 
@@ -29,7 +34,7 @@ class BestWeights(L.Callback):
 
     def seed(self, loss: float, net, score: float | None = None) -> None:
         """Start from a known point (epoch 0): the best epoch must beat it to replace it."""
-        self.start = (loss, score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()}))
+        self.start = (loss, score, _snapshot(net))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         metrics = trainer.callback_metrics
@@ -39,7 +44,7 @@ class BestWeights(L.Callback):
         if loss < self.best_loss:
             score = float(metrics[self.score]) if self.score in metrics else None
             self.best_loss, self.best_score, self.best_epoch = loss, score, trainer.current_epoch
-            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()})
+            self.state = _snapshot(pl_module.net)
 
     def _epoch_beats_start(self) -> bool:
         start_loss, start_score, _ = self.start

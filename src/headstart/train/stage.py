@@ -20,3 +20,9 @@ class Stage:
         """Did (does) this stage choose anything on the validation split: epochs, weights, a head? Then the fit
         cannot be refit on train + val without losing that choice (fitting.py). True unless a stage knows better."""
         return True
+
+
+def note_score(note: dict) -> tuple[str, float] | None:
+    """The validation score a training stage's note records beside its loss (`best_val_acc`: ("acc", 0.96)), or None
+    (regression, or a stage that records only its loss)."""
+    return next(((k[len("best_val_"):], v) for k, v in note.items() if k.startswith("best_val_") and k != "best_val_loss"), None)
