@@ -71,6 +71,13 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     if backbone.pretrained and any(isinstance(s, HeadOnFeatures) for s in stages):  # an untrained body skips it
         ctx.progress.plan(HeadOnFeatures().extraction_cost(ctx))
     ctx.progress.plan(sum(s.cost(ctx) for s in stages) + len(eval_items) * EVAL_COST)
+    stages = [t for s in stages for t in s.expand(ctx)]  # auto measures and picks here, on train and val
+    why_refit = None if backbone_given else refit_reason(cfg, ctx, stages)
+    if why_refit and data.test:  # the test split scores the model: train once, on train + val, and skip the train-only fit
+        for stage in stages:
+            stage.decide_on_validation(ctx)  # e.g. the augmentation check, while the split exists
+        ctx.data = dataclasses.replace(data, train=data.train + data.val, val=[])
+        ctx.model_notes["refit"] = "train + val"
     for stage in stages:
         stage.run(ctx)
     if not ctx.is_global_zero:
@@ -81,18 +88,15 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     model = _model_of(ctx)
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
-    why_refit = None if backbone_given else refit_reason(cfg, ctx, stages)
-    if why_refit:
+    if why_refit and data.test:
+        metrics["refit"] = {"reason": why_refit, "rows": len(ctx.data.train), "fitted_once": True,
+                            "metrics_are": "of the model fitted on train + val, scored on the test split it never saw"}
+    elif why_refit and not any(note.get("world_size", 1) > 1 for note in ctx.stage_notes.values()):
+        # no test split: the train-only fit gave the honest validation metrics; now the saved model (one process only)
         refit_ctx = _refit(cfg, ctx)
-        model, refit = _model_of(refit_ctx), {"reason": why_refit, "rows": len(refit_ctx.data.train),
-                                              "stages": refit_ctx.stage_notes}
-        if data.test:  # the test split was never seen: the refit model is scored there, beside the model before it
-            refit["before_refit"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
-            preds = _eval_predictions(refit_ctx, model, "test")
-            metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
-        else:
-            refit["metrics_are"] = "of the model fitted on train only, validated before the refit (an honest estimate)"
-        metrics["refit"] = refit
+        model = _model_of(refit_ctx)
+        metrics["refit"] = {"reason": why_refit, "rows": len(refit_ctx.data.train), "stages": refit_ctx.stage_notes,
+                            "metrics_are": "of the model fitted on train only, validated before the refit (an honest estimate)"}
         ctx.history += [row | {"stage": f"refit {row['stage']}"} for row in refit_ctx.history]
         backbone.end_run()
         backbone = refit_ctx.backbone
@@ -161,13 +165,13 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
     Only when no stage chose anything on the validation split (a solved linear head, setfit's one pass over
     pairs): then validation only measured the model, and the refit learns the same way from every label. `auto`
     does it when labels are few (the smallest class under auto's FEW training examples), where holding out 15 %
-    costs most; `always` whenever it is possible. Several processes (DDP) never refit.
+    costs most; `always` whenever it is possible. Asked before any stage trains: with a test split the fit then
+    trains once, on train + val (the test split scores it); without one, a train-only fit reports validation and
+    a second fit on train + val is saved (never after several processes, DDP).
     """
     from headstart.strategies.auto import FEW
 
     if cfg.refit == "never" or not ctx.data.val or any(s.uses_validation(ctx) for s in stages):
-        return None
-    if any(note.get("world_size", 1) > 1 for note in ctx.stage_notes.values()):
         return None
     if cfg.refit == "auto":
         if ctx.data.task != "classification":
@@ -175,9 +179,9 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
         smallest = min(np.bincount([y for _, y in ctx.data.train], minlength=len(ctx.data.classes)))
         if smallest >= FEW:
             return None
-        return (f"{smallest} training examples in the smallest class (< {FEW}) and no stage chose anything on the "
-                f"{len(ctx.data.val)} validation rows: the saved model learned from train + val")
-    return f"--refit always: no stage chose anything on the {len(ctx.data.val)} validation rows"
+        return (f"{smallest} training examples in the smallest class (< {FEW}) and no stage chooses anything on the "
+                f"{len(ctx.data.val)} validation rows: the saved model learns from train + val")
+    return f"--refit always: no stage chooses anything on the {len(ctx.data.val)} validation rows"
 
 
 def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
@@ -242,11 +246,12 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         else:
             score = note_score(note)
             score = f"val {score[0]} {score[1]:.4f}, " if score else ""
-            lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, {score}val loss {note['best_val_loss']:.4f}, "
+            loss = "no validation rows" if note["best_val_loss"] is None else f"val loss {note['best_val_loss']:.4f}"
+            lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, {score}{loss}, "
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")
     if "refit" in metrics:
-        scored = "the refit model on test" if "before_refit" in metrics["refit"] else "the model before the refit, on val"
+        scored = "it, on test" if metrics["refit"].get("fitted_once") else "the model before the refit, on val"
         lines.append(f"  refit     {metrics['refit']['reason']}; the metrics below are of {scored}")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (

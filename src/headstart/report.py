@@ -118,10 +118,8 @@ def render_report(run: str | Path) -> Path:
         parts.append(f"<p>{metrics.get('split', 'eval')} R² <b>{metrics['r2']:.4f}</b>, MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f} "
                      f"(n={metrics['n']})</p>")
     refit = metrics.get("refit")
-    if refit:  # the saved model is not the one validated: say which one the numbers above describe
-        before = refit.get("before_refit", {})
-        key = next((k for k in ("accuracy", "f1_micro", "r2") if k in before), None)
-        scored = (f"the refit model, on test (before the refit: {key} {before[key]:.4f})" if key
+    if refit:  # the validation split joined training: say which model the numbers above describe
+        scored = ("the model fitted on train + val, on the test split it never saw" if refit.get("fitted_once")
                   else "the model fitted on train only, validated before the refit")
         parts.append(f"<p>Refit on train + val ({refit['rows']} rows): {html.escape(refit['reason'])}. "
                      f"The metrics above are of {html.escape(scored)}.</p>")

@@ -171,7 +171,8 @@ class AutoPick(Stage):
         picked = ctx.model_notes.get("picked")
         return picked is None or any(s.uses_validation(ctx) for s in STRATEGIES.get(picked).stages())
 
-    def run(self, ctx: FitContext) -> None:
+    def expand(self, ctx: FitContext) -> list[Stage]:
+        """Measure, pick, record why, and return the picked strategy's stages (fitting.py runs them)."""
         from headstart.train.stages import HeadOnFeatures
 
         start = time.perf_counter()
@@ -185,7 +186,10 @@ class AutoPick(Stage):
         ctx.progress.total += sum(s.cost(ctx) for s in stages) - self._training_cost(ctx, "two-stage")
         if not needs_features:  # the extraction planned for the signals will not happen
             ctx.progress.total -= HeadOnFeatures().extraction_cost(ctx) * (not any(isinstance(s, HeadOnFeatures) for s in stages))
-        for stage in stages:
+        return stages
+
+    def run(self, ctx: FitContext) -> None:
+        for stage in self.expand(ctx):
             stage.run(ctx)
 
 

@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader, Dataset
 from headstart.backbones.weights import state_digest
 from headstart.errors import UserError
 from headstart.progress import TRAIN_COST
-from headstart.train.augment_check import choose_augmentation
 from headstart.train.callbacks import History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
@@ -116,7 +115,7 @@ class ContrastiveBody(FineTune):
         if cfg.lr == "auto":
             raise UserError("--lr auto sweeps a classification loss; setfit trains on pairs: give --lr (its body runs at lr x 0.4)")
         HeadOnFeatures().applies(ctx)  # an untrained body fails here, before the pairs train it
-        choose_augmentation(ctx)  # both images of a pair are augmented views
+        self.decide_on_validation(ctx)  # the augmentation check: both images of a pair are augmented views
         pairs = self._pairs(ctx)
         param_groups = self.param_groups(ctx)[0][:-1]  # the body's groups: the head (last) is solved afterwards
         for p in ctx.head.parameters():

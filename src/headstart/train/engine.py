@@ -31,6 +31,7 @@ def quiet_lightning() -> None:
         ".*smaller than the logging interval.*",
         ".*LeafSpec.*",
         ".*module\\(s\\) in eval mode.*",  # intended: BatchNorm of frozen groups runs in eval mode
+        ".*no `val_dataloader`.*",  # intended: setfit's pairs and a refit on train + val have no validation split
     ):
         warnings.filterwarnings("ignore", pattern)
 

@@ -21,6 +21,15 @@ class Stage:
         cannot be refit on train + val without losing that choice (fitting.py). True unless a stage knows better."""
         return True
 
+    def decide_on_validation(self, ctx: FitContext) -> None:
+        """Choices this stage makes from the validation split before it trains (the augmentation check). A fit that
+        folds validation into training before any stage runs (fitting.py, a refit with a test split) calls it while
+        the split still exists; `run` calls it too, so it must be idempotent."""
+
+    def expand(self, ctx: FitContext) -> list[Stage]:
+        """The stages to run in this one's place: itself, or what it decides (auto measures and picks a strategy)."""
+        return [self]
+
 
 def note_score(note: dict) -> tuple[str, float] | None:
     """The validation score a training stage's note records beside its loss (`best_val_acc`: ("acc", 0.96)), or None

@@ -287,11 +287,15 @@ class FineTune(TrainingStage):
             return cfg.lr
         return cfg.lr / cfg.lr_mult ** ((n - 1 - i) / (n - 1))
 
-    def run(self, ctx: FitContext) -> None:
+    def decide_on_validation(self, ctx: FitContext) -> None:
         from headstart.train.augment_check import choose_augmentation
-        from headstart.tuning import resolve_auto_lr
 
         choose_augmentation(ctx)  # images: are the standard crops and flips label-preserving here?
+
+    def run(self, ctx: FitContext) -> None:
+        from headstart.tuning import resolve_auto_lr
+
+        self.decide_on_validation(ctx)
         if ctx.cfg.bn == "auto":
             ctx.cfg.resolved.setdefault("bn", bn_mode(ctx))
         self.prepare(ctx)
