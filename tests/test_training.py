@@ -168,3 +168,20 @@ def test_fine_tuning_stops_on_its_own_epochs_not_the_heads_loss(tiny_images, tmp
     assert len(rows) >= 2, "a patience counted from the head's loss would have stopped after epoch 1"
     if len(rows) < 4:  # stopped early: only because its own loss stopped improving
         assert losses[-1] >= min(losses[:-1]), losses
+
+
+def test_release_memory_frees_what_a_reference_cycle_holds():
+    """A finished Lightning fit is a cycle (trainer <-> module <-> callbacks): its tensors go only when collected."""
+    import weakref
+
+    from headstart.train.engine import release_memory
+
+    class Holder:
+        pass
+
+    a, b = Holder(), Holder()
+    a.other, b.other, a.tensor = b, a, torch.zeros(1000)
+    alive = weakref.ref(a)
+    del a, b
+    release_memory()
+    assert alive() is None

@@ -28,7 +28,7 @@ from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, wr
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
-from headstart.train.engine import resolve_precision
+from headstart.train.engine import release_memory, resolve_precision
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.stage import note_score
 from headstart.train.stages import HeadOnFeatures, cached_features
@@ -80,6 +80,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
         ctx.model_notes["refit"] = "train + val"
     for stage in stages:
         stage.run(ctx)
+        release_memory()
     if not ctx.is_global_zero:
         return None
     requested.resolved = cfg.resolved  # again, with what the stages resolved (--lr auto, augmentation)
@@ -109,6 +110,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     render_report(out)
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
     backbone.end_run()
+    release_memory()
     return Run(out, model)
 
 
@@ -197,6 +199,7 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     ctx.progress.plan(sum(s.cost(refit_ctx) for s in stages))
     for stage in stages:
         stage.run(refit_ctx)
+        release_memory()
     return refit_ctx
 
 
