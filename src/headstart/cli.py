@@ -68,9 +68,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ulmfit-factor", type=float, default=d.ulmfit_factor, help="ulmfit: rate divisor per layer group going down (default %(default)s)")
     g.add_argument("--l2sp-alpha", type=float, default=d.l2sp_alpha, help="l2-sp: strength of the pull towards the pre-trained weights (default %(default)s)")
     g.add_argument("--refit", default=d.refit, choices=list(REFIT_MODES),
-                   help="when no stage chose anything on the validation split (a solved linear head; setfit's pair pass), "
-                        "refit on train + val for the saved model after validating: auto = when the smallest class has "
-                        "fewer than 20 training examples (default); always; never")
+                   help="when no stage chooses anything on the validation split (a solved linear head; setfit's pair pass), "
+                        "the saved model learns from train + val: with a test split in one fit, else refit after a validated "
+                        "train-only fit; auto = when the smallest class has fewer than 20 training examples (default); always; never")
     g.add_argument("--pair-rounds", type=int, default=d.pair_rounds, help="setfit: same-class and other-class partners drawn per training example (default %(default)s)")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="lora: adapter rank (default %(default)s)")
     g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="lora: adapter scaling alpha (default %(default)s)")

@@ -78,7 +78,7 @@ class FitConfig:
     ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this
     l2sp_alpha: float = 0.01  # l2-sp: strength of alpha/2 * ||w - w0||^2 towards the pre-trained body
     pair_rounds: int = 10  # setfit: positive and negative partners drawn per training example
-    refit: str = "auto"  # after validating, refit on train + val for the saved model: auto (few labels), always, never (fitting.py)
+    refit: str = "auto"  # the saved model learns from train + val (once with a test split): auto (few labels), always, never (fitting.py)
     lora_rank: int = 8  # lora: rank r of the adapters
     lora_alpha: float = 16.0  # lora: scaling alpha (adapter output times alpha / r)
     lora_targets: str | None = None  # lora: comma-separated module-name suffixes (None: attention q/v, else 1x1 convs + linears)
