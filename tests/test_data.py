@@ -91,7 +91,7 @@ def test_collect_image_files_from_files_and_folders(tiny_images):
     assert files[0] == one and len(files) == 13
 
 
-@pytest.mark.parametrize("native,expected", [(8, 96), (32, 128), (50, 224), (500, 224)])
+@pytest.mark.parametrize("native,expected", [(8, 96), (20, 128), (32, 160), (50, 224), (500, 224)])
 def test_input_size_rule(native, expected):
     default = Preprocess(224, (0.5,) * 3, (0.5,) * 3)
     pre, reason = choose_preprocess(default, native, None)
