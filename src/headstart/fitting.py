@@ -73,10 +73,11 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     ctx.progress.plan(sum(s.cost(ctx) for s in stages) + len(eval_items) * EVAL_COST)
     stages = [t for s in stages for t in s.expand(ctx)]  # auto measures and picks here, on train and val
     why_refit = None if backbone_given else refit_reason(cfg, ctx, stages)
-    if why_refit and data.test:  # the test split scores the model: train once, on train + val, and skip the train-only fit
+    fit_once = bool(why_refit and data.test)  # the test split scores the model: no train-only fit is needed first
+    if fit_once:
         for stage in stages:
             stage.decide_on_validation(ctx)  # e.g. the augmentation check, while the split exists
-        ctx.data = dataclasses.replace(data, train=data.train + data.val, val=[])
+        ctx.data = _val_joins_train(data)
         ctx.model_notes["refit"] = "train + val"
     for stage in stages:
         stage.run(ctx)
@@ -89,7 +90,7 @@ def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run
     model = _model_of(ctx)
     preds = _eval_predictions(ctx, model, "test" if data.test else "val")
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
-    if why_refit and data.test:
+    if fit_once:
         metrics["refit"] = {"reason": why_refit, "rows": len(ctx.data.train), "fitted_once": True,
                             "metrics_are": "of the model fitted on train + val, scored on the test split it never saw"}
     elif why_refit and not any(note.get("world_size", 1) > 1 for note in ctx.stage_notes.values()):
@@ -186,11 +187,15 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
     return f"--refit always: no stage chooses anything on the {len(ctx.data.val)} validation rows"
 
 
+def _val_joins_train(data):
+    """The same LabeledData with its validation rows moved into training (what a refit learns from)."""
+    return dataclasses.replace(data, train=data.train + data.val, val=[])
+
+
 def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     """The same stages again, from the pre-trained body, on train + val (what auto picked, not the pick again)."""
-    merged = dataclasses.replace(ctx.data, train=ctx.data.train + ctx.data.val, val=[])
     resolved = cfg.resolved
-    refit_ctx = build_context(cfg, data=merged, progress=False)
+    refit_ctx = build_context(cfg, data=_val_joins_train(ctx.data), progress=False)
     cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
     refit_ctx.progress, refit_ctx.extra_callbacks = ctx.progress, ctx.extra_callbacks
     picked = ctx.model_notes.get("picked")
