@@ -24,7 +24,7 @@ from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.module import slanted_triangular
-from headstart.train.contrastive import ContrastiveBody, draw_pairs
+from headstart.train.contrastive import ContrastiveBody, PairBatches, draw_pairs
 from headstart.train.feature_cache import extract_features
 from headstart.train.stages import FineTune, HeadOnFeatures
 from headstart.train.variants import L2SP, BitFit, GradualUnfreeze, LoRA, lora_targets, merge_lora
@@ -312,6 +312,26 @@ def test_draw_pairs_same_and_other_class_partners():
         assert i != j and (labels[i] == labels[j]) == bool(same)
     assert {i for i, _, _ in pairs} == set(range(len(labels))), "every example gets partners"
     assert pairs == draw_pairs(labels, 3, 0) and pairs != draw_pairs(labels, 3, 1), "seeded"
+
+
+def test_pair_batches_run_each_distinct_example_once_with_the_same_gradient():
+    items = torch.randn(6, 4)
+    pairs = [(0, 1, 1.0), (1, 2, 0.0), (0, 2, 0.0), (3, 0, 1.0), (5, 1, 0.0)]
+    x, first, second, same = PairBatches(items, torch.stack)(pairs)
+    assert len(x) == 5, "examples 0, 1, 2, 3, 5: each once, 4 never drawn"
+    assert torch.equal(x[first], items[[i for i, _, _ in pairs]]) and torch.equal(x[second], items[[j for _, j, _ in pairs]])
+
+    def grad(a, b):
+        body = torch.nn.Linear(4, 3)
+        torch.nn.init.constant_(body.weight, 0.1), torch.nn.init.constant_(body.bias, 0.0)
+        body.weight.data += torch.arange(12.0).reshape(3, 4) / 20
+        loss = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(body(a[0])[a[1]], body(b[0])[b[1]]), same)
+        loss.backward()
+        return body.weight.grad
+
+    everything = torch.arange(len(pairs))  # the partners stacked as they come, repeats and all
+    naive = grad((items[[i for i, _, _ in pairs]], everything), (items[[j for _, j, _ in pairs]], everything))
+    assert torch.allclose(grad((x, first), (x, second)), naive, atol=1e-6)
 
 
 def _class_margin(ctx) -> float:

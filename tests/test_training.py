@@ -185,3 +185,18 @@ def test_release_memory_frees_what_a_reference_cycle_holds():
     del a, b
     release_memory()
     assert alive() is None
+
+
+def test_auto_precision_is_bf16_on_a_cpu_only_where_the_body_and_the_cpu_gain(monkeypatch):
+    from headstart.train import engine
+
+    cfg = FitConfig(data="x", accelerator="cpu")
+    transformer, cnn = SimpleNamespace(cpu_bf16=True), SimpleNamespace(cpu_bf16=False)
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    assert engine.resolve_precision(cfg, transformer) == "bf16-mixed"
+    assert engine.resolve_precision(cfg, cnn) == "32-true" and engine.resolve_precision(cfg) == "32-true"
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    assert engine.resolve_precision(cfg, transformer) == "32-true", "emulated bf16 is slower than float32"
+    assert engine.resolve_precision(FitConfig(data="x", accelerator="cpu", precision="32-true"), transformer) == "32-true"
+    cfg.resolved = {"precision": "bf16-mixed"}
+    assert engine.make_trainer(cfg, 1, []).precision == "bf16-mixed", "the trainer uses what the fit resolved"

@@ -82,7 +82,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--accelerator", default=d.accelerator, help="cpu, gpu, auto (default %(default)s)")
     g.add_argument("--devices", default=d.devices, help="number of devices or 'auto' (default %(default)s)")
     g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines for multi-node DDP (default %(default)s)")
-    g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, 32-true on CPU), 32-true, bf16-mixed, 16-mixed")
+    g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, and for a transformer on a CPU with native bf16; else 32-true), 32-true, bf16-mixed, 16-mixed")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the image body (timm) for fine-tuning; GPU only, ignored on the CPU. Compiling takes "
                         "a minute or more once, so it pays on long fine-tuning runs")

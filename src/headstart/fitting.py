@@ -139,7 +139,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         "model": backbone.name,
         **backbone.adapt(data, cfg),
         "preprocess": backbone.preprocess.to_dict(),
-        "precision": resolve_precision(cfg),
+        "precision": resolve_precision(cfg, backbone),
         "evaluated_on": "test" if data.test else "val",
         "backbone_weights": backbone.weights_id,
         "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},

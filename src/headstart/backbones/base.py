@@ -54,6 +54,7 @@ class Backbone(nn.Module):
     name: str
     pretrained: bool = True  # False for a body headstart trains itself from random initialisation
     default_hparams: dict = {}  # training defaults suited to this body (lr, epochs, ...; see config.TRAINING_DEFAULTS)
+    cpu_bf16: bool = False  # True: mostly matmuls, so bf16 autocast pays on a CPU with native bf16 (engine.resolve_precision)
 
     def forward_features(self, x) -> torch.Tensor:  # a collated batch -> [N, D]
         raise NotImplementedError

@@ -120,6 +120,7 @@ class TransformerBackbone(Backbone):
     # Transformer fine-tuning as in BERT's recipe: a low peak rate (the image default 1e-3 wrecks a pre-trained
     # transformer), mild layer-wise decay (lr_mult 2 over 7 groups, about 0.9 per block), few epochs, no smoothing.
     default_hparams = {"lr": 5e-5, "lr_mult": 2.0, "epochs": 3, "label_smoothing": 0.0}
+    cpu_bf16 = True
 
     def __init__(self, name: str, model: nn.Module, tokenizer, weights_id: str, max_model_length: int,
                  preprocess: TextPreprocess | None = None):
