@@ -3,6 +3,7 @@
     python benchmarks/ranking.py                                   # image sets, the three bundled EfficientNet-Lites
     python benchmarks/ranking.py --sets hymenoptera --image-size 160 --epochs 3 --max-train 300
     python benchmarks/ranking.py --sets ag_news --models minilm-l6 --sources sst2,banking77 --max-train 1000 --max-test 1000
+    python benchmarks/ranking.py --sets fsdd --models mel-efficientnet_lite0,mel-efficientnet_lite1,mel-efficientnet_lite2 --max-train 300
 
 Text has one bundled body, so its candidates are source models: `--sources` first develops one per named text
 set (minilm-l6 fitted on at most --max-train of its rows, two-stage) and adds each as `run:DIR`, so the
@@ -59,6 +60,22 @@ def subset_manifest(root: Path, max_train: int, seed: int, folder: Path) -> Path
     return path
 
 
+def subset_splits(root: Path, max_train: int, seed: int, folder: Path) -> Path:
+    """The set's splits.csv with at most `max_train` of its train rows (stratified), paths made absolute."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    rows = pd.read_csv(root / "splits.csv")
+    rows["path"] = [str(root / p) for p in rows["path"]]
+    train = rows[rows["split"] == "train"]
+    if max_train and len(train) > max_train:
+        keep, _ = train_test_split(train, train_size=max_train, random_state=seed, stratify=train["label"])
+        rows = pd.concat([keep, rows[rows["split"] != "train"]])
+    path = folder / f"{root.name}.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default="hymenoptera,tf_flowers")
@@ -89,6 +106,8 @@ def main() -> None:
                 data = Path(tmp) / name
                 data.mkdir()
                 text_folder(SHARED / name, data, args.max_train, args.max_test)
+            elif (SHARED / name / "splits.csv").is_file():  # a manifest set (fsdd's clips)
+                data = subset_splits(SHARED / name, args.max_train, 0, Path(tmp))
             else:
                 data = subset_manifest(SHARED / name, args.max_train, 0, Path(tmp))
             ranked = hs.rank(str(data), ",".join(models), out=f"{args.out}/{name}-rank", force=True, progress=False, **options)

