@@ -133,8 +133,8 @@ class ContrastiveBody(FineTune):
         task = PairTask(backbone, param_groups, cfg.weight_decay, cfg.warmup, batch_norms(backbone.modules()))
         workers = ctx.num_workers
         items = backbone.dataset([x for x, _ in ctx.data.train], train=True)
-        loader = DataLoader(pairs, batch_size=cfg.batch_size, shuffle=False, collate_fn=PairBatches(items, backbone.collate), num_workers=workers,
-                            persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+        loader = DataLoader(pairs, batch_size=cfg.batch_size, shuffle=False, collate_fn=PairBatches(items, backbone.collate),
+                            num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
         progress = StageProgress(ctx.progress, self.name, self.cost(ctx), 2.0)
         trainer = make_trainer(cfg, 1, [History(self.name, ctx.history), progress, *ctx.extra_callbacks])
         start = time.perf_counter()

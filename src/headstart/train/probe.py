@@ -35,7 +35,7 @@ def row_space(xs: np.ndarray) -> np.ndarray | None:
 
     With an L2 penalty the optimal weights lie in that span (any other component leaves every logit unchanged and
     only adds to the penalty), so logistic regression on `xs @ basis` with the same C is the same problem, exactly,
-    in r <= N variables per class instead of D: a few-shot head (94 rows x 1,280 features) solves ~10x faster.
+    in r <= N variables per class instead of D: a few-shot head (94 rows x 1,280 features, 10 classes) solved 7x faster here.
     """
     n, d = xs.shape
     if n >= d:
