@@ -28,8 +28,8 @@ Protocol: per set, every contender trains on the same rows and is scored on the 
 test/ where the set has one, else val/; text: test.csv, else validation.csv). headstart splits its validation
 set (early stopping) off the training rows, as `headstart fit` does; the others use none. The data subsample
 is fixed (seed 0); the seeds vary training. The parent imports every contender's libraries once; each contender
-then runs all its seeds in a fork of it, so peak RSS is per contender (it includes the shared imports, printed
-once; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
+then runs all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the
+contender touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
 """
 from __future__ import annotations
 
@@ -388,7 +388,7 @@ def _in_fork(fork, target, *args) -> int:
 
 
 def _child(spec: dict) -> None:
-    """A forked contender: starts at the parent's imports (its peak RSS includes them, as a fresh process's would)."""
+    """A forked contender: starts from the parent's imports, and its peak RSS counts the pages of them it touches."""
     Path(spec["result"]).write_text(json.dumps(run_one(spec)))
 
 

@@ -14,7 +14,7 @@ from headstart.config import FitConfig
 
 
 def resolve_precision(cfg: FitConfig, backbone=None) -> str:
-    """"auto": bf16-mixed on a GPU that has it, and on a CPU with native bf16 for a body whose time is matmuls
+    """--precision auto: bf16-mixed on a GPU that has it, and on a CPU with native bf16 for a body whose time is matmuls
     (a transformer: 1.45x faster per pair step on 2 Zen 4 cores, same accuracy); 32-true otherwise (a CNN's
     depthwise convolutions gain nothing in bf16 on a CPU, and without the instructions it is emulated, slower)."""
     if cfg.precision != "auto":

@@ -79,7 +79,8 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
             best_c = 1.0
         basis = row_space(xs)
         clf = logistic(project(xs, basis), y, best_c, 2000, class_weight)
-    coef, intercept = project(clf.coef_, None if basis is None else basis.T), clf.intercept_
+    coef = clf.coef_ if basis is None else clf.coef_ @ basis.T  # back from the row space
+    intercept = clf.intercept_
     if coef.shape[0] == 1:  # binary: logits [0, z] give softmax == sigmoid(z)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     full_coef = np.zeros((layer.out_features, xs.shape[1]))
