@@ -26,8 +26,10 @@ Text (backbone minilm-l6, the bundled sentence-transformers all-MiniLM-L6-v2 fol
 
 Protocol: per set, every contender trains on the same rows and is scored on the same held-out rows (images:
 test/ where the set has one, else val/; text: test.csv, else validation.csv). headstart splits its validation
-set (early stopping) off the training rows, as `headstart fit` does; the others use none. The data subsample
-is fixed (seed 0); the seeds vary training. The parent imports every contender's libraries once; each contender
+set (early stopping) off the training rows, as `headstart fit` does; the others use none. Seed k draws its own
+training subsample (seed k) and trains with seed k, the same draw for every contender; the scored rows are one
+draw (seed 0) for all. So mean ± std is over draws and training, as SetFit reports over 10 random train splits:
+with 8 rows per class the draw moves a score more than the training seed does. The parent imports every contender's libraries once; each contender
 then runs all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the
 contender touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
 """
@@ -59,8 +61,8 @@ MODES = {
     # quick: 8 examples per class for images and text alike (the few-label regime). SetFit on all rows is then
     # SetFit on 8 per class, the setfit-8 row, so setfit-full is left to full mode; so is text's hs-alt, which
     # the text comparison does not ask for. Their minutes go to the three seeds of everything else.
-    "quick": {"image_size": 64, "epochs": 2, "img_train": 8, "img_test": 10, "txt_classes": 4, "txt_train": 8,
-              "txt_test": 25, "setfit_max_steps": 24, "fastai_bs": 8, "skip": {"text": ["setfit-full", "hs-alt"]}},
+    "quick": {"image_size": 64, "epochs": 2, "img_train": 8, "img_test": 20, "txt_classes": 4, "txt_train": 8,
+              "txt_test": 50, "setfit_max_steps": 24, "fastai_bs": 8, "skip": {"text": ["setfit-full", "hs-alt"]}},
     "full": {"image_size": 224, "epochs": 10, "img_train": 0, "img_test": 0, "txt_classes": 0, "txt_train": 0,
              "txt_test": 0, "setfit_max_steps": -1, "txt_max_train": 2000, "fastai_bs": 64},
 }
@@ -76,28 +78,31 @@ def _image_files(folder: Path) -> list[tuple[Path, str]]:
             for p in sorted(d.rglob("*")) if p.is_file() and p.suffix.lower() in exts]
 
 
-def prepare_images(name: str, dest: Path, mode: dict) -> dict:
+def prepare_images(name: str, dest: Path, mode: dict, draw: int) -> dict:
+    """Training images drawn with seed `draw`; the scored images are the same for every draw (seed 0)."""
     root = SHARED / name
     held_out = "test" if (root / "test").is_dir() else "val"
-    for split, src, k in (("train", root / "train", mode["img_train"]), ("test", root / held_out, mode["img_test"])):
+    for split, src, k, seed in (("train", root / "train", mode["img_train"], draw),
+                                ("test", root / held_out, mode["img_test"], 0)):
         files = _image_files(src)
-        for path, label in stratified(files, [y for _, y in files], per_class=k, seed=0):
+        for path, label in stratified(files, [y for _, y in files], per_class=k, seed=seed):
             (dest / split / label).mkdir(parents=True, exist_ok=True)
             os.symlink(path, dest / split / label / path.name)
     n = {s: sum(1 for _ in (dest / s).rglob("*.*")) for s in ("train", "test")}
     return {"train": n["train"], "scored_on": f"{held_out}/ ({n['test']})", "classes": len(os.listdir(dest / "train"))}
 
 
-def prepare_text(name: str, dest: Path, mode: dict, max_train: int) -> dict:
+def prepare_text(name: str, dest: Path, mode: dict, max_train: int, draw: int) -> dict:
+    """Training rows drawn with seed `draw`; the scored rows are the same for every draw (seed 0)."""
     root = SHARED / name
     test_file = root / "test.csv" if (root / "test.csv").is_file() else root / "validation.csv"
     train, test = read_rows(root / "train.csv"), read_rows(test_file)
     k = mode["txt_classes"]
-    train = stratified(train, [y for _, y in train], per_class=mode["txt_train"], max_classes=k, seed=0)
+    train = stratified(train, [y for _, y in train], per_class=mode["txt_train"], max_classes=k, seed=draw)
     if max_train and len(train) > max_train:  # a stratified max_train rows
         from sklearn.model_selection import train_test_split
 
-        train, _ = train_test_split(train, train_size=max_train, random_state=0, stratify=[y for _, y in train])
+        train, _ = train_test_split(train, train_size=max_train, random_state=draw, stratify=[y for _, y in train])
     labels = {y for _, y in train}
     test = [r for r in test if r[1] in labels]
     test = stratified(test, [y for _, y in test], per_class=mode["txt_test"], seed=0)
@@ -349,7 +354,7 @@ def run_one(spec: dict) -> dict:
     results = []
     for seed in spec["seeds"]:
         start = time.perf_counter()
-        result = run(spec, seed)
+        result = run(spec | {"data": spec["draws"][str(seed)]}, seed)  # this seed's draw of training rows
         result["wall_s"] = time.perf_counter() - start
         results.append(result)
         print(f"    seed {seed}: acc {result['accuracy']:.4f}  wall {result['wall_s']:.1f}s"
@@ -460,13 +465,15 @@ def main() -> None:
     rows = []
     for name in [s for s in args.sets.split(",") if s]:
         modality = "image" if name in IMAGE_SETS else "text"
-        data = out / "data" / name
-        info = prepare_images(name, data, mode) if modality == "image" else prepare_text(name, data, mode, max_train)
+        draws = {str(seed): out / "data" / name / f"draw-{seed}" for seed in range(args.seeds)}
+        for seed, data in draws.items():
+            info = (prepare_images(name, data, mode, int(seed)) if modality == "image"
+                    else prepare_text(name, data, mode, max_train, int(seed)))
         print(f"{name}: {info['classes']} classes, {info['train']} training rows, scored on {info['scored_on']}", flush=True)
         for contender in CONTENDERS[modality]:
             if (wanted and contender not in wanted) or (not wanted and contender in mode.get("skip", {}).get(modality, [])):
                 continue
-            spec = {"modality": modality, "contender": contender, "data": str(data), "work": str(out / "work" / name / contender),
+            spec = {"modality": modality, "contender": contender, "draws": {k: str(v) for k, v in draws.items()}, "work": str(out / "work" / name / contender),
                     "seeds": list(range(args.seeds)), "epochs": mode["epochs"], "image_size": mode["image_size"],
                     "setfit_max_steps": mode["setfit_max_steps"], "fastai_bs": mode["fastai_bs"], "alt": args.alt, "workers": args.workers, "threads": args.threads,
                     "weights": str(out / "efficientnet_lite0_timm.pth"), "result": str(out / "work" / name / f"{contender}.json")}

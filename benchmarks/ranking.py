@@ -35,7 +35,8 @@ MODELS = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 
 
 def subset_manifest(root: Path, max_train: int, seed: int, folder: Path) -> Path:
-    """A CSV manifest with at most `max_train` training images (stratified) and the set's own val/test."""
+    """A CSV manifest with at most `max_train` training images (a seeded random draw, as the tables were measured) and
+    the set's own val/test."""
     import csv
     import random
 
