@@ -194,6 +194,47 @@ def test_mean_pooling_ignores_padding(backbone):
     assert backbone.batch_order(texts) == [1, 2, 0]
 
 
+def test_sentence_embedding_is_read_from_modules_json(tmp_path, backbone):
+    from headstart.backbones.text import sentence_embedding
+
+    assert (backbone.pooling, backbone.normalize) == ("mean", True), "all-MiniLM-L6-v2: mean pooling, then Normalize"
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    assert sentence_embedding(tmp_path) == {"pooling": "cls", "normalize": False}
+    assert sentence_embedding(tmp_path / "elsewhere") == {"pooling": "mean", "normalize": False}  # no modules.json
+
+
+def test_embedding_modes_ignore_padding_and_change_the_cache_key(backbone):
+    texts = ["short", "a much longer sentence that pads the other one"]
+    batch = backbone.collate(list(backbone.dataset(texts, train=False)))
+    with torch.no_grad():
+        unit = backbone.forward_features(batch)
+        assert torch.allclose(unit.norm(dim=1), torch.ones(2), atol=1e-5)
+        key = backbone.cache_key()
+        try:
+            backbone.pooling, backbone.normalize = "max", False
+            pooled = backbone.forward_features(batch)
+            alone = backbone.forward_features(backbone.collate(list(backbone.dataset(texts[:1], train=False))))
+            assert (pooled[0] - alone[0]).abs().max() < 1e-5 and pooled.norm(dim=1).min() > 1.5
+            assert backbone.cache_key() != key
+        finally:
+            backbone.pooling, backbone.normalize = "mean", True
+
+
+def test_bundled_embedding_is_what_sentence_transformers_gives(backbone):
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers comes with the bench extra (setfit)")
+    from headstart.backbones.text import minilm_dir
+
+    texts = ["The cat sits on the mat.", "Stock markets fell sharply on Tuesday after the report."]
+    with torch.no_grad():
+        ours = backbone.forward_features(backbone.collate(list(backbone.dataset(texts, False)))).numpy()
+    theirs = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts)
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
 def test_bundled_embeddings_are_real(backbone):
     texts = ["The cat sits on the mat.", "A cat is sitting on a mat.", "Stock markets fell sharply on Tuesday."]
     with torch.no_grad():

@@ -93,7 +93,7 @@ def cmd_models(args) -> None:
 
     rows = models()
     extra = [("timm:NAME", "any timm architecture; pretrained weights from the hub when online, or --weights FILE"),
-             ("hf:NAME", "any Hugging Face text model (mean-pooled), from the hub when online"),
+             ("hf:NAME", "any Hugging Face text model (pooled as its sentence-transformers config says, else mean), from the hub when online"),
              ("hf-audio:NAME", "any Hugging Face audio model (e.g. an AST or wav2vec2 checkpoint), from the hub when online"),
              ("run:DIR", "the body of an earlier headstart run (any modality): develop a source model, then reuse it")]
     width = max(len(name) for name in [r["name"] for r in rows] + [name for name, _ in extra]) + 2
