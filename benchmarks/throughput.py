@@ -12,8 +12,9 @@ torch.compile to the training step there):
 - train step: forward + backward + AdamW step of body + linear head on in-memory batches (--batch items; text
   padded to a fixed --text-length tokens), channels_last as the backbone runs;
 - inference: body + head forward in eval mode on in-memory batches of 1 and of 64, eager PyTorch and ONNX Runtime
-  side by side (the graph `headstart export` writes: body + head + softmax, ONNX Runtime's CPU provider with as
-  many threads as torch; `--skip-onnx` leaves it out);
+  side by side (the graph `headstart export` writes: body + head + softmax; ONNX Runtime's CUDA provider where
+  onnxruntime-gpu and a GPU are there, else its CPU provider with as many threads as torch; the table names the
+  provider; `--skip-onnx` leaves it out);
 - decode once: the fine-tuning data pipeline alone (training loader with augmentation, the machine's default
   DataLoader workers, and 0 workers with the cache) for a few epochs over hymenoptera's train folder, with the
   per-run uint8 image cache and without it (HEADSTART_IMAGE_CACHE_GB=0 behaviour), side by side in one process.
@@ -109,8 +110,8 @@ def inference_rate(net: nn.Module, make_batch, n: int, device, seconds: float) -
     return timed(forward, n, seconds)
 
 
-def onnx_rates(backbone, make_batch, args) -> tuple[float, float]:
-    """Items/s of ONNX Runtime on headstart's export of body + linear head, batches of 1 and 64 (CPU provider)."""
+def onnx_rates(backbone, make_batch, args) -> tuple[float, float, str]:
+    """Items/s of ONNX Runtime on headstart's export of body + linear head, batches of 1 and 64, and the provider."""
     from headstart.deploy import OnnxRunner, export_onnx
     from headstart.heads import build_head
     from headstart.model import TransferModel
@@ -122,11 +123,12 @@ def onnx_rates(backbone, make_batch, args) -> tuple[float, float]:
     runner = OnnxRunner(folder)
     cpu = torch.device("cpu")
     one, many = to_device(make_batch(1), cpu), to_device(make_batch(64), cpu)
-    return timed(lambda: runner(one), 1, args.seconds / 2), timed(lambda: runner(many), 64, args.seconds)
+    rates = timed(lambda: runner(one), 1, args.seconds / 2), timed(lambda: runner(many), 64, args.seconds)
+    return (*rates, runner.provider.removesuffix("ExecutionProvider"))
 
 
-def onnx_columns(rates: tuple[float, float] | None) -> str:
-    return f"{rates[0]:.1f} | {rates[1]:.1f}" if rates else "– | –"
+def onnx_columns(rates: tuple[float, float, str] | None) -> str:
+    return f"{rates[0]:.1f} ({rates[2]}) | {rates[1]:.1f} ({rates[2]})" if rates else "– | –"
 
 
 class Body(nn.Module):

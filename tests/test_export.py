@@ -59,6 +59,20 @@ def test_onnx_runtime_predicts_what_pytorch_predicts_on_images(exported_image_ru
         run.predict(images[:2], top_k=2)[0]["predictions"][0]["label"]
 
 
+def test_onnx_runtime_takes_cuda_only_where_it_is_offered_and_a_gpu_is_there(exported_image_run):
+    offered = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_export.onnx_providers(offered, gpu=True) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_export.onnx_providers(offered, gpu=False) == ["CPUExecutionProvider"]
+    assert onnx_export.onnx_providers(["CPUExecutionProvider"], gpu=True) == ["CPUExecutionProvider"]
+    run, _, _ = exported_image_run
+    runner = onnx_export.OnnxRunner(run.path / "export")
+    import onnxruntime as ort
+    import torch
+
+    expected = "CUDAExecutionProvider" if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
+    assert runner.provider == expected
+
+
 def test_an_export_is_not_replaced_without_force_and_a_bad_one_is_not_kept(exported_image_run, monkeypatch, tmp_path):
     run, _, _ = exported_image_run
     before = (run.path / "export" / "model.onnx").stat().st_mtime_ns

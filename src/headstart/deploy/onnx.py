@@ -66,6 +66,12 @@ def _dynamic_axes(tensors: list[torch.Tensor]) -> tuple:
     return (tuple({0: batch, 1: tokens} if _is_sequence(t) else {0: batch} for t in tensors),)
 
 
+def onnx_providers(available: list[str], gpu: bool) -> list[str]:
+    """ONNX Runtime's execution providers, best first: CUDA where the onnxruntime-gpu build offers it and a GPU is
+    present (TensorRT is left out: it compiles engines for minutes on first use), the CPU always as the fallback."""
+    return (["CUDAExecutionProvider"] if gpu and "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
 class OnnxRunner:
     """Runs an exported graph on collated batches (torch in, torch out), as `map_batches` calls a model."""
 
@@ -78,7 +84,9 @@ class OnnxRunner:
         self.spec = json.loads(spec_path.read_text())
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        self.session = ort.InferenceSession(str(folder / self.spec["file"]), options, providers=["CPUExecutionProvider"])
+        providers = onnx_providers(ort.get_available_providers(), torch.cuda.is_available())
+        self.session = ort.InferenceSession(str(folder / self.spec["file"]), options, providers=providers)
+        self.provider = self.session.get_providers()[0]  # what ONNX Runtime actually took
         self.names = [i["name"] for i in self.spec["inputs"]]
 
     def __call__(self, batch) -> torch.Tensor:
