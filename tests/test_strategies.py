@@ -80,7 +80,7 @@ def test_strategies_registered_and_listed_in_help(capsys):
         main(["fit", "--help"])
     text = capsys.readouterr().out
     for name in ("ulmfit", "lp-ft", "bitfit", "l2-sp", "lora", "setfit", "auto", "--ulmfit-factor", "--l2sp-alpha",
-                 "--lora-rank", "--pair-rounds"):
+                 "--lora-rank", "--pair-rounds", "--pair-batch-size"):
         assert name in text, name
 
 
@@ -381,13 +381,14 @@ def test_setfit_refuses_what_it_cannot_pair(tiny_images, tmp_path):
 
 def test_cli_setfit_with_pair_rounds(tiny_images, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["fit", str(tiny_images), "--strategy", "setfit", "--pair-rounds", "2", "--out", str(out), "--image-size",
-                 "64", "--batch-size", "8", "--num-workers", "0", "--no-progress"]) == 0
+    assert main(["fit", str(tiny_images), "--strategy", "setfit", "--pair-rounds", "2", "--pair-batch-size", "4", "--out",
+                 str(out), "--image-size", "64", "--batch-size", "8", "--num-workers", "0", "--no-progress"]) == 0
     assert "pairs     " in capsys.readouterr().out
     note = json.loads((out / "metrics.json").read_text())["stages"]["pairs"]
     sizes = json.loads((out / "data.json").read_text())["sizes"]
     rows = sizes["train"] + sizes["val"]  # few labels and a test split: one fit, on train + val
     assert note["rounds_per_example"] == 2 and note["pairs"] == 2 * 2 * rows, "2 same- and 2 other-class partners each"
+    assert note["pairs_per_step"] == 4 and note["steps"] == -(-note["pairs"] // 4), "the pair stage steps every 4 pairs"
     assert yaml.safe_load((out / "config.yaml").read_text())["pair_rounds"] == 2
 
 
