@@ -364,6 +364,7 @@ def test_setfit_fit_saves_loads_and_predicts_identically(tiny_images, tmp_path):
     # it, the fit trains once, on train + val (no train-only pass first)
     assert [r["stage"] for r in run.history] == ["pairs", "head"] and run.metrics["refit"]["fitted_once"]
     assert "train_pair_loss" in run.history[0] and run.metrics["stages"]["pairs"]["pairs"] == 2 * 2 * run.metrics["refit"]["rows"]
+    assert run.metrics["stages"]["pairs"]["pairs_per_step"] == 32, "a CNN's pair steps: the generic default, not --batch-size 8"
     sizes = json.loads((run.path / "data.json").read_text())["sizes"]
     assert run.metrics["stages"]["augment"]["images"] == sizes["val"], "the augmentation check ran before val joined training"
     paths = sorted(str(p) for p in tiny_images.rglob("*.png"))[:8]

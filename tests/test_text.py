@@ -271,10 +271,17 @@ def test_two_stage_text_run(text_run):
     assert set(metrics["stages"]) >= {"features", "head", "finetune"} and metrics["accuracy"] >= 0.8
     resolved = yaml.safe_load((text_run.path / "config.yaml").read_text())
     assert (resolved["lr"], resolved["lr_mult"], resolved["label_smoothing"]) == (5e-5, 2.0, 0.0), "text fine-tuning defaults"
+    assert (resolved["pair_batch_size"], resolved["batch_size"]) == (16, 8), "SetFit's pair steps for a transformer, whatever --batch-size"
+    assert spec_embedding(text_run) == {"pooling": "mean", "normalize": True}
     spec = json.loads((text_run.path / "model" / "model.json").read_text())
     assert spec["modality"] == "text" and spec["backbone"]["adapter"] == "transformers" and spec["preprocess"]["max_length"] == 16
     rows = text_run.predict(["a great film"])
     assert rows[0]["input"] == "a great film" and rows[0]["predictions"][0]["label"] in ("negative", "positive")
+
+
+def spec_embedding(run) -> dict:
+    backbone = json.loads((run.path / "model" / "model.json").read_text())["backbone"]
+    return {"pooling": backbone["pooling"], "normalize": backbone["normalize"]}
 
 
 def test_reloaded_text_run_predicts_the_same(text_run):

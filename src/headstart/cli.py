@@ -72,8 +72,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
                         "the saved model learns from train + val: with a test split in one fit, else refit after a validated "
                         "train-only fit; auto = when the smallest class has fewer than 20 training examples (default); always; never")
     g.add_argument("--pair-rounds", type=int, default=d.pair_rounds, help="setfit: same-class and other-class partners drawn per training example (default %(default)s)")
-    g.add_argument("--pair-batch-size", type=int, default=d.pair_batch_size,
-                   help="setfit: pairs per optimizer step (default %(default)s, SetFit's; --batch-size sets the other stages')")
+    g.add_argument("--pair-batch-size", type=int, default=None,
+                   help="setfit: pairs per optimizer step (default: the body's; text 16, SetFit's; else 32)")
     g.add_argument("--lora-rank", type=int, default=d.lora_rank, help="lora: adapter rank (default %(default)s)")
     g.add_argument("--lora-alpha", type=float, default=d.lora_alpha, help="lora: adapter scaling alpha (default %(default)s)")
     g.add_argument("--lora-targets", default=None, help="lora: module-name suffixes to adapt, comma-separated "

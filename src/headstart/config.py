@@ -29,6 +29,7 @@ TRAINING_DEFAULTS = {
     "warmup": 0.1,
     "patience": 3,
     "label_smoothing": 0.1,
+    "pair_batch_size": 32,  # setfit's pair steps; a sentence transformer's default is SetFit's 16 (backbones/text.py)
 }
 
 
@@ -78,7 +79,7 @@ class FitConfig:
     ulmfit_factor: float = 2.6  # ulmfit: each lower layer group's rate is the one above divided by this
     l2sp_alpha: float = 0.01  # l2-sp: strength of alpha/2 * ||w - w0||^2 towards the pre-trained body
     pair_rounds: int = 10  # setfit: positive and negative partners drawn per training example
-    pair_batch_size: int = 16  # setfit: pairs per optimizer step (SetFit's default; --batch-size is the other stages')
+    pair_batch_size: int | None = None  # setfit: pairs per optimizer step (None: the backbone's default, else 32)
     refit: str = "auto"  # the saved model learns from train + val (once with a test split): auto (few labels), always, never (fitting.py)
     lora_rank: int = 8  # lora: rank r of the adapters
     lora_alpha: float = 16.0  # lora: scaling alpha (adapter output times alpha / r)

@@ -126,7 +126,9 @@ class TransformerBackbone(Backbone):
     modality = "text"
     # Transformer fine-tuning as in BERT's recipe: a low peak rate (the image default 1e-3 wrecks a pre-trained
     # transformer), mild layer-wise decay (lr_mult 2 over 7 groups, about 0.9 per block), few epochs, no smoothing.
-    default_hparams = {"lr": 5e-5, "lr_mult": 2.0, "epochs": 3, "label_smoothing": 0.0}
+    # setfit's pair steps: SetFit's 16 pairs (on 3 draws of 8 texts per class, with unit-length embeddings: ag_news
+    # 0.820 against 0.797 at 32, sst2 0.637 against 0.630; a CNN gained nothing from it and took 1.3x longer).
+    default_hparams = {"lr": 5e-5, "lr_mult": 2.0, "epochs": 3, "label_smoothing": 0.0, "pair_batch_size": 16}
     cpu_bf16 = True
 
     def __init__(self, name: str, model: nn.Module, tokenizer, weights_id: str, max_model_length: int,

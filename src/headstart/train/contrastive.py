@@ -9,9 +9,8 @@ numbers: all-MiniLM-L6-v2 at 8 examples per class, 71.6 on SentEval-CR and 83.1 
 
 Pairs are drawn per example (SetFit 0.x's `num_iterations`): each training example gets
 `--pair-rounds` positive partners from its class and as many negative partners from the others, a fresh
-draw seeded by --seed. The body trains one pass over them, `--pair-batch-size` pairs a step (16, SetFit's
-default: on 3 draws of 8 examples per class it beat 32 on all five quick anchor sets, e.g. ag_news 0.820 against
-0.797, tf_flowers 0.523 against 0.507; benchmarks/README.md), at one rate, `lr x SETFIT_LR_SCALE`
+draw seeded by --seed. The body trains one pass over them, `--pair-batch-size` pairs a step (the body's default:
+SetFit's 16 for a transformer, 32 otherwise), at one rate, `lr x SETFIT_LR_SCALE`
 (2e-5 for a transformer's 5e-5, SetFit's `body_learning_rate`), warm-up then cosine, honouring
 --freeze-until. There is no validation split in this stage (SetFit has none); the head stage after it
 reports validation.
