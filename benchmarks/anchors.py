@@ -29,8 +29,8 @@ test/ where the set has one, else val/; text: test.csv, else validation.csv). he
 set (early stopping) off the training rows, as `headstart fit` does; the others use none. Seed k draws its own
 training subsample (seed k) and trains with seed k, the same draw for every contender; the scored rows are one
 draw (seed 0) for all. So mean ± std is over draws and training, as SetFit reports over 10 random train splits:
-with 8 rows per class the draw moves a score more than the training seed does. The parent imports every contender's libraries once; each contender
-then runs all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the
+with 8 rows per class the draw moves a score more than the training seed does. The parent imports every
+contender's libraries once; each contender then runs all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the
 contender touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
 """
 from __future__ import annotations
@@ -106,7 +106,8 @@ def prepare_text(name: str, dest: Path, mode: dict, max_train: int, draw: int) -
     labels = {y for _, y in train}
     test = [r for r in test if r[1] in labels]
     test = stratified(test, [y for _, y in test], per_class=mode["txt_test"], seed=0)
-    if mode.get("txt_words"):  # quick: short texts for everyone, as its images are small (an ag_news article runs to 160 words, and a batch pads to its longest)
+    if mode.get("txt_words"):  # quick: short texts for everyone, as its images are small (an ag_news article
+        # runs to 160 words, and a batch pads to its longest)
         train, test = ([(" ".join(x.split()[:mode["txt_words"]]), y) for x, y in rows] for rows in (train, test))
     dest.mkdir(parents=True, exist_ok=True)
     write_rows(dest / "train.csv", train)

@@ -37,7 +37,8 @@ from headstart.errors import UserError
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MAX_TOKENS = 512  # the longest input any text backbone is given
-POOLINGS = ("mean", "cls", "max")  # how token states become one embedding (sentence-transformers' Pooling modes)
+# how token states become one embedding, by the sentence-transformers Pooling config key that selects each
+POOLINGS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
 LENGTH_PERCENTILE = 95  # max_length covers this share of the training texts
 LENGTH_SAMPLE = 20000  # texts tokenized to choose max_length
 
@@ -280,14 +281,12 @@ def sentence_embedding(folder_or_name) -> dict:
     if modules is None:
         return {"pooling": "mean", "normalize": False}
     listed = json.loads(modules.read_text())
-    types = [m.get("type", "") for m in listed]
     pooling = "mean"
-    for m in listed:
-        config = _model_file(folder_or_name, f"{m.get('path', '')}/config.json") if m.get("type", "").endswith("Pooling") else None
-        if config is not None:
-            modes = json.loads(config.read_text())
-            pooling = next((p for p in POOLINGS if modes.get(f"pooling_mode_{p}_token" if p == "cls" else f"pooling_mode_{p}_tokens")), "mean")
-    return {"pooling": pooling, "normalize": any(t.endswith("Normalize") for t in types)}
+    for module in (m for m in listed if m.get("type", "").endswith("Pooling")):
+        config = _model_file(folder_or_name, f"{module.get('path', '')}/config.json")
+        modes = json.loads(config.read_text()) if config else {}
+        pooling = next((name for name, key in POOLINGS.items() if modes.get(key)), "mean")
+    return {"pooling": pooling, "normalize": any(m.get("type", "").endswith("Normalize") for m in listed)}
 
 
 def _model_file(folder_or_name, filename: str) -> Path | None:
