@@ -13,7 +13,7 @@ timm's key names and given to timm as `pretrained_cfg_overlay=dict(file=...)`):
                batch 4, RandomResizedCrop + flip; E epochs; the last epoch's weights (no selection on the scored set)
   probe        frozen body, pooled features, scikit-learn LogisticRegression (defaults, max_iter 1000)
   hs-default   hs.fit(data, epochs=E): no strategy flag (auto: headstart picks; the pick is shown)
-  hs-alt       hs.fit(data, strategy=--alt, epochs=E) (default two-stage, the default before auto)
+  hs-alt       hs.fit(data, strategy=--alt, epochs=E) (default two-stage, the default before auto); full mode only
 Text (backbone minilm-l6, the bundled sentence-transformers all-MiniLM-L6-v2 folder for every contender):
   hf-trainer   AutoModelForSequenceClassification + Trainer, HF defaults: 3 epochs, lr 5e-5, per-device batch 8
   setfit-8     SetFit defaults on 8 examples per class (setfit.sample_dataset, a new draw per seed)
@@ -29,14 +29,17 @@ test/ where the set has one, else val/; text: test.csv, else validation.csv). he
 set (early stopping) off the training rows, as `headstart fit` does; the others use none. Seed k draws its own
 training subsample (seed k) and trains with seed k, the same draw for every contender; the scored rows are one
 draw (seed 0) for all. So mean ± std is over draws and training, as SetFit reports over 10 random train splits:
-with 8 rows per class the draw moves a score more than the training seed does. The parent imports every
-contender's libraries once; each contender then runs all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the
-contender touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
+with 8 rows per class the draw moves a score more than the training seed does. Because every contender sees draw
+k, the table also gives hs-default's accuracy minus each contender's on the same draw (mean ± std over draws): the
+comparison without the draw's luck. The parent imports every contender's libraries once; each contender then runs
+all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the contender
+touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -58,12 +61,17 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # Sizes: quick (tiny, CPU) and full (a GPU machine).
 MODES = {
-    # quick: 8 examples per class for images and text alike (the few-label regime). SetFit on all rows is then
+    # quick: 8 examples per class of at most 4 classes (the first in sorted order) for images and text alike: the
+    # few-label regime, at a size whose 3 seeds of every contender fit in 10 minutes. SetFit on all rows is then
     # SetFit on 8 per class, the setfit-8 row, so setfit-full is left to full mode; so is text's hs-alt, which
-    # the text comparison does not ask for. Their minutes go to the three seeds of everything else.
-    "quick": {"image_size": 64, "epochs": 2, "img_train": 8, "img_test": 20, "txt_classes": 4, "txt_train": 8,
-              "txt_test": 50, "txt_words": 32, "setfit_max_steps": 24, "fastai_bs": 8, "skip": {"text": ["setfit-full", "hs-alt"]}},
-    "full": {"image_size": 224, "epochs": 10, "img_train": 0, "img_test": 0, "txt_classes": 0, "txt_train": 0,
+    # the text comparison does not ask for, and so is images' hs-alt (two-stage): at 8 per class auto picks
+    # setfit on every image set, so hs-default is already headstart's best strategy there: in the quick runs of
+    # benchmarks/README.md two-stage was never above it (once level, on hymenoptera). Their minutes go to the
+    # three seeds of everything else; `--contenders` still runs them.
+    "quick": {"image_size": 64, "epochs": 2, "img_classes": 4, "img_train": 8, "img_test": 20, "txt_classes": 4, "txt_train": 8,
+              "txt_test": 50, "txt_words": 32, "setfit_max_steps": 24, "fastai_bs": 8,
+              "skip": {"text": ["setfit-full", "hs-alt"], "image": ["hs-alt"]}},
+    "full": {"image_size": 224, "epochs": 10, "img_classes": 0, "img_train": 0, "img_test": 0, "txt_classes": 0, "txt_train": 0,
              "txt_test": 0, "setfit_max_steps": -1, "txt_max_train": 2000, "fastai_bs": 64},
 }
 
@@ -85,9 +93,10 @@ def prepare_images(name: str, dest: Path, mode: dict, draw: int) -> dict:
     for split, src, k, seed in (("train", root / "train", mode["img_train"], draw),
                                 ("test", root / held_out, mode["img_test"], 0)):
         files = _image_files(src)
-        for path, label in stratified(files, [y for _, y in files], per_class=k, seed=seed):
+        for path, label in stratified(files, [y for _, y in files], per_class=k, max_classes=mode["img_classes"], seed=seed):
             (dest / split / label).mkdir(parents=True, exist_ok=True)
             os.symlink(path, dest / split / label / path.name)
+            path.read_bytes()  # into the page cache: otherwise the first contender alone pays the disk reads
     n = {s: sum(1 for _ in (dest / s).rglob("*.*")) for s in ("train", "test")}
     return {"train": n["train"], "scored_on": f"{held_out}/ ({n['test']})", "classes": len(os.listdir(dest / "train"))}
 
@@ -303,6 +312,7 @@ def run_setfit(spec: dict, seed: int, few: int | None) -> dict:
     import numpy as np
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments, sample_dataset
+    from setfit.sampler import ContrastiveDataset
 
     from headstart.backbones.text import minilm_dir
 
@@ -311,15 +321,20 @@ def run_setfit(spec: dict, seed: int, few: int | None) -> dict:
     if few:
         train = sample_dataset(train, label_column="label", num_samples=few, seed=seed)
     options = {"seed": seed, "output_dir": str(Path(spec["work"]) / f"setfit-{seed}")}  # not ./checkpoints
-    if spec["setfit_max_steps"] > 0:
-        options["max_steps"] = spec["setfit_max_steps"]
     if not few:
         options["num_iterations"] = 20
+    # SetFit's own budget: one epoch over the pairs its sampler draws. The quick cap only shortens it: HF's
+    # max_steps replaces the epoch count, so a cap above one epoch would train several (sst2: 9 steps -> 24)
+    steps = math.ceil(len(ContrastiveDataset(train["text"], train["label"], multilabel=False,
+                                             num_iterations=options.get("num_iterations")))
+                      / TrainingArguments(**options).embedding_batch_size)
+    if 0 < spec["setfit_max_steps"] < steps:
+        steps = options["max_steps"] = spec["setfit_max_steps"]
     model = SetFitModel.from_pretrained(str(minilm_dir()), labels=sorted(set(ytr)))
     trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=train)
     trainer.train()
     pred = model.predict(xte, as_numpy=True)
-    return {"accuracy": float((np.asarray(pred) == np.asarray(yte)).mean()), "note": f"{len(train)} rows"}
+    return {"accuracy": float((np.asarray(pred) == np.asarray(yte)).mean()), "note": f"{len(train)} rows, {steps} steps"}
 
 
 def run_text_probe(spec: dict, seed: int) -> dict:
@@ -406,7 +421,7 @@ def _child(spec: dict) -> None:
 
 def budget(modality: str, name: str, spec: dict, quick: bool) -> str:
     e = spec["epochs"]
-    steps = f", max_steps {spec['setfit_max_steps']} (quick)" if spec["setfit_max_steps"] > 0 else ""
+    steps = f", at most {spec['setfit_max_steps']} steps (quick)" if spec["setfit_max_steps"] > 0 else ""
     return {
         ("image", "fastai"): f"fine_tune({e}): 1 frozen + {e} epochs, bs {spec['fastai_bs']}",
         ("image", "timm-loop"): f"{e} epochs, bs 4, SGD+StepLR",
@@ -497,7 +512,7 @@ def main() -> None:
             walls = [s["wall_s"] for s in result["seeds"]]
             notes = sorted({s.get("note", "") for s in result["seeds"]} - {""})
             row = {"set": name, "contender": contender, "budget": budget(modality, contender, spec, args.quick),
-                   "acc": mean_std(accs), "wall": mean_std(walls)[0], "rss": result["peak_rss_mb"],
+                   "acc": mean_std(accs), "accs": accs, "wall": mean_std(walls)[0], "rss": result["peak_rss_mb"],
                    "notes": notes, **info}
             rows.append(row)
             print(f"  {name} / {contender}: acc {row['acc'][0]:.4f} ± {row['acc'][1]:.4f}  wall {row['wall']:.1f}s/fit  "
@@ -508,13 +523,17 @@ def main() -> None:
     table = []
     for r in rows:
         if r.get("failed"):
-            table.append([r["set"], r["contender"], r["budget"], "failed", "", "", ""])
+            table.append([r["set"], r["contender"], r["budget"], "failed", "", "", "", ""])
             continue
         base = next((b for b in rows if b["set"] == r["set"] and b["contender"] == "hs-default" and not b.get("failed")), None)
         ratio = f"{base['wall'] / r['wall']:.2f}" if base and r["wall"] > 0 else ""
+        # paired over draws: every contender trained on the same draw k, so the per-draw difference removes
+        # the draw's own luck, which is most of each row's ±
+        paired = (mean_std([a - b for a, b in zip(base["accs"], r["accs"])])
+                  if base and base is not r and len(base["accs"]) == len(r["accs"]) else None)
         contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-default" else "")
-        table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}", f"{r['wall']:.1f}",
-                      f"{r['rss']:.0f}", ratio])
+        table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}",
+                      f"{paired[0]:+.3f} ± {paired[1]:.3f}" if paired else "", f"{r['wall']:.1f}", f"{r['rss']:.0f}", ratio])
     threads = f", {args.threads} thread(s) per contender" if args.threads else ""
     print(f"\n{machine_line()}{threads}\n`{command}`: {args.seeds} seeds, total {total:.0f} s (imports {import_s:.0f} s "
           f"once, {shared_mb:.0f} MB resident in the parent; a fork's peak RSS counts the pages of it that it touches)\n")
@@ -524,8 +543,8 @@ def main() -> None:
     for name, r in sets.items():
         print(f"- {name}: {r['classes']} classes, {r['train']} training rows, scored on {r['scored_on']}")
     print()
-    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "wall s / fit", "peak RSS MB",
-                          "hs-default wall / this wall"], table))
+    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "hs-default minus this, per draw",
+                          "wall s / fit", "peak RSS MB", "hs-default wall / this wall"], table))
 
 
 if __name__ == "__main__":

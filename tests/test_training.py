@@ -187,6 +187,27 @@ def test_release_memory_frees_what_a_reference_cycle_holds():
     assert alive() is None
 
 
+def test_adamw_is_fused_on_a_cpu_and_steps_as_the_per_tensor_loop_does():
+    from headstart.train.module import adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    steps = {}
+    for fused in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        optimizer = adamw([{"params": params, "lr": 0.1}], 0.01) if fused else torch.optim.AdamW(
+            [{"params": params, "lr": 0.1}], weight_decay=0.01)
+        assert bool(optimizer.defaults["fused"]) == fused
+        for _ in range(3):
+            for p in params:
+                p.grad = p.detach() ** 2
+            optimizer.step()
+        steps[fused] = params
+    for a, b in zip(steps[True], steps[False]):
+        assert torch.allclose(a, b, atol=1e-6), "the fused kernel is the same AdamW"
+    assert not torch.allclose(steps[True][0], start[0]), "it stepped"
+
+
 def test_auto_precision_is_bf16_on_a_cpu_only_where_the_body_and_the_cpu_gain(monkeypatch):
     from headstart.train import engine
 

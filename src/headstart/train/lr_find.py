@@ -18,6 +18,7 @@ import torch
 
 from headstart.model import TransferModel
 from headstart.train.batches import labeled_loader, to_device
+from headstart.train.module import adamw
 
 
 def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100, beta: float = 0.9,
@@ -35,7 +36,7 @@ def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 1
     ratios = [g["lr"] / top_lr for g in groups]  # relative to --lr: a stage's lr_scale (LP-FT) stays in the ratio
     trainable = sum(p.numel() for g in groups for p in g["params"])
     saved = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    optimizer = adamw(groups, cfg.weight_decay)
     targets = ctx.task.targets(y for _, y in ctx.data.train)
     loader = labeled_loader(ctx.backbone, [x for x, _ in ctx.data.train], targets, True, cfg.batch_size, num_workers=ctx.num_workers)
     lrs, losses, smoothed, best = [], [], 0.0, math.inf
