@@ -323,18 +323,19 @@ def run_setfit(spec: dict, seed: int, few: int | None) -> dict:
     options = {"seed": seed, "output_dir": str(Path(spec["work"]) / f"setfit-{seed}")}  # not ./checkpoints
     if not few:
         options["num_iterations"] = 20
-    # SetFit's own budget: one epoch over the pairs its sampler draws. The quick cap only shortens it: HF's
-    # max_steps replaces the epoch count, so a cap above one epoch would train several (sst2: 9 steps -> 24)
-    steps = math.ceil(len(ContrastiveDataset(train["text"], train["label"], multilabel=False,
-                                             num_iterations=options.get("num_iterations")))
-                      / TrainingArguments(**options).embedding_batch_size)
-    if 0 < spec["setfit_max_steps"] < steps:
-        steps = options["max_steps"] = spec["setfit_max_steps"]
+    args, note = TrainingArguments(**options), f"{len(train)} rows"
+    if spec["setfit_max_steps"] > 0:
+        # SetFit's own budget is one epoch over the pairs its sampler draws; the quick cap only shortens it. HF's
+        # max_steps replaces the epoch count, so a cap above one epoch would train several (sst2: 9 steps -> 24).
+        # Counted only under a cap: the sampler builds every pair, which full mode's rows should not pay twice.
+        pairs = ContrastiveDataset(train["text"], train["label"], multilabel=False, num_iterations=options.get("num_iterations"))
+        steps = min(spec["setfit_max_steps"], math.ceil(len(pairs) / args.embedding_batch_size))
+        args.max_steps, note = steps, f"{note}, {steps} steps"
     model = SetFitModel.from_pretrained(str(minilm_dir()), labels=sorted(set(ytr)))
-    trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=train)
+    trainer = Trainer(model=model, args=args, train_dataset=train)
     trainer.train()
     pred = model.predict(xte, as_numpy=True)
-    return {"accuracy": float((np.asarray(pred) == np.asarray(yte)).mean()), "note": f"{len(train)} rows, {steps} steps"}
+    return {"accuracy": float((np.asarray(pred) == np.asarray(yte)).mean()), "note": note}
 
 
 def run_text_probe(spec: dict, seed: int) -> dict:
