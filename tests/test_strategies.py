@@ -447,3 +447,39 @@ def test_cli_refit_flag_reaches_the_fit(tiny_images, tmp_path, capsys):
     assert "refit" not in json.loads((out / "metrics.json").read_text())
     with pytest.raises(SystemExit):
         main(["fit", str(tiny_images), "--refit", "sometimes"])
+
+
+def test_pair_loss_gradient_is_the_same_on_every_run():
+    """The same seed must train the same body: the pair loss's backward may not accumulate in thread order (the
+    backward of emb[first] adds with parallel atomics on a CPU once a batch passes 32k values)."""
+    from headstart.train.contrastive import PairTask
+
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(16, 2048)  # 32 pairs x 2048 features: past the CPU kernel's parallel threshold
+
+        def forward_features(self, x):
+            return self.proj(x)
+
+    torch.manual_seed(0)
+    body = Body()
+    task = PairTask(body, [{"params": list(body.parameters()), "lr": 1e-3}], 0.0, 0.0, [])
+    # 32 pairs over 20 examples, as a few-label batch repeats them: a row gathers several partners' gradients
+    # (two adds commute; three in another order round differently)
+    first, second, same = torch.randint(20, (32,)), torch.randint(20, (32,)), torch.rand(32) > 0.5
+    pairs = [(int(i), int(j), float(s)) for i, j, s in zip(first, second, same)]
+    batch = PairBatches(torch.randn(20, 16), torch.stack)(pairs)
+
+    def gradient():
+        body.zero_grad()
+        task.training_step(batch, 0).backward()
+        return body.proj.weight.grad.clone()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))  # the nondeterminism needs more than one thread
+    try:
+        first = gradient()
+        assert all(torch.equal(gradient(), first) for _ in range(20))
+    finally:
+        torch.set_num_threads(threads)
