@@ -449,6 +449,7 @@ def test_cli_refit_flag_reaches_the_fit(tiny_images, tmp_path, capsys):
         main(["fit", str(tiny_images), "--refit", "sometimes"])
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # the step runs outside a Trainer
 def test_pair_loss_gradient_is_the_same_on_every_run():
     """The same seed must train the same body: the pair loss's backward may not accumulate in thread order (the
     backward of emb[first] adds with parallel atomics on a CPU once a batch passes 32k values)."""

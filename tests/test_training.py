@@ -221,3 +221,32 @@ def test_auto_precision_is_bf16_on_a_cpu_only_where_the_body_and_the_cpu_gain(mo
     assert engine.resolve_precision(FitConfig(data="x", accelerator="cpu", precision="32-true"), transformer) == "32-true"
     cfg.resolved = {"precision": "bf16-mixed"}
     assert engine.make_trainer(cfg, 1, []).precision == "bf16-mixed", "the trainer uses what the fit resolved"
+
+
+def test_a_fit_collects_only_what_it_made_and_leaves_gc_as_it_found_it(monkeypatch):
+    import gc
+    import weakref
+
+    import headstart.fitting as fitting
+    from headstart.train.engine import collecting_only_new_objects
+
+    class Node:
+        pass
+
+    with collecting_only_new_objects():
+        assert gc.get_freeze_count() > 0
+        new = Node()
+        new.self = new
+        gone = weakref.ref(new)
+        del new
+        gc.collect()
+        assert gone() is None, "a cycle the fit made is still collected"
+        with collecting_only_new_objects():  # nested (tune's trials): the outer freeze stays
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+    seen = []
+    monkeypatch.setattr(fitting, "_fit", lambda *args: seen.append(gc.get_freeze_count()))
+    fitting.fit_config(FitConfig(data="x"))
+    assert seen and seen[0] > 0 and gc.get_freeze_count() == 0

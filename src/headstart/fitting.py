@@ -28,7 +28,7 @@ from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, wr
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
-from headstart.train.engine import release_memory, resolve_precision
+from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.stage import note_score
 from headstart.train.stages import HeadOnFeatures, cached_features
@@ -44,6 +44,11 @@ def fit(data: str | Path, model: str = "auto", strategy: str = "auto", **options
 def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run | None:
     """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (`compare`: subsets, scratch);
     `callbacks` join every training stage's Lightning callbacks (`tune`: pruning)."""
+    with collecting_only_new_objects():
+        return _fit(cfg, data, backbone, callbacks)
+
+
+def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
     started = time.perf_counter()
     backbone_given = backbone is not None  # a given body (compare's scratch arm) cannot be rebuilt for a refit
     recipe = STRATEGIES.get(cfg.strategy)
@@ -210,8 +215,7 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
 
 def _release_after(stage) -> None:
     """Collect after a stage that trained the body: its activations and optimizer state are what a Lightning fit's
-    reference cycles hold. A head on cached features holds little, and a full collection costs ~0.4 s (the
-    ~570k objects torch, transformers and timm bring), so it waits for the end of the fit."""
+    reference cycles hold. A head on cached features holds little, so it waits for the end of the fit."""
     if not isinstance(stage, HeadOnFeatures):
         release_memory()
 

@@ -1,6 +1,7 @@
 """Lightning's Trainer, configured from the run's config: devices, precision, multi-node, callbacks."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -69,6 +70,22 @@ def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list) -> L.Trainer:
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
+
+
+@contextlib.contextmanager
+def collecting_only_new_objects():
+    """For a fit's length, the objects that existed before it sit in gc's permanent generation, so release_memory's
+    collections scan only what the fit made: the ~575k objects torch, transformers, timm and Lightning import cost
+    ~0.4 s per full collection on 2 CPU cores, and an image fit collects twice (~8% of a 10-s setfit fit).
+    Left as is when something froze first (a server's pre-fork freeze, an outer fit)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def release_memory() -> None:
