@@ -480,7 +480,7 @@ def test_pair_loss_gradient_is_the_same_on_every_run():
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))  # the nondeterminism needs more than one thread
     try:
-        first = gradient()
-        assert all(torch.equal(gradient(), first) for _ in range(20))
+        reference = gradient()
+        assert all(torch.equal(gradient(), reference) for _ in range(20))
     finally:
         torch.set_num_threads(threads)
