@@ -146,7 +146,7 @@ def test_epochs_compete_on_loss_and_the_best_one_with_the_start_on_score():
     _validated(kept, 0, 0.20, 0.95, 1.0)  # a lower loss but fewer right: the head stays
     net = torch.nn.Linear(1, 1, bias=False)
     kept.on_fit_end(None, SimpleNamespace(net=net))
-    assert kept.best_epoch == -1 and float(net.weight) == 7.0
+    assert kept.best_epoch == -1 and float(net.weight.detach()) == 7.0
 
     by_loss = BestWeights(None)  # regression: the loss alone
     by_loss.seed(0.45, torch.nn.Linear(1, 1, bias=False))
