@@ -88,3 +88,18 @@ def test_mcnemar_z_counts_only_the_items_that_changed():
     assert _mcnemar_z(before, before) == 0.0
     assert _mcnemar_z(before, np.array([False] * 8 + [False] * 2)) == pytest.approx(8 / np.sqrt(8))
     assert _mcnemar_z(before, ~before) == pytest.approx((8 - 2) / np.sqrt(10))
+
+
+def test_too_few_validation_images_to_show_a_loss_keep_the_standard_without_the_passes(tmp_path, monkeypatch):
+    """McNemar's z is at most sqrt(images lost), so under MIN_Z ** 2 validation images no view can be dropped:
+    even mirrors that swap the class are kept, and the check spends nothing finding that out."""
+    import headstart.train.augment_check as check
+
+    ctx = build_context(FitConfig(str(make_sided(tmp_path / "sided")), model="efficientnet_lite0", **FAST))
+    HeadOnFeatures().run(ctx)
+    ctx.data = dataclasses.replace(ctx.data, val=ctx.data.val[:3])
+    monkeypatch.setattr(check, "_correct", lambda *a: pytest.fail("no forward passes are needed"))
+    choose_augmentation(ctx)
+    assert ctx.backbone.augmentation.flip is True
+    assert "3 validation images cannot show" in ctx.stage_notes["augment"]["summary"]
+    assert _mcnemar_z(np.ones(3, bool), np.zeros(3, bool)) < check.MIN_Z  # the bound the skip relies on

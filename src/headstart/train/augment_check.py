@@ -52,6 +52,9 @@ def _check(ctx: FitContext) -> dict:
     standard = {"flip": flip, "min_scale": scale}
     if ctx.task.name != "classification" or not ctx.data.val:
         return {**standard, "why": "standard: checked only for classification with a validation split"}
+    if len(ctx.data.val) < MIN_Z ** 2:  # z <= sqrt(images lost): no view could be dropped, so spare the passes
+        return {**standard, "why": f"standard: {len(ctx.data.val)} validation images cannot show a view losing "
+                                   f"the class (it takes {math.ceil(MIN_Z ** 2)})"}
     rng = np.random.default_rng(cfg.seed)
     val = [ctx.data.val[i] for i in sorted(rng.permutation(len(ctx.data.val))[:MAX_IMAGES])]
     head, judge = _judge(ctx, rng)
