@@ -7,7 +7,8 @@ from photographs, a mirror is another symbol and a small crop hides it: on the d
 84 % on mirrors and 60 % on 0.35 crops, and fine-tuning on such views trained towards the wrong classes
 (benchmarks/README.md, "Augmentation check"). So `--flip auto` / `--crop-scale auto` measure it: one forward pass per view over at most MAX_IMAGES
 validation images, and a view is dropped only when the head clearly loses it (a paired test on those images and
-a loss of skill beyond FLIP_KEEPS / CROP_KEEPS).
+a loss of skill beyond FLIP_KEEPS / CROP_KEEPS). Under MIN_Z ** 2 validation images no drop can be that clear, so
+nothing is measured.
 """
 from __future__ import annotations
 
