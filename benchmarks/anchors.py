@@ -461,6 +461,16 @@ def budget(modality: str, name: str, spec: dict, quick: bool) -> str:
     }[(modality, name)]
 
 
+WEIGHT_FILES = (".safetensors", ".pt", ".pth", ".bin", ".onnx")
+
+
+def drop_weights(work: Path) -> None:
+    """Delete a scored contender's weight files (models, checkpoints, optimizer state); its metrics and plots stay."""
+    for path in work.rglob("*"):
+        if path.is_file() and path.suffix in WEIGHT_FILES:
+            path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny subsets, small images, few epochs (CPU minutes)")
@@ -475,6 +485,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch/OpenMP threads in every contender's process (0: torch's default); on a shared, "
                              "loaded CPU 1 avoids OpenMP oversubscription")
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="keep every fit's saved weights and checkpoints (default: deleted once scored; a quick run "
+                             "otherwise leaves 3.2 GB, SetFit's checkpoints with their optimizer state most of it)")
     parser.add_argument("--out", default="runs/bench-anchors")
     args = parser.parse_args()
 
@@ -532,6 +545,8 @@ def main() -> None:
                              "failed": True, **info})
                 continue
             result = json.loads(Path(spec["result"]).read_text())
+            if not args.keep_weights:
+                drop_weights(Path(spec["work"]))
             accs = [s["accuracy"] for s in result["seeds"]]
             walls = [s["wall_s"] for s in result["seeds"]]
             notes = sorted({s.get("note", "") for s in result["seeds"]} - {""})
