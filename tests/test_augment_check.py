@@ -103,3 +103,36 @@ def test_too_few_validation_images_to_show_a_loss_keep_the_standard_without_the_
     assert ctx.backbone.augmentation.flip is True
     assert "3 validation images cannot show" in ctx.stage_notes["augment"]["summary"]
     assert _mcnemar_z(np.ones(3, bool), np.zeros(3, bool)) < check.MIN_Z  # the bound the skip relies on
+
+
+def test_before_a_head_is_trained_autos_probe_judges_without_a_second_solve(tmp_path, monkeypatch):
+    """setfit and finetune check before any head exists: the probe auto fitted on the frozen features judges."""
+    from headstart.strategies.auto import signals
+
+    ctx = build_context(FitConfig(str(make_sided(tmp_path / "sided")), model="efficientnet_lite0", **FAST))
+    signals(ctx)
+    assert ctx.frozen_probe is not None
+    monkeypatch.setattr(ctx.task, "solve_head", lambda *a, **k: pytest.fail("auto's probe is the judge"))
+    choose_augmentation(ctx)
+    note = ctx.stage_notes["augment"]
+    assert note["judge"] == "frozen-feature probe" and ctx.backbone.augmentation.flip is False, note
+
+
+@pytest.mark.parametrize("classes", [3, 5])  # trained on 2 (the binary case) and 4
+def test_a_standardized_probe_becomes_a_linear_layer_with_its_probabilities(classes):
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.train.probe import standardized_logistic_layer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (80, 6)) * rng.uniform(0.1, 10, 6)
+    y = rng.integers(0, classes - 1, 80)  # the last class never appears in training
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1)).fit(x, y)
+    layer = standardized_logistic_layer(pipe, classes)
+    with torch.no_grad():
+        probs = torch.softmax(layer(torch.as_tensor(x, dtype=torch.float32)), 1).numpy()
+    assert probs[:, -1].max() < 1e-6, "a class absent from training stays impossible"
+    np.testing.assert_allclose(probs[:, :classes - 1], pipe.predict_proba(x), atol=1e-5)

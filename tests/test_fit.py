@@ -144,3 +144,39 @@ def test_the_package_api_stays_functions_and_help_loads_no_training_code():
             "print(sorted(m for m in ('lightning', 'timm', 'transformers', 'sklearn', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def _finetune_rows_and_weights(run):
+    from safetensors.torch import load_file
+
+    with open(run.path / "history.csv") as f:
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f) if row["stage"] != "head"]
+    return rows, load_file(str(run.path / "model" / "model.safetensors"))
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_same_fit_trains_the_same_model_from_a_cold_and_a_warm_feature_cache(tmp_path):
+    from conftest import make_images
+
+    data = make_images(tmp_path / "colors", per_class=10)
+    runs = [hs.fit(str(data), strategy="two-stage", out=str(tmp_path / f"run{i}"), cache_dir=str(tmp_path / "cache"),
+                   **FAST) for i in range(2)]
+    assert runs[0].metrics["feature_cache"]["computed"] > 0 and runs[1].metrics["feature_cache"]["computed"] == 0
+    (rows0, weights0), (rows1, weights1) = map(_finetune_rows_and_weights, runs)
+    assert rows0 and rows0 == rows1, "the extraction the first run did must not move fine-tuning's shuffles and crops"
+    assert _same_weights(weights0, weights1)
+
+
+def test_auto_trains_what_it_picks_as_that_strategy_does(tmp_path):
+    from conftest import make_images
+
+    data = make_images(tmp_path / "colors", per_class=32, size=24)  # 22 a class in training, a strong probe: lp-ft
+    auto = hs.fit(str(data), strategy="auto", out=str(tmp_path / "auto"), cache_dir=str(tmp_path / "cache-a"), **FAST)
+    assert auto.metrics["stages"]["auto"]["picked"] == "lp-ft", auto.metrics["stages"]["auto"]
+    direct = hs.fit(str(data), strategy="lp-ft", out=str(tmp_path / "direct"), cache_dir=str(tmp_path / "cache-d"), **FAST)
+    (rows_a, weights_a), (rows_d, weights_d) = map(_finetune_rows_and_weights, (auto, direct))
+    assert rows_a and rows_a == rows_d, "auto's measurements must not move the picked strategy's random draws"
+    assert _same_weights(weights_a, weights_d)

@@ -28,7 +28,7 @@ from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, wr
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
-from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision
+from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision, seed_stage
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.stage import note_score
 from headstart.train.stages import HeadOnFeatures, cached_features
@@ -85,8 +85,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         ctx.data = _val_joins_train(data)
         ctx.model_notes["refit"] = "train + val"
     for stage in stages:
-        stage.run(ctx)
-        _release_after(stage)
+        _run_stage(stage, ctx)
     if not ctx.is_global_zero:
         return None
     requested.resolved = cfg.resolved  # again, with what the stages resolved (--lr auto, augmentation)
@@ -200,6 +199,7 @@ def _val_joins_train(data):
 def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     """The same stages again, from the pre-trained body, on train + val (what auto picked, not the pick again)."""
     resolved = cfg.resolved
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the new head starts from the validated fit's draw
     refit_ctx = build_context(cfg, data=_val_joins_train(ctx.data), progress=False)
     cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
     refit_ctx.progress, refit_ctx.extra_callbacks = ctx.progress, ctx.extra_callbacks
@@ -208,14 +208,16 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     refit_ctx.model_notes = {**ctx.model_notes, "refit": "train + val"}
     ctx.progress.plan(sum(s.cost(refit_ctx) for s in stages))
     for stage in stages:
-        stage.run(refit_ctx)
-        _release_after(stage)
+        _run_stage(stage, refit_ctx)
     return refit_ctx
 
 
-def _release_after(stage) -> None:
-    """Collect after a stage that trained the body: its activations and optimizer state are what a Lightning fit's
-    reference cycles hold. A head on cached features holds little, so it waits for the end of the fit."""
+def _run_stage(stage, ctx: FitContext) -> None:
+    """Run one stage on its own random stream (seed_stage), then collect after a stage that trained the body: its
+    activations and optimizer state are what a Lightning fit's reference cycles hold. A head on cached features
+    holds little, so it waits for the end of the fit."""
+    seed_stage(ctx.cfg.seed, stage.name)
+    stage.run(ctx)
     if not isinstance(stage, HeadOnFeatures):
         release_memory()
 

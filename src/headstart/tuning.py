@@ -13,17 +13,24 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
             steps: int = 100, **options) -> dict:
     """Head first (on cached features), then the range test on what `strategy`'s fine-tuning stage trains (two-stage's
     discriminative groups for strategies without one, e.g. auto); writes lr_find.json/png."""
+    from lightning import seed_everything
+
     from headstart.fitting import build_context
     from headstart.strategies import STRATEGIES
+    from headstart.train.engine import seed_stage
     from headstart.train.lr_find import lr_range_test, plot_lr_find
     from headstart.train.stages import FineTune, HeadOnFeatures
 
     FitConfig.check_options(options)
     cfg = FitConfig(data=str(data), model=model, **options)
     out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
+    seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, progress=cfg.progress)
-    HeadOnFeatures(required=False).run(ctx)
+    head = HeadOnFeatures(required=False)
+    seed_stage(cfg.seed, head.name)
+    head.run(ctx)
     stage = next((s for s in STRATEGIES.get(cfg.strategy).stages() if isinstance(s, FineTune)), None)
+    seed_stage(cfg.seed, stage.name if stage else FineTune.name)  # the draws `--lr auto` makes in that stage of a fit
     if stage is not None:
         stage.prepare(ctx)  # LoRA: its adapters, the parameters that will train
     result = lr_range_test(ctx, steps=steps, stage=stage)

@@ -80,22 +80,26 @@ def _subset(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def signals(ctx: FitContext) -> dict:
-    """The measurements the rule reads (classification, pre-trained body), with one BLAS thread (train/probe.py)."""
+    """The measurements the rule reads (classification, pre-trained body): the body's pass on all of torch's threads,
+    then scikit-learn on one BLAS thread (train/probe.py). The thread limit also caps torch's OpenMP pool, which
+    would run the extraction on one core and change its float sums from those of a fit that extracts elsewhere."""
     from headstart.train.probe import single_threaded_blas
+    from headstart.train.stages import cached_features
 
-    return single_threaded_blas(_signals)(ctx)
+    train_x = cached_features(ctx, "train").numpy()
+    val_x = cached_features(ctx, "val").numpy() if ctx.data.val else None
+    return single_threaded_blas(_signals)(ctx, train_x, val_x)
 
 
-def _signals(ctx: FitContext) -> dict:
+def _signals(ctx: FitContext, train_x: np.ndarray, val_x: np.ndarray | None) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from headstart.select.scores import knn_accuracy, probe_accuracy
-    from headstart.train.stages import cached_features
+    from headstart.train.probe import standardized_logistic_layer
 
     seed = ctx.cfg.seed
-    train_x = cached_features(ctx, "train").numpy()
     train_y = np.asarray([y for _, y in ctx.data.train])
     tr = _subset(len(train_y), SIGNAL_ROWS, seed)
     counts = np.bincount(train_y, minlength=len(ctx.data.classes))
@@ -108,12 +112,12 @@ def _signals(ctx: FitContext) -> dict:
         return out
     out["probe"] = round(probe_accuracy(train_x[tr], train_y[tr], seed=seed), 4)
     out["knn"] = round(knn_accuracy(train_x[tr], train_y[tr]), 4)
-    if ctx.data.val:
-        val_x = cached_features(ctx, "val").numpy()
+    if val_x is not None:
         val_y = np.asarray([y for _, y in ctx.data.val])
         va = _subset(len(val_y), SIGNAL_ROWS, seed)
         probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(train_x[tr], train_y[tr])
         out["probe_val"] = round(float(probe.score(val_x[va], val_y[va])), 4)
+        ctx.frozen_probe = standardized_logistic_layer(probe, len(ctx.data.classes))
         out["val"] = len(va)
         try:
             baseline = ctx.modality.classical_baseline([ctx.data.train[i] for i in tr], [ctx.data.val[i] for i in va], "classification")
@@ -189,7 +193,10 @@ class AutoPick(Stage):
         return stages
 
     def run(self, ctx: FitContext) -> None:
+        from headstart.train.engine import seed_stage
+
         for stage in self.expand(ctx):
+            seed_stage(ctx.cfg.seed, stage.name)
             stage.run(ctx)
 
 

@@ -92,10 +92,12 @@ def _check(ctx: FitContext) -> dict:
 
 
 def _judge(ctx: FitContext, rng: np.random.Generator) -> tuple[nn.Module, str]:
-    """The trained head; before one exists (finetune, setfit), a logistic regression on frozen features of at most
-    MAX_IMAGES training images (through the feature cache, which auto's signals have usually filled already)."""
+    """The trained head; before one exists (finetune, setfit), auto's probe on the frozen features, or else a
+    logistic regression on frozen features of at most MAX_IMAGES training images (through the feature cache)."""
     if ctx.head_trained and not ctx.backbone_changed:
         return ctx.head, "trained head"
+    if ctx.frozen_probe is not None and not ctx.backbone_changed:
+        return ctx.frozen_probe, "frozen-feature probe"
     train = [ctx.data.train[i] for i in sorted(rng.permutation(len(ctx.data.train))[:MAX_IMAGES])]
     feats, _, _ = features_of(ctx.cache, ctx.backbone, ctx.modality, [x for x, _ in train], 2 * ctx.cfg.batch_size,
                               ctx.device, ctx.num_workers, ctx.progress, "augment check")

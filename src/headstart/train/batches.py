@@ -51,18 +51,24 @@ def to_device(x, device: torch.device):
 
 @torch.no_grad()
 def map_batches(fn, backbone, inputs: list, batch_size: int, device: torch.device, num_workers: int = 0, on_batch=None) -> torch.Tensor:
-    """`fn(batch)` over every input in eval mode, in the backbone's preferred batch order; rows in input order, float32 CPU."""
+    """`fn(batch)` over every input in eval mode, in the backbone's preferred batch order; rows in input order, float32 CPU.
+
+    The pass leaves torch's random stream where it found it: a DataLoader draws its workers' base seed from it, so
+    otherwise a training stage after a feature extraction would shuffle differently from one after a cache hit
+    (the same command, run twice, trained two different models).
+    """
     order = backbone.batch_order(inputs) or list(range(len(inputs)))
     dataset = backbone.dataset([inputs[i] for i in order], train=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=backbone.collate)
     out = []
-    for x in loader:
-        x = to_device(x, device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            y = fn(x)
-        out.append(y.float().cpu())
-        if on_batch:
-            on_batch(len(y))
+    with torch.random.fork_rng(devices=[]):
+        for x in loader:
+            x = to_device(x, device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                y = fn(x)
+            out.append(y.float().cpu())
+            if on_batch:
+                on_batch(len(y))
     if not out:
         return torch.empty(0)
     result = torch.cat(out)

@@ -32,6 +32,7 @@ class FitContext:
     model_notes: dict = field(default_factory=dict)  # how the saved weights came to be (e.g. LoRA merged): model.json "training"
     extra_callbacks: list = field(default_factory=list)  # Lightning callbacks every training stage adds (tune's pruning)
     is_global_zero: bool = True  # False in the extra processes of a multi-device run
+    frozen_probe: nn.Module | None = None  # auto's probe on the frozen features, as a head (the augmentation check's judge)
 
     @property
     def num_workers(self) -> int:

@@ -7,8 +7,10 @@ import gc
 import logging
 import sys
 import warnings
+import zlib
 
 import lightning as L
+import numpy as np
 import torch
 
 from headstart.config import FitConfig
@@ -32,6 +34,17 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def seed_stage(seed: int, stage_name: str) -> None:
+    """Start a stage's random stream (shuffles, crops, dropout, new weights) from the run's seed and the stage's name.
+
+    So a stage draws the same whatever ran before it in the process: auto's measurements, a head stage that trained
+    more or fewer epochs, another fit. `auto` that picks setfit then trains as `--strategy setfit` does, and a refit
+    repeats each stage's draws.
+    """
+    state = np.random.SeedSequence([seed, zlib.crc32(stage_name.encode())]).generate_state(1)[0]
+    L.seed_everything(int(state), workers=True, verbose=False)
 
 
 def parse_devices(devices: str | int):

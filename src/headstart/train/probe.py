@@ -80,16 +80,30 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
         basis = row_space(xs)
         clf = logistic(project(xs, basis), y, best_c, 2000, class_weight)
     coef = clf.coef_ if basis is None else clf.coef_ @ basis.T  # back from the row space
-    intercept = clf.intercept_
+    set_logistic_weights(layer, coef, clf.intercept_, clf.classes_)
+    return {"C": best_c, "cv_folds": folds, "cv_neg_log_loss": scores}
+
+
+def set_logistic_weights(layer: nn.Linear, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray) -> None:
+    """Copy a scikit-learn logistic regression's weights (over `classes`, the labels it saw) into `layer`."""
     if coef.shape[0] == 1:  # binary: logits [0, z] give softmax == sigmoid(z)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    full_coef = np.zeros((layer.out_features, xs.shape[1]))
+    full_coef = np.zeros((layer.out_features, coef.shape[1]))
     full_intercept = np.full(layer.out_features, -1e4)  # classes absent from training stay impossible
-    full_coef[clf.classes_], full_intercept[clf.classes_] = coef, intercept
+    full_coef[classes], full_intercept[classes] = coef, intercept
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(full_coef, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(full_intercept, dtype=layer.bias.dtype))
-    return {"C": best_c, "cv_folds": folds, "cv_neg_log_loss": scores}
+
+
+def standardized_logistic_layer(pipeline, n_classes: int) -> nn.Linear:
+    """A StandardScaler + LogisticRegression pipeline as one linear layer on the raw features (the scaling folded
+    into the weights: w / s, b - (w / s) . m)."""
+    scaler, clf = pipeline[0], pipeline[-1]
+    coef = clf.coef_ / scaler.scale_
+    layer = nn.Linear(coef.shape[1], n_classes)
+    set_logistic_weights(layer, coef, clf.intercept_ - coef @ scaler.mean_, clf.classes_)
+    return layer
 
 
 @single_threaded_blas
