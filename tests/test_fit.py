@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import headstart as hs
+from conftest import make_images
 from headstart.backbones.timm_backbone import TimmBackbone
 from headstart.cli import main
 from headstart.errors import UserError
@@ -159,8 +160,6 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 def test_the_same_fit_trains_the_same_model_from_a_cold_and_a_warm_feature_cache(tmp_path):
-    from conftest import make_images
-
     data = make_images(tmp_path / "colors", per_class=10)
     runs = [hs.fit(str(data), strategy="two-stage", out=str(tmp_path / f"run{i}"), cache_dir=str(tmp_path / "cache"),
                    **FAST) for i in range(2)]
@@ -171,8 +170,6 @@ def test_the_same_fit_trains_the_same_model_from_a_cold_and_a_warm_feature_cache
 
 
 def test_auto_trains_what_it_picks_as_that_strategy_does(tmp_path):
-    from conftest import make_images
-
     data = make_images(tmp_path / "colors", per_class=32, size=24)  # 22 a class in training, a strong probe: lp-ft
     auto = hs.fit(str(data), strategy="auto", out=str(tmp_path / "auto"), cache_dir=str(tmp_path / "cache-a"), **FAST)
     assert auto.metrics["stages"]["auto"]["picked"] == "lp-ft", auto.metrics["stages"]["auto"]

@@ -28,10 +28,10 @@ from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, wr
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
-from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision, seed_stage
+from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision
 from headstart.train.feature_cache import FeatureCache
 from headstart.train.stage import note_score
-from headstart.train.stages import HeadOnFeatures, cached_features
+from headstart.train.stages import HeadOnFeatures, cached_features, run_stage
 
 
 def fit(data: str | Path, model: str = "auto", strategy: str = "auto", **options) -> Run | None:
@@ -85,7 +85,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         ctx.data = _val_joins_train(data)
         ctx.model_notes["refit"] = "train + val"
     for stage in stages:
-        _run_stage(stage, ctx)
+        run_stage(stage, ctx)
     if not ctx.is_global_zero:
         return None
     requested.resolved = cfg.resolved  # again, with what the stages resolved (--lr auto, augmentation)
@@ -208,18 +208,8 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     refit_ctx.model_notes = {**ctx.model_notes, "refit": "train + val"}
     ctx.progress.plan(sum(s.cost(refit_ctx) for s in stages))
     for stage in stages:
-        _run_stage(stage, refit_ctx)
+        run_stage(stage, refit_ctx)
     return refit_ctx
-
-
-def _run_stage(stage, ctx: FitContext) -> None:
-    """Run one stage on its own random stream (seed_stage), then collect after a stage that trained the body: its
-    activations and optimizer state are what a Lightning fit's reference cycles hold. A head on cached features
-    holds little, so it waits for the end of the fit."""
-    seed_stage(ctx.cfg.seed, stage.name)
-    stage.run(ctx)
-    if not isinstance(stage, HeadOnFeatures):
-        release_memory()
 
 
 def _eval_predictions(ctx: FitContext, model: TransferModel, split: str) -> np.ndarray:

@@ -19,16 +19,14 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
     from headstart.strategies import STRATEGIES
     from headstart.train.engine import seed_stage
     from headstart.train.lr_find import lr_range_test, plot_lr_find
-    from headstart.train.stages import FineTune, HeadOnFeatures
+    from headstart.train.stages import FineTune, HeadOnFeatures, run_stage
 
     FitConfig.check_options(options)
     cfg = FitConfig(data=str(data), model=model, **options)
     out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
     seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, progress=cfg.progress)
-    head = HeadOnFeatures(required=False)
-    seed_stage(cfg.seed, head.name)
-    head.run(ctx)
+    run_stage(HeadOnFeatures(required=False), ctx)
     stage = next((s for s in STRATEGIES.get(cfg.strategy).stages() if isinstance(s, FineTune)), None)
     seed_stage(cfg.seed, stage.name if stage else FineTune.name)  # the draws `--lr auto` makes in that stage of a fit
     if stage is not None:

@@ -193,11 +193,10 @@ class AutoPick(Stage):
         return stages
 
     def run(self, ctx: FitContext) -> None:
-        from headstart.train.engine import seed_stage
+        from headstart.train.stages import run_stage
 
         for stage in self.expand(ctx):
-            seed_stage(ctx.cfg.seed, stage.name)
-            stage.run(ctx)
+            run_stage(stage, ctx)
 
 
 @register_strategy(

@@ -14,13 +14,23 @@ from headstart.model import TransferModel
 from headstart.progress import EVAL_COST, TRAIN_COST
 from headstart.train.callbacks import BestWeights, History, StageProgress
 from headstart.train.context import FitContext
-from headstart.train.engine import make_trainer
+from headstart.train.engine import make_trainer, release_memory, seed_stage
 from headstart.train.feature_cache import features_of
 from headstart.train.batches import balanced_sample_weights, labeled_loader
 from headstart.train.module import TransferTask
 from headstart.train.stage import Stage
 
 HEAD_STEP_COST = 0.002  # a head step on cached features, in image-forward equivalents per sample
+
+
+def run_stage(stage: Stage, ctx: FitContext) -> None:
+    """Run one stage on its own random stream (seed_stage), then collect after a stage that trained the body: its
+    activations and optimizer state are what a Lightning fit's reference cycles hold. A head on cached features
+    holds little, so it waits for the end of the fit."""
+    seed_stage(ctx.cfg.seed, stage.name)
+    stage.run(ctx)
+    if not isinstance(stage, HeadOnFeatures):
+        release_memory()
 
 
 def cached_features(ctx: FitContext, split: str) -> torch.Tensor:
