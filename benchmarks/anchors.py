@@ -31,7 +31,9 @@ training subsample (seed k) and trains with seed k, the same draw for every cont
 draw (seed 0) for all. So mean ± std is over draws and training, as SetFit reports over 10 random train splits:
 with 8 rows per class the draw moves a score more than the training seed does. Because every contender sees draw
 k, the table also gives hs-default's accuracy minus each contender's on the same draw (mean ± std over draws): the
-comparison without the draw's luck. The parent imports every contender's libraries once; each contender then runs
+comparison without the draw's luck, with the 95 % t interval of its mean and what that allows one to say (ahead,
+behind, or level where the interval holds 0: with 3 draws only a gap wider than the draws' spread shows; --seeds 10,
+SetFit's own count of splits, resolves a few points). The parent imports every contender's libraries once; each contender then runs
 all its seeds in a fork of it, so peak RSS is per contender (it counts the shared imports' pages the contender
 touches; data-loader workers not included). Wall seconds are per fit, from data and model loading to the score.
 """
@@ -50,7 +52,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, machine_line, markdown_table, mean_std, read_rows, stratified, write_rows  # noqa: E402
+from _common import SHARED, machine_line, markdown_table, mean_std, paired_verdict, read_rows, stratified, write_rows  # noqa: E402
 
 IMAGE_SETS = ["hymenoptera", "tf_flowers", "cifar10_subset"]
 TEXT_SETS = ["sst2", "ag_news", "banking77"]
@@ -567,12 +569,12 @@ def main() -> None:
         base = next((b for b in rows if b["set"] == r["set"] and b["contender"] == "hs-default" and not b.get("failed")), None)
         ratio = f"{base['wall'] / r['wall']:.2f}" if base and r["wall"] > 0 else ""
         # paired over draws: every contender trained on the same draw k, so the per-draw difference removes
-        # the draw's own luck, which is most of each row's ±
-        paired = (mean_std([a - b for a, b in zip(base["accs"], r["accs"])])
-                  if base and base is not r and len(base["accs"]) == len(r["accs"]) else None)
+        # the draw's own luck, which is most of each row's ±; its 95 % t interval says whether the draws can tell
+        paired = (paired_verdict([a - b for a, b in zip(base["accs"], r["accs"])])
+                  if base and base is not r and len(base["accs"]) == len(r["accs"]) else "")
         contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-default" else "")
         table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}",
-                      f"{paired[0]:+.3f} ± {paired[1]:.3f}" if paired else "", f"{r['wall']:.1f}", f"{r['rss']:.0f}", ratio])
+                      paired, f"{r['wall']:.1f}", f"{r['rss']:.0f}", ratio])
     threads = f", {args.threads} thread(s) per contender" if args.threads else ""
     print(f"\n{machine_line()}{threads}\n`{command}`: {args.seeds} seeds, total {total:.0f} s (imports {import_s:.0f} s "
           f"once, {shared_mb:.0f} MB resident in the parent; a fork's peak RSS counts the pages of it that it touches)\n")
@@ -582,7 +584,7 @@ def main() -> None:
     for name, r in sets.items():
         print(f"- {name}: {r['classes']} classes, {r['train']} training rows, scored on {r['scored_on']}")
     print()
-    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "hs-default minus this, per draw",
+    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "hs-default minus this, per draw: mean ± std [95% CI]",
                           "wall s / fit", "peak RSS MB", "hs-default wall / this wall"], table))
 
 
