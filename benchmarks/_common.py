@@ -5,11 +5,15 @@ import csv
 import os
 import platform
 import random
+import shutil
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; HEADSTART_BENCH_DATA points elsewhere (a GPU machine, where ../shared does not
+# travel: benchmarks/device_kit.py carries a subset)
+SHARED = Path(os.environ.get("HEADSTART_BENCH_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def read_rows(path: Path) -> list[tuple[str, str]]:
@@ -37,9 +41,25 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    gpu = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU only"
     return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, {gpu}")
+            f"torch {torch.__version__}, {accelerator()}")
+
+
+def accelerator() -> str:
+    """The GPU's name, read without starting CUDA in this process where nvidia-smi can tell: anchors.py forks its
+    contenders, and a child forked after its parent started CUDA cannot use the GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
+            if names:
+                return f"GPU {names[0]}" + (f" x {len(names)}" if len(names) > 1 else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    import torch
+
+    return f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU only"
 
 
 def stratified(items: list, labels: list, per_class: int = 0, max_classes: int = 0, seed: int = 0) -> list:

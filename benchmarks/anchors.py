@@ -418,15 +418,18 @@ def run_one(spec: dict) -> dict:
     return {"seeds": results, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def import_everything() -> float:
-    """Every contender's libraries, imported once in the parent; each contender then runs in a fork of it, so no
-    process pays the imports again (6-11 s per process: 5 of the 35 minutes a quick run took with fresh processes)."""
+def import_everything(modalities: set[str]) -> float:
+    """The contenders' libraries, imported once in the parent; each contender then runs in a fork of it, so no
+    process pays the imports again (6-11 s per process: 5 of the 35 minutes a quick run took with fresh processes).
+    Only the modalities run: a GPU machine's kit (device_kit.py) carries fastai or SetFit, not both."""
     start = time.perf_counter()
-    import fastai.vision.all  # noqa: F401
-    import sentence_transformers  # noqa: F401
-    import setfit  # noqa: F401
-    import timm  # noqa: F401
-    import transformers  # noqa: F401
+    if "image" in modalities:
+        import fastai.vision.all  # noqa: F401
+        import timm  # noqa: F401
+    if "text" in modalities:
+        import sentence_transformers  # noqa: F401
+        import setfit  # noqa: F401
+        import transformers  # noqa: F401
 
     import headstart.api  # noqa: F401
     return time.perf_counter() - start
@@ -522,15 +525,23 @@ def main() -> None:
     # offline: the bundled weights are local, and SetFit / transformers otherwise wait on hub look-ups (set
     # before the imports, which read them)
     os.environ.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    # a GPU machine: the parent must not start CUDA (a forked contender could not use it then), and the libraries'
+    # import-time torch.cuda.is_available() does unless it asks the driver through NVML
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     if args.threads:
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    import_s = import_everything()
+    sets = [s for s in args.sets.split(",") if s]
+    import_s = import_everything({"image" if s in IMAGE_SETS else "text" for s in sets})
     shared_mb = rss_mb()
     print(f"imports: {import_s:.1f} s once, {shared_mb:.0f} MB resident; every contender runs in a fork of this process",
           flush=True)
     fork = multiprocessing.get_context("fork")
     rows = []
-    for name in [s for s in args.sets.split(",") if s]:
+
+    def save_table() -> None:  # after every contender: a run cut short (a GPU call's limit) keeps its table
+        (out / "table.md").write_text(f"{machine_line()}\n`{command}` (so far)\n\n{results_table(rows)}\n")
+
+    for name in sets:
         modality = "image" if name in IMAGE_SETS else "text"
         draws = {str(seed): out / "data" / name / f"draw-{seed}" for seed in range(args.seeds)}
         for seed, data in draws.items():
@@ -555,6 +566,7 @@ def main() -> None:
                 print(f"  {name} / {contender}: FAILED (exit {exitcode})", flush=True)
                 rows.append({"set": name, "contender": contender, "budget": budget(modality, contender, spec, args.quick),
                              "failed": True, **info})
+                save_table()
                 continue
             result = json.loads(Path(spec["result"]).read_text())
             if not args.keep_weights:
@@ -569,8 +581,17 @@ def main() -> None:
             print(f"  {name} / {contender}: acc {row['acc'][0]:.4f} ± {row['acc'][1]:.4f}  wall {row['wall']:.1f}s/fit  "
                   f"peak RSS {row['rss']:.0f} MB  process {time.perf_counter() - t:.0f}s"
                   + (f"  ({'; '.join(notes)})" if notes else ""), flush=True)
+            save_table()
 
     total = time.perf_counter() - started
+    threads = f", {args.threads} thread(s) per contender" if args.threads else ""
+    print(f"\n{machine_line()}{threads}\n`{command}`: {args.seeds} seeds, total {total:.0f} s (imports {import_s:.0f} s "
+          f"once, {shared_mb:.0f} MB resident in the parent; a fork's peak RSS counts the pages of it that it touches)\n")
+    print(results_table(rows))
+
+
+def results_table(rows: list[dict]) -> str:
+    """The sets' lines and the markdown table of the rows so far."""
     table = []
     for r in rows:
         if r.get("failed"):
@@ -587,17 +608,13 @@ def main() -> None:
         contender = r["contender"] + (f" ({'; '.join(r['notes'])})" if r["notes"] and r["contender"] == "hs-default" else "")
         table.append([r["set"], contender, r["budget"], f"{r['acc'][0]:.3f} ± {r['acc'][1]:.3f}",
                       paired, f"{r['wall']:.1f}", f"{r['rss']:.0f}", ratio])
-    threads = f", {args.threads} thread(s) per contender" if args.threads else ""
-    print(f"\n{machine_line()}{threads}\n`{command}`: {args.seeds} seeds, total {total:.0f} s (imports {import_s:.0f} s "
-          f"once, {shared_mb:.0f} MB resident in the parent; a fork's peak RSS counts the pages of it that it touches)\n")
     sets = {}
     for r in rows:
         sets.setdefault(r["set"], r)
-    for name, r in sets.items():
-        print(f"- {name}: {r['classes']} classes, {r['train']} training rows, scored on {r['scored_on']}")
-    print()
-    print(markdown_table(["set", "contender", "epochs / budget", "accuracy (mean ± std)", "hs-default (else hs-alt) minus this, per draw: mean ± std [95% CI]",
-                          "wall s / fit", "peak RSS MB", "hs-default (else hs-alt) wall / this wall"], table))
+    lines = [f"- {name}: {r['classes']} classes, {r['train']} training rows, scored on {r['scored_on']}" for name, r in sets.items()]
+    return "\n".join(lines) + "\n\n" + markdown_table(
+        ["set", "contender", "epochs / budget", "accuracy (mean ± std)", "hs-default (else hs-alt) minus this, per draw: mean ± std [95% CI]",
+         "wall s / fit", "peak RSS MB", "hs-default (else hs-alt) wall / this wall"], table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
@@ -23,6 +22,8 @@ from headstart.data.files import FileKind, collect_files, load_file_data, load_l
 
 def decode(path: str) -> tuple[np.ndarray, int]:
     """The whole clip as mono float32 in [-1, 1] (mean of channels) and its sample rate."""
+    import soundfile as sf  # here, not at import: libsndfile is needed only once a clip is read
+
     wave, rate = sf.read(path, dtype="float32", always_2d=True)
     return wave.mean(axis=1), int(rate)
 
