@@ -13,10 +13,12 @@ Here, with PyPI reachable (the venv of `pip install -e '.[bench]'`):
 
 There (the device tool's `run`, carry [".devkit/images"], from the repository root):
 
-    python3 benchmarks/device_kit.py run images --budget-s 480
+    python3 benchmarks/device_kit.py run images --budget-s 420     # the call's timeout_s: 540
 
-`run` installs the wheels into /tmp/site, then runs the kit's plan (benchmarks/anchors.py in full mode, set by set,
-the most telling first; then benchmarks/throughput.py) until the budget is spent, each step under what is left of it.
+`run` installs the wheels into /tmp/site, then runs the kit's plan (benchmarks/anchors.py in full mode set by set,
+and in the images kit benchmarks/throughput.py; the most telling first) until the budget is spent, each step under
+what is left of it. `run KIT --quick` tries a kit on a CPU (quick sizes, one seed), e.g. in a venv holding only the
+GPU image's packages.
 What comes back under $OUT: each step's log, anchors' table.md (rewritten after every contender, so a step cut short
 keeps its rows) and result files, and versions.txt (the machine's GPU and packages).
 
@@ -228,9 +230,9 @@ def main() -> None:
                    "try a kit here, in a venv without the bench extra)")
     r = sub.add_parser("run", help="on the GPU machine: install the kit and run its plan")
     r.add_argument("kit", choices=sorted(KITS))
-    r.add_argument("--budget-s", type=float, default=480, help="seconds for the whole plan (default %(default)s)")
+    r.add_argument("--budget-s", type=float, default=420, help="seconds for the whole plan (default %(default)s)")
     r.add_argument("--quick", action="store_true", help="the plan at quick sizes, one seed: a kit tried on a CPU")
-    r.add_argument("--out", default=os.environ.get("OUT", "runs/device"), help="where logs and tables go (default $OUT)")
+    r.add_argument("--out", default=os.environ.get("OUT", "runs/device"), help="where logs and tables go (default: $OUT, else runs/device)")
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.kit, args.python)
