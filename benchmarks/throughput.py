@@ -239,7 +239,7 @@ def decode_once_rows(size: int, args) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="128,224", help="image input sizes in px")
+    parser.add_argument("--sizes", default="128,224", help="image input sizes in px ('' for none: text only)")
     parser.add_argument("--batch", type=int, default=32, help="training batch (feature extraction uses twice this)")
     parser.add_argument("--images", type=int, default=64, help="hymenoptera images for the feature-extraction pass")
     parser.add_argument("--texts", type=int, default=512, help="sentences for the feature-extraction pass")
@@ -255,7 +255,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     rows, decode = [], []
-    for size in map(int, args.sizes.split(",")):
+    for size in [int(s) for s in args.sizes.split(",") if s]:  # --sizes '': text only
         rows += image_rows(size, args, device)
         print(f"{rows[-1]}", flush=True)
         if not args.skip_decode:
