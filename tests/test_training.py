@@ -243,10 +243,9 @@ def test_a_fit_collects_only_what_it_made_and_unfreezes_what_it_froze(monkeypatc
         del new
         gc.collect()
         assert gone() is None, "a cycle the fit made is still collected"
-        frozen = gc.get_freeze_count()
         with collecting_only_new_objects():  # nested (tune's trials): the outer freeze stays
             pass
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() > FROZEN_AT_IMPORT + 1000
     assert gc.get_freeze_count() <= FROZEN_AT_IMPORT  # unfrozen: 0 (3.12's start-up objects go with it)
 
     seen = []
@@ -258,13 +257,12 @@ def test_a_fit_collects_only_what_it_made_and_unfreezes_what_it_froze(monkeypatc
 def test_a_freeze_made_before_the_fit_is_left_to_whoever_made_it():
     import gc
 
-    from headstart.train.engine import collecting_only_new_objects
+    from headstart.train.engine import FROZEN_AT_IMPORT, collecting_only_new_objects
 
-    gc.freeze()  # a server's pre-fork freeze
+    gc.freeze()  # a server's pre-fork freeze (the count itself drifts: a frozen object that is freed leaves it)
     try:
-        before = gc.get_freeze_count()
         with collecting_only_new_objects():
-            assert gc.get_freeze_count() == before
-        assert gc.get_freeze_count() == before, "the fit unfroze the server's objects"
+            pass
+        assert gc.get_freeze_count() > FROZEN_AT_IMPORT + 1000, "the fit unfroze the server's objects"
     finally:
         gc.unfreeze()
