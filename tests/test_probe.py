@@ -64,3 +64,32 @@ def test_few_rows_many_features_solve_in_the_row_space_to_the_same_optimum():
     quick = logistic(project(x, basis), y, 0.3, 500, None)  # the head's own solve, at scikit-learn's tolerance
     assert np.abs(quick.predict_proba(project(unseen, basis)) - full.predict_proba(unseen)).max() < 1e-2
     assert row_space(rng.normal(size=(300, 200))) is None, "more rows than features: the features as they are"
+
+
+def cold_scores(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> dict:
+    """Every C of the grid, each fit from scratch: what cross_validated_scores's path must agree with."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    from headstart.train.probe import C_GRID
+
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    return {c: -float(np.mean([log_loss(y[h], LogisticRegression(C=c, max_iter=5000).fit(x[t], y[t]).predict_proba(x[h]))
+                               for t, h in splits])) for c in C_GRID}
+
+
+def test_the_penalty_path_stops_after_two_rises_and_chooses_what_the_whole_grid_chooses():
+    from headstart.train.probe import C_GRID, cross_validated_scores
+
+    x, _ = blobs(2, n=80)
+    noise = np.random.default_rng(1).integers(0, 2, 80)  # held-out loss rises as the penalty weakens
+    xs = x.double().numpy()
+    path, cold = cross_validated_scores(xs, noise, 5, 0, None), cold_scores(xs, noise)
+    assert len(path) < len(C_GRID)
+    assert max(path, key=path.get) == max(cold, key=cold.get)
+    assert all(abs(path[c] - cold[c]) < 1e-3 for c in path)  # warm starts reach the same optima
+
+    x, y = blobs(3, n=90)  # separable: the loss falls all the way, every C is tried
+    xs = x.double().numpy()
+    path, cold = cross_validated_scores(xs, y.numpy(), 5, 0, None), cold_scores(xs, y.numpy())
+    assert list(path) == list(C_GRID) and max(path, key=path.get) == max(cold, key=cold.get)

@@ -9,6 +9,7 @@ features standardising did not help (measured on tf_flowers, benchmarks/README.m
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import numpy as np
@@ -54,12 +55,48 @@ def logistic(zs: np.ndarray, y: np.ndarray, c: float, max_iter: int, class_weigh
     return LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight).fit(zs, y)
 
 
+def cross_validated_scores(xs: np.ndarray, y: np.ndarray, folds: int, seed: int, class_weight) -> dict[float, float]:
+    """Mean held-out log loss, negated, per C of C_GRID, up the grid from the strongest penalty.
+
+    Each fold's model starts from its own solution at the C below (a warm start: the same convex problem, solved
+    from nearby), the folds side by side in threads (BLAS is single-threaded here and releases the GIL), and the
+    path stops once the held-out loss has risen at two C's in a row: past its minimum it keeps rising, and the
+    weakest penalties are the slowest solves. On cifar10_subset's 3,000 x 1,280 features (64 px, 10 classes) the
+    head's solve went from 188 s to 39 s on 2 cores (cross-validation 33 s over 3 of the 7 C's, the final fit 5 s),
+    with the same C (0.01: the loss rose from there) and the same test accuracy.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    splits = []
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(xs, y):
+        basis = row_space(xs[train])
+        splits.append((project(xs[train], basis), y[train], project(xs[held], basis), y[held],
+                       LogisticRegression(max_iter=500, class_weight=class_weight, warm_start=True)))
+
+    def held_out_loss(split, c: float) -> float:
+        x_train, y_train, x_held, y_held, model = split
+        model.set_params(C=c).fit(x_train, y_train)
+        return log_loss(y_held, model.predict_proba(x_held), labels=model.classes_)
+
+    scores: dict[float, float] = {}
+    rises = 0
+    with ThreadPoolExecutor(max_workers=min(folds, os.cpu_count() or 1)) as pool:
+        for c in C_GRID:
+            scores[c] = -float(np.mean(list(pool.map(held_out_loss, splits, [c] * folds))))
+            rises = rises + 1 if len(scores) > 1 and scores[c] < list(scores.values())[-2] else 0
+            if rises == 2:
+                break
+    return scores
+
+
 @single_threaded_blas
 def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, seed: int, class_weight=None) -> dict:
     """Set `layer` (D -> C) to the cross-validated logistic-regression solution; returns what was chosen."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import log_loss
-    from sklearn.model_selection import StratifiedKFold
 
     xs, y = feats.double().numpy(), labels.numpy()
     folds = min(5, int(np.bincount(y).min()))
@@ -67,13 +104,7 @@ def fit_logistic_head(layer: nn.Linear, feats: torch.Tensor, labels: torch.Tenso
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if folds >= 2:
-            losses = {c: [] for c in C_GRID}
-            for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(xs, y):
-                basis = row_space(xs[train])
-                for c in C_GRID:
-                    model = logistic(project(xs[train], basis), y[train], c, 500, class_weight)
-                    losses[c].append(log_loss(y[held], model.predict_proba(project(xs[held], basis)), labels=model.classes_))
-            scores = {c: -float(np.mean(v)) for c, v in losses.items()}
+            scores = cross_validated_scores(xs, y, folds, seed, class_weight)
             best_c = max(scores, key=scores.get)
         else:
             best_c = 1.0
