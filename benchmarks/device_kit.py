@@ -46,17 +46,17 @@ from _common import SHARED  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KITS_DIR = ROOT / ".devkit"
 LIMIT_MB = 64  # what one call of the device tool carries, working tree included
-MAX_SIDE = 256
+MAX_SIDE = 256  # images with a longer shorter side travel resized to it (every contender resizes to 224)
 HALVE_OVER_MB = 40  # weights files carried as fp16: MiniLM's 87 MiB, not EfficientNet-Lite0's 18
 # What fastai.vision and SetFit import that the GPU image lacks (found by importing them, the kit alone on the path, in a
 # venv holding only the image's packages); fastprogress imports fasthtml, which imports the next three.
 IMAGE_WHEELS = ["fastai", "fastcore", "fastprogress", "fastdownload", "fasttransform", "plum-dispatch", "beartype",
                 "python-fasthtml", "starlette", "itsdangerous", "python-multipart"]
 TEXT_WHEELS = ["setfit", "datasets", "evaluate", "dill", "multiprocess"]
-# anchors.py's full mode, set by set: the plan's order is what a short budget keeps. --workers: the plain loop's and
-# the probe's data loaders (fastai and headstart size theirs from the machine).
+# --workers: the plain loop's and the probe's data loaders (fastai and headstart size theirs from the machine)
 ANCHORS = ["--workers", "8"]
-# every contender of a set, headstart's rows and the cheap probe first, the costliest last: what a cut keeps
+# A kit's plan: anchors.py's full mode set by set, and throughput.py; the order is what a short budget keeps. Within
+# a set, headstart's rows and the cheap probe first, the costliest anchors last.
 IMAGES = ["--contenders", "hs-default,probe,fastai,timm-loop,hs-alt,fastai-frozen"]
 TEXTS = ["--contenders", "hs-default,probe,hf-trainer,setfit-8,hs-alt,setfit-full"]
 KITS = {
