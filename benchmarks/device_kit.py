@@ -81,9 +81,9 @@ QUICK = {"anchors": ["--quick", "--seeds", "1"], "throughput": ["--seconds", "1"
 # pack (here)
 
 
-def download_wheels(names: list[str], dest: Path, python: str) -> None:
-    """Each package at the version installed here, as a wheel for CPython `python` on x86-64 Linux."""
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in names]
+def download_wheels(versions: dict[str, str], dest: Path, python: str) -> None:
+    """Each package at its version, as a wheel for CPython `python` on x86-64 Linux."""
+    pins = [f"{name}=={version}" for name, version in versions.items()]
     platforms = [a for tag in ("manylinux_2_28", "manylinux_2_17", "manylinux2014", "manylinux1") for a in ("--platform", f"{tag}_x86_64")]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
                     python, "--implementation", "cp", *platforms, "-d", str(dest), *pins], check=True)
@@ -142,16 +142,18 @@ def pack(name: str, python: str) -> Path:
     if kit.exists():
         shutil.rmtree(kit)
     (kit / "site").mkdir(parents=True)
-    download_wheels(spec["wheels"], kit / "wheels", python)
+    installed = {w: importlib.metadata.version(w) for w in spec["wheels"]}  # the versions the CPU tables used
+    download_wheels(installed, kit / "wheels", python)
     halved = [f for package in spec["packages"] for f in copy_package(package, kit / "site")]
     resized = {s: copy_set(SHARED, s, kit / "data") for s in spec["sets"]}
-    manifest = {"kit": name, "versions": {w: importlib.metadata.version(w) for w in spec["wheels"]},
+    manifest = {"kit": name, "versions": installed,
                 "fp16": halved, "resized_over_max_side": resized, "max_side": MAX_SIDE, "plan": spec["plan"]}
     (kit / "manifest.json").write_text(json.dumps(manifest, indent=1))
     tree = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True).stdout
     tree_mb = sum((ROOT / f).stat().st_size for f in tree.decode().split("\0") if f and (ROOT / f).is_file()) / 2**20
-    total = size_mb(kit) + tree_mb
-    print(f"{kit}: {size_mb(kit):.1f} MiB (wheels {size_mb(kit / 'wheels'):.1f}, weights {size_mb(kit / 'site'):.1f}, "
+    kit_mb = size_mb(kit)
+    total = kit_mb + tree_mb
+    print(f"{kit}: {kit_mb:.1f} MiB (wheels {size_mb(kit / 'wheels'):.1f}, weights {size_mb(kit / 'site'):.1f}, "
           f"data {size_mb(kit / 'data'):.1f}) + working tree {tree_mb:.1f} MiB = {total:.1f} of {LIMIT_MB} MiB a call")
     print(f"resized (shorter side > {MAX_SIDE} px): {resized}; fp16: {halved}")
     if total > LIMIT_MB:
@@ -214,7 +216,8 @@ def run(name: str, budget_s: float, out: Path, quick: bool) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 code = "timed out"
-        print(f"  -> {code}; tail:\n" + "".join(open(out / f"{i}-{script}.log").readlines()[-25:]), flush=True)
+        tail = (out / f"{i}-{script}.log").read_text(errors="replace").splitlines()[-25:]
+        print(f"  -> {code}; tail:\n" + "\n".join(tail), flush=True)
         if script == "anchors":  # the table and each contender's result, not the runs' folders (plots, logs)
             for path in [work / "table.md", *(work / "work").glob("*/*.json")]:
                 if path.is_file():

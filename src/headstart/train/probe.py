@@ -83,11 +83,12 @@ def cross_validated_scores(xs: np.ndarray, y: np.ndarray, folds: int, seed: int,
         return log_loss(y_held, model.predict_proba(x_held), labels=model.classes_)
 
     scores: dict[float, float] = {}
-    rises = 0
+    previous, rises = -np.inf, 0
     with ThreadPoolExecutor(max_workers=min(folds, os.cpu_count() or 1)) as pool:
         for c in C_GRID:
             scores[c] = -float(np.mean(list(pool.map(held_out_loss, splits, [c] * folds))))
-            rises = rises + 1 if len(scores) > 1 and scores[c] < list(scores.values())[-2] else 0
+            rises = rises + 1 if scores[c] < previous else 0
+            previous = scores[c]
             if rises == 2:
                 break
     return scores
