@@ -183,16 +183,16 @@ def cmd_tune(args) -> None:
 
 def cmd_demo(args) -> None:
     from headstart.api import fit
-    from headstart.demo import export_digits, raw_pixel_baseline
+    from headstart.demo import export_digits, raw_pixel_baseline, verdict
 
     data = export_digits(args.data)
     baseline = raw_pixel_baseline(data, DEFAULTS.val_fraction, DEFAULTS.test_fraction, DEFAULTS.seed)
     run = fit(str(data), model="efficientnet_lite0", strategy=args.strategy, out=args.out, force=args.force)
     acc = run.metrics["accuracy"]
-    verdict = "transfer beat" if acc > baseline else "transfer did NOT beat"
     picked = run.metrics["stages"].get("auto", {}).get("picked")
     strategy = f"{args.strategy} -> {picked}" if picked else args.strategy
-    print(f"\ndigits test accuracy: headstart {strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: {verdict} the baseline")
+    print(f"\ndigits test accuracy: headstart {strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: "
+          f"{verdict(acc, baseline, run.metrics['n'])}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,3 +44,13 @@ def raw_pixel_baseline(data_dir: str | Path, val_fraction: float, test_fraction:
     x_test, y_test = arrays(data.test)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return float(clf.fit(x_train, y_train).score(x_test, y_test))
+
+
+def verdict(accuracy: float, baseline: float, n: int) -> str:
+    """Say whether transfer beat the raw pixels, in test digits wrong: a tie is a tie, not a loss or a win."""
+    wrong, baseline_wrong = round((1 - accuracy) * n), round((1 - baseline) * n)
+    if wrong < baseline_wrong:
+        return f"transfer beat the baseline ({wrong} of {n} test digits wrong, against {baseline_wrong})"
+    if wrong == baseline_wrong:
+        return f"level with the baseline ({wrong} of {n} test digits wrong each): transfer did not help on this draw"
+    return f"transfer did NOT beat the baseline ({wrong} of {n} test digits wrong, against {baseline_wrong})"
