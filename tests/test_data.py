@@ -38,6 +38,16 @@ def test_manifest_csv(tmp_path):
     assert len(data.train) + len(data.val) + len(data.test) == 10
 
 
+def test_manifest_of_missing_files_names_the_first_and_why(tmp_path):
+    make_images(tmp_path / "imgs", per_class=5)
+    # paths relative to the working directory rather than to the manifest's folder: none of them is found
+    rows = ["path,label"] + [f"elsewhere/{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(5)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    first = tmp_path / "elsewhere" / "red" / "red_000.png"
+    with pytest.raises(UserError, match=f"no readable training images \\(10 unreadable, first {first}: FileNotFoundError"):
+        load_image_data(tmp_path / "m.csv", val_fraction=0.2, test_fraction=0.2)
+
+
 def test_manifest_with_unknown_columns_is_one_clear_error(tmp_path):
     (tmp_path / "m.csv").write_text("file,class\na.png,x\n")
     with pytest.raises(UserError, match="path,label"):

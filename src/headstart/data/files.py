@@ -122,7 +122,8 @@ def filter_readable(items: list[Item], kind: FileKind) -> tuple[list[Item], list
 
 def _check_classes(root: Path, kind: FileKind, classes: list[str], train: list[Item], skipped: list) -> None:
     if not train:
-        extra = f" ({len(skipped)} unreadable)" if skipped else ""
+        # the first unreadable file says why (a manifest's relative paths start at the manifest's folder)
+        extra = f" ({len(skipped)} unreadable, first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise UserError(f"{root}: no readable training {kind.noun}{extra}; expected class folders of {kind.noun} "
                         f"({', '.join(sorted(kind.extensions))}) or a CSV path,label")
     if len(classes) < 2:
