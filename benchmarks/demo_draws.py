@@ -1,6 +1,6 @@
 """The digits demo over several seeds on one split: how much of the demo's figure is the draw.
 
-    python benchmarks/demo_draws.py                 # seeds 0-4, about 11 minutes on 2 CPU cores
+    python benchmarks/demo_draws.py                 # seeds 0-4, about 15 minutes on 2 CPU cores
     python benchmarks/demo_draws.py --seeds 0,1
 
 `headstart demo` fits one seed, and its 229 validation and 270 test digits are few: one digit is 0.4 points. Here
