@@ -30,7 +30,10 @@ def write_rows(path: Path, rows: list[tuple[str, str]]) -> None:
 
 
 def machine_line() -> str:
-    """Date, CPU, cores/threads, torch version and accelerator: the line every results table starts with."""
+    """Date, CPU and the vector instructions torch's kernels use, cores/threads, torch version and accelerator: the line
+    every results table starts with. The instructions belong there because they move results, not only speed: the
+    same quick anchors run on one machine gave hs-default 0.562 with AVX2 kernels and 0.583 with plain ones
+    (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41), the sums' rounding steering two epochs on 32 images."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -41,8 +44,18 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+    return (f"{time.strftime('%Y-%m-%d')}, {cpu} ({cpu_kernels()} kernels), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, {accelerator()}")
+
+
+def cpu_kernels() -> str:
+    """The widest vector instructions torch's CPU kernels dispatch to here (AVX2, AVX512, ...; ATEN_CPU_CAPABILITY lowers it)."""
+    import torch
+
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # torch before 2.1
+        return "unknown"
 
 
 def accelerator() -> str:
