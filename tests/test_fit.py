@@ -10,6 +10,7 @@ import headstart as hs
 from conftest import make_images
 from headstart.backbones.timm_backbone import TimmBackbone
 from headstart.cli import main
+from headstart.config import FitConfig
 from headstart.errors import UserError
 
 FAST = dict(image_size=64, head_epochs=10, epochs=1, batch_size=8, progress=False)
@@ -28,6 +29,9 @@ def test_two_stage_run_directory(tiny_run):
     with open(run.path / "history.csv") as f:
         stages = {row["stage"] for row in csv.DictReader(f)}
     assert stages == {"head", "finetune"}, "history has both stages"
+    env = FitConfig.from_yaml(run.path / "config.yaml").resolved["environment"]  # what computed it, beside what was asked
+    assert env["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0] and "timm" in env["packages"]
+    assert env["cpu_kernels"] == torch.backends.cpu.get_cpu_capability() and env["gpu"] is None
 
 
 def test_load_reproduces_predictions(tiny_run):

@@ -24,7 +24,7 @@ from headstart.predict import write_predictions
 from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
 from headstart.run import Run
-from headstart.rundir import default_out, is_launch_primary, prepare_run_dir, write_history_csv
+from headstart.rundir import default_out, environment, is_launch_primary, prepare_run_dir, write_history_csv
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
@@ -147,6 +147,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         "evaluated_on": "test" if data.test else "val",
         "backbone_weights": backbone.weights_id,
         "training_defaults": {"from": f"{backbone.name} defaults over headstart's", **filled},
+        "environment": environment(cfg.uses_gpu()),
     }
     head = build_head(cfg.head, backbone.feature_dim, task.n_outputs(data.classes))
     source_head = source_head_state(backbone, cfg.head, task, data.classes)

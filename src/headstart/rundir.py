@@ -41,3 +41,27 @@ def write_history_csv(path: str | Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())
+
+
+def environment(gpu: bool) -> dict:
+    """What computed the run, for config.yaml's `resolved`: the same fit gives other figures with other package
+    versions, and even on another CPU, whose vector kernels (AVX2, AVX512) round sums differently, which a small fit's
+    epochs amplify (benchmarks/README.md, "The CPU's vector instructions move quick figures")."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    packages = {}
+    for name in ("headstart", "torch", "lightning", "timm", "transformers", "peft", "scikit-learn", "numpy", "pillow"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {
+        "python": platform.python_version(),
+        "packages": packages,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if gpu else None,
+    }
