@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from headstart.data.images import collect_image_files, load_image_data, load_labeled_items
@@ -44,7 +46,7 @@ def test_manifest_of_missing_files_names_the_first_and_why(tmp_path):
     rows = ["path,label"] + [f"elsewhere/{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(5)]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     first = tmp_path / "elsewhere" / "red" / "red_000.png"
-    with pytest.raises(UserError, match=f"no readable training images \\(10 unreadable, first {first}: FileNotFoundError"):
+    with pytest.raises(UserError, match=re.escape(f"no readable training images (10 unreadable, first {first}: FileNotFoundError")):
         load_image_data(tmp_path / "m.csv", val_fraction=0.2, test_fraction=0.2)
 
 

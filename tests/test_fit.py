@@ -31,7 +31,8 @@ def test_two_stage_run_directory(tiny_run):
     assert stages == {"head", "finetune"}, "history has both stages"
     env = FitConfig.from_yaml(run.path / "config.yaml").resolved["environment"]  # what computed it, beside what was asked
     assert env["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0] and "timm" in env["packages"]
-    assert env["cpu_kernels"] == torch.backends.cpu.get_cpu_capability() and env["gpu"] is None
+    assert env["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert env["gpu"] == (torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
 
 def test_load_reproduces_predictions(tiny_run):
