@@ -170,6 +170,30 @@ def test_fine_tuning_stops_on_its_own_epochs_not_the_heads_loss(tiny_images, tmp
         assert losses[-1] >= min(losses[:-1]), losses
 
 
+def test_fine_tuning_runs_its_whole_schedule_unless_a_patience_is_given(tiny_images, tmp_path, monkeypatch):
+    """Patience 0 (the default for a pre-trained body): no early stopping in the fine-tuning stage; --patience N adds it."""
+    import headstart as hs
+    import headstart.train.stages as stages
+    from headstart.config import FitConfig
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stoppers = []
+    make_trainer = stages.make_trainer
+
+    def recording(cfg, epochs, callbacks):
+        stoppers.append([c.patience for c in callbacks if isinstance(c, EarlyStopping)])
+        return make_trainer(cfg, epochs, callbacks)
+
+    monkeypatch.setattr(stages, "make_trainer", recording)
+    fast = dict(strategy="two-stage", image_size=64, head_epochs=3, epochs=1, batch_size=8, progress=False, num_workers=0)
+    run = hs.fit(str(tiny_images), out=str(tmp_path / "whole"), **fast)
+    assert stoppers == [[]], "one Lightning stage (the head is solved), fine-tuning, without early stopping"
+    assert FitConfig.from_yaml(run.path / "config.yaml").resolved["training_defaults"]["patience"] == 0
+    stoppers.clear()
+    hs.fit(str(tiny_images), out=str(tmp_path / "stopping"), patience=2, **fast)
+    assert stoppers == [[2]]
+
+
 def test_release_memory_frees_what_a_reference_cycle_holds():
     """A finished Lightning fit is a cycle (trainer <-> module <-> callbacks): its tensors go only when collected."""
     import weakref

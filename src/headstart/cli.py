@@ -59,7 +59,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-mult", type=float, default=None, help="discriminative rates: stem gets lr/lr-mult (default: the backbone's, else 10.0)")
     g.add_argument("--weight-decay", type=float, default=None, help="AdamW decoupled weight decay (default: the backbone's, else 0.01)")
     g.add_argument("--label-smoothing", type=float, default=None, help="fine-tuning loss only (default: the backbone's, else 0.1)")
-    g.add_argument("--patience", type=int, default=None, help="early stopping on validation loss (default: the backbone's, else 3)")
+    g.add_argument("--patience", type=int, default=None, help="stop fine-tuning after N epochs without a lower validation loss; 0: off, the whole schedule runs and its best epoch is kept (default: the backbone's, else 0)")
     g.add_argument("--bn", default=d.bn, choices=list(BN_MODES),
                    help="BatchNorm while fine-tuning: auto = all-frozen when a trained head starts it, else frozen (default); "
                         "frozen = BN of frozen groups keeps its pre-trained statistics, BN of trainable groups trains; "

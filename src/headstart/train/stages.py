@@ -67,8 +67,9 @@ class TrainingStage(Stage):
              unit_cost: float, validate_first: bool = False, extra_callbacks: list = ()) -> None:
         score = f"val_{ctx.task.score_name}"
         best = BestWeights(score if ctx.task.select_by_score else None)
-        stopper = EarlyStopping("val_loss", patience=patience, mode="min")
-        callbacks = [*extra_callbacks, stopper, best, History(self.name, ctx.history),
+        # patience 0: no early stopping; the schedule anneals over the planned epochs and the best one is kept anyway
+        stopper = [EarlyStopping("val_loss", patience=patience, mode="min")] if patience > 0 else []
+        callbacks = [*extra_callbacks, *stopper, best, History(self.name, ctx.history),
                      StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
         trainer = make_trainer(ctx.cfg, epochs, callbacks)
         start = time.perf_counter()
