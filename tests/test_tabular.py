@@ -17,7 +17,7 @@ from headstart.data import resolve_modality
 from headstart.data.tabular import Tables, detect_task
 from headstart.errors import UserError
 
-# A from-scratch MLP on a few hundred rows needs more epochs than the image defaults (10, patience 3).
+# A from-scratch MLP on a few hundred rows needs more epochs than the image defaults (10, the whole schedule).
 FAST = dict(epochs=60, patience=10, lr=3e-3, batch_size=32, num_workers=0, progress=False)
 
 

@@ -164,7 +164,7 @@ class EncodedRows(Dataset):
 
 class MLPBody(Backbone):
     modality = "tabular"
-    # A body trained from random init on a few hundred rows or fewer: the CNN defaults (10 epochs, patience 3)
+    # A body trained from random init on a few hundred rows or fewer: the CNN defaults (10 epochs, no early stop)
     # give a 16-row table 10 optimizer steps. Chosen on Carseats' US == Yes stores only, simulating 20 and 80
     # training rows there (benchmarks/tabular.py): 200 epochs with patience 20 at 3e-3 beat 10 and 100 epochs.
     default_hparams = {"epochs": 200, "patience": 20, "lr": 3e-3}
