@@ -44,18 +44,8 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu} ({cpu_kernels()} kernels), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+    return (f"{time.strftime('%Y-%m-%d')}, {cpu} ({torch.backends.cpu.get_cpu_capability()} kernels), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, {accelerator()}")
-
-
-def cpu_kernels() -> str:
-    """The widest vector instructions torch's CPU kernels dispatch to here (AVX2, AVX512, ...; ATEN_CPU_CAPABILITY lowers it)."""
-    import torch
-
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except (AttributeError, RuntimeError):  # torch before 2.1
-        return "unknown"
 
 
 def accelerator() -> str:
