@@ -19,8 +19,10 @@ There (the device tool's `run`, carry [".devkit/images"], from the repository ro
 and in the images kit benchmarks/throughput.py; the most telling first) until the budget is spent, each step under
 what is left of it. `run KIT --quick` tries a kit on a CPU (quick sizes, one seed), e.g. in a venv holding only the
 GPU image's packages.
-What comes back under $OUT: each step's log, anchors' table.md (rewritten after every contender, so a step cut short
-keeps its rows) and result files, and versions.txt (the machine's GPU and packages).
+What comes back under $OUT (the tool returns at most 8 files, 2 folders down): versions.txt (the machine's GPU and
+packages), each anchors step's table as STEP-table.md, and results.tar.gz holding every step's log, table and
+per-contender result files; both are rewritten after every step and, for a step still running, every 20 s, so a call
+cut short keeps what it had.
 
 What differs from the CPU runs, and is the same for every contender:
 - MiniLM travels as fp16 (its fp32 file is 87 MiB, over a call's limit) and is cast back to fp32 there;
@@ -37,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -195,6 +198,9 @@ def run(name: str, budget_s: float, out: Path, quick: bool) -> None:
     site = Path("/tmp/site")
     install(kit, site)
     out.mkdir(parents=True, exist_ok=True)
+    results = Path(f"/tmp/{name}-results")  # gathered here, sent back as one archive
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
            "HEADSTART_BENCH_DATA": str(kit / "data")}
     versions(out, env)
@@ -207,23 +213,41 @@ def run(name: str, budget_s: float, out: Path, quick: bool) -> None:
         command = [sys.executable, SCRIPTS[script], *args, *(ANCHORS + ["--out", str(work)] if script == "anchors" else []),
                    *(QUICK[script] if quick else [])]
         print(f"$ {' '.join(command[1:])}  (at most {left:.0f} s)", flush=True)
-        with open(out / f"{i}-{script}.log", "w") as log:
+        log_path = results / f"{i}-{script}.log"
+        with open(log_path, "w") as log:
             # its own process group: on a timeout, anchors' forked contenders go too, not on into the next step
             proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                code = proc.wait(timeout=left - 15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                code = "timed out"
-        tail = (out / f"{i}-{script}.log").read_text(errors="replace").splitlines()[-25:]
+            step_deadline = time.monotonic() + left - 15
+            code = None
+            while code is None:
+                try:
+                    code = proc.wait(timeout=max(1.0, min(20.0, step_deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= step_deadline:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        code = "timed out"
+                    else:  # the command itself may be cut off at any moment: keep what this step has so far
+                        collect(i, script, work, results, out)
+        collect(i, script, work, results, out)
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
         print(f"  -> {code}; tail:\n" + "\n".join(tail), flush=True)
-        if script == "anchors":  # the table and each contender's result, not the runs' folders (plots, logs)
-            for path in [work / "table.md", *(work / "work").glob("*/*.json")]:
-                if path.is_file():
-                    target = out / f"{i}-anchors" / path.relative_to(work)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
+
+
+def collect(i: int, script: str, work: Path, results: Path, out: Path) -> None:
+    """Step i's table and per-contender results (not the runs' folders: plots, logs) into `results`; the table also
+    as out/I-table.md, and all of `results` as out/results.tar.gz, written beside and renamed so it is never half there."""
+    if script == "anchors":
+        for path in [work / "table.md", *(work / "work").glob("*/*.json")]:
+            if path.is_file():
+                target = results / f"{i}-anchors" / path.relative_to(work)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        if (work / "table.md").is_file():
+            shutil.copy2(work / "table.md", out / f"{i}-table.md")
+    with tarfile.open(out / "results.tar.gz.part", "w:gz") as tar:
+        tar.add(results, arcname="results")
+    os.replace(out / "results.tar.gz.part", out / "results.tar.gz")
 
 
 def main() -> None:
