@@ -31,6 +31,17 @@ def test_imagefolder_splits_are_used_as_given(tmp_path):
     assert (len(data.train), len(data.val), len(data.test)) == (18, 6, 9)
 
 
+
+def test_a_class_in_val_or_test_but_not_in_train_says_what_to_do(tmp_path):
+    make_images(tmp_path / "d" / "train", per_class=4, classes=("red", "blue"))
+    make_images(tmp_path / "d" / "valid", per_class=2, seed=1, classes=("red", "blue", "green"))
+    with pytest.raises(UserError) as err:
+        load_image_data(tmp_path / "d")
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "d" / "valid" / "green")), "names the folder"
+    assert "no folder in" in message and str(tmp_path / "d" / "train" / "green") in message, "says what to add"
+    assert "model's classes" not in message, "no model exists yet at fit time"
+
 def test_manifest_csv(tmp_path):
     make_images(tmp_path / "imgs", per_class=5)
     rows = ["path,label"] + [f"imgs/{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(5)]

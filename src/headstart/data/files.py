@@ -73,12 +73,18 @@ def split_dir(root: Path, split: str) -> Path | None:
     return next((root / name for name in SPLIT_NAMES[split] if (root / name).is_dir()), None)
 
 
-def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = None) -> tuple[list[Item], list[str]]:
+def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = None,
+                       train_dir: Path | None = None) -> tuple[list[Item], list[str]]:
+    """The files of each class folder under `root`, labeled by folder; `classes` (a model's, or those of `train_dir`,
+    the split that named them) fixes the labels, and a folder outside them is an error saying what to do."""
     dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     classes = classes or dirs
     index = {c: i for i, c in enumerate(classes)}
     items = []
     for name in dirs:
+        if name not in index and train_dir is not None:
+            raise UserError(f"{root / name}: class {name!r} has no folder in {train_dir} (its classes: {', '.join(classes)}); "
+                            f"add {train_dir / name} with training {kind.noun}, or move this folder out of {root}")
         if name not in index:
             raise UserError(f"{root / name}: class {name!r} is not one of the model's classes ({', '.join(classes)})")
         items += [(str(p), index[name]) for p in sorted((root / name).rglob("*")) if p.is_file() and kind.owns(p)]
@@ -146,9 +152,10 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
         train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
         layout = "manifest"
     elif split_dir(root, "train"):
-        train, classes = class_folder_items(split_dir(root, "train"), kind)
-        val = class_folder_items(split_dir(root, "val"), kind, classes)[0] if split_dir(root, "val") else []
-        test = class_folder_items(split_dir(root, "test"), kind, classes)[0] if split_dir(root, "test") else []
+        train_dir = split_dir(root, "train")
+        train, classes = class_folder_items(train_dir, kind)
+        val = class_folder_items(split_dir(root, "val"), kind, classes, train_dir)[0] if split_dir(root, "val") else []
+        test = class_folder_items(split_dir(root, "test"), kind, classes, train_dir)[0] if split_dir(root, "test") else []
         layout = "splits"
     else:
         train, classes = class_folder_items(root, kind)
