@@ -1,5 +1,7 @@
 import re
 
+import numpy as np
+
 import pytest
 
 from headstart.data.images import collect_image_files, load_image_data, load_labeled_items
@@ -84,6 +86,33 @@ def test_empty_class_is_one_clear_error(tiny_images):
     with pytest.raises(UserError, match="'purple' has no readable training images"):
         load_image_data(tiny_images)
 
+
+
+def test_wide_and_rotated_images_decode_as_a_viewer_shows_them(tmp_path):
+    """Pillow's own RGB conversion turns a 16-bit PNG black and white and a 0-1 float TIFF black; a camera's EXIF
+    rotation is applied."""
+    from PIL import Image
+
+    from headstart.data.images import open_rgb
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, size=(24, 40)).astype(np.uint8)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")
+    Image.fromarray(grey.astype(np.float32) / 255).save(tmp_path / "unit.tiff")
+    Image.fromarray(grey.astype(np.float32)).save(tmp_path / "bytes.tiff")
+    Image.fromarray(grey.astype(np.int32), mode="I").save(tmp_path / "int.tiff")
+    for name in ("wide.png", "unit.tiff", "bytes.tiff", "int.tiff"):
+        rgb = np.asarray(open_rgb(str(tmp_path / name))).astype(int)
+        assert rgb.shape == (24, 40, 3) and np.abs(rgb - grey[..., None]).max() <= 1, name
+
+    photo = np.zeros((20, 30, 3), dtype=np.uint8)
+    photo[:, :10] = 255  # a bright left edge, stored sideways: orientation 6 means "rotate 90 degrees clockwise to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = np.asarray(open_rgb(str(tmp_path / "phone.jpg")))
+    assert upright.shape == (30, 20, 3)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50, "the left edge is now the top"
 
 def test_single_class_is_one_clear_error(tmp_path):
     make_images(tmp_path / "one", classes=("red",))

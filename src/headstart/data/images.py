@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -71,9 +71,40 @@ def train_transform(pre: Preprocess, aug: Augmentation = STANDARD_AUGMENTATION) 
     ])
 
 
+EXIF_ORIENTATION = 0x0112
+# What open_rgb's decoding is: part of every image's cache key, so features cached under an older decoding
+# (before 16-bit and float images were rescaled and EXIF rotations applied) are computed again, not reused.
+DECODING = "rgb8-upright-v2"
+
+
 def open_rgb(path: str) -> Image.Image:
+    """An image file as 8-bit RGB, upright as a viewer shows it.
+
+    Pillow's own conversion to RGB saturates wider pixels: a 16-bit PNG (microscopy, scans) came out black and
+    white and a float TIFF in 0-1 all black, with no error. Those are rescaled to 0-255 first. A camera's EXIF
+    orientation is applied, so a phone photo stored sideways is seen upright.
+    """
     with Image.open(path) as img:
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+        if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+            img = to_8bit(img)
         return img.convert("RGB")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image as 8-bit grey. 16-bit by its range; Pillow's 32-bit "I" (older
+    Pillows open a 16-bit PNG so, some TIFFs hold 8-bit values in it) by the smallest range that holds its values;
+    floats as 0-1 when they stay within it, else as 0-255."""
+    values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+    top_value = float(values.max()) if values.size else 0.0
+    if img.mode == "F":
+        top = 1.0 if top_value <= 1.0 else 255.0
+    elif img.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        top = next(t for t in (255.0, 65535.0, 2.0**31 - 1) if top_value <= t or t == 2.0**31 - 1)
+    return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 class ImageDataset(Dataset):
@@ -109,7 +140,7 @@ class Images(Modality):
         return files, files
 
     def input_key(self, x: str) -> str:
-        return file_hash(x)
+        return f"{DECODING}-{file_hash(x)}"
 
     def preview_html(self, described: str) -> str:
         import base64
