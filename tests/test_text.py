@@ -103,6 +103,25 @@ def test_folder_of_train_validation_test(tmp_path):
     assert (len(only_train.train), len(only_train.val), len(only_train.test)) == (30, 10, 0)
 
 
+
+def test_legacy_encoded_files_read_every_row(tmp_path):
+    """A CSV saved by Excel on Windows (cp1252) or as latin-1 is read as such, accents intact, no row skipped; a table too."""
+    from headstart.data.base import file_encoding
+    from headstart.data.tabular import read_table
+
+    rows = [(f"{t} caf\u00e9 \u201cquoted\u201d", y) for t, y in sentiment_rows(12)]
+    path = tmp_path / "excel.csv"
+    path.write_bytes(("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows)).encode("cp1252"))
+    assert file_encoding(path) == "cp1252"
+    data = load_text_data(path, val_fraction=0, test_fraction=0)
+    assert not data.skipped and sorted(t for t, _ in data.train) == sorted(t for t, _ in rows)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text,label\n\x81 odd byte caf\xe9,a\nplain,b\n")  # 0x81: undefined in cp1252
+    assert file_encoding(latin) == "latin-1"
+    table = tmp_path / "table.csv"
+    table.write_bytes("region,sales\n\u00cele-de-France,3\nNord,4\n".encode("cp1252"))
+    assert list(read_table(table)["region"]) == ["\u00cele-de-France", "Nord"]
+
 def test_bad_rows_are_skipped_and_listed(tmp_path):
     path = tmp_path / "bad.csv"
     good = sentiment_rows(10)
@@ -111,7 +130,9 @@ def test_bad_rows_are_skipped_and_listed(tmp_path):
     body += "   ,negative\n"  # row 8: blank text
     body += "no label here,\n"  # row 9: missing label
     body += "short row\n"  # row 10: missing label column entirely
-    path.write_bytes(body.encode() + b"caf\xe9 latin-1 bytes,positive\n" + "".join(f'"{t}",{y}\n' for t, y in good[5:]).encode())
+    # row 11: a corrupt byte in a UTF-8 file (it holds real UTF-8, "na\xc3\xafve"; a file with no UTF-8 at all is
+    # read as a legacy encoding: test_legacy_encoded_files_read_every_row)
+    path.write_bytes(body.encode() + b"caf\xe9 corrupt beside na\xc3\xafve,positive\n" + "".join(f'"{t}",{y}\n' for t, y in good[5:]).encode())
     data = load_text_data(path)
     assert len(data.train) + len(data.val) + len(data.test) == 10
     reasons = {where.rsplit(" ", 1)[1]: reason for where, reason in data.skipped}

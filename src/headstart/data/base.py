@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,33 @@ def file_hash(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+SNIFF_BYTES = 8 << 20  # enough of a file to tell its encoding
+
+
+def file_encoding(path: str | Path) -> str:
+    """How to decode a text file: "utf-8-sig" (UTF-8, with or without a byte-order mark); for a file whose
+    non-ASCII bytes never form UTF-8 (a legacy 8-bit export: Excel on Windows writes cp1252), "cp1252", or
+    "latin-1" where cp1252 leaves a byte undefined. A UTF-8 file with a few corrupt bytes stays UTF-8 (the text
+    loader skips and lists those rows)."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if len(head) == SNIFF_BYTES:  # do not judge a character cut at the end
+        head = head[: head.rfind(b"\n") + 1] or head
+    try:
+        head.decode("utf-8")
+        return "utf-8-sig"
+    except UnicodeDecodeError:
+        pass
+    decoded = head.decode("utf-8", errors="replace")
+    if re.search("[^\x00-\x7f\ufffd]", decoded):  # some real UTF-8 characters: corrupt bytes, not another encoding
+        return "utf-8-sig"
+    try:
+        head.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return "latin-1"
 
 
 def value_hash(value) -> str:

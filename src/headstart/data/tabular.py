@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import LabeledData, Modality, linear_baseline, register_modality
+from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -36,10 +36,12 @@ def read_table(path: str | Path):
         except ImportError:
             raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
     try:
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=True)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=True, encoding=file_encoding(path))
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty (expected a header row of column names)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: byte {err.start} is not {err.encoding}: the file mixes encodings; save it as UTF-8") from None
+    except pd.errors.ParserError as err:
         raise UserError(f"{path}: cannot parse the table: {str(err).splitlines()[0]}") from None
 
 

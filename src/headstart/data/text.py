@@ -1,6 +1,7 @@
 """Text data: one CSV/TSV/JSONL file of `text,label` rows (split here), or a folder of train/val/test files.
 
-Bad rows (empty text, missing label, bytes that are not UTF-8, a broken JSON line) are skipped and listed as
+Files are UTF-8, or a legacy 8-bit encoding (cp1252, latin-1) when no non-ASCII byte in them is UTF-8.
+Bad rows (empty text, missing label, corrupt bytes in a UTF-8 file, a broken JSON line) are skipped and listed as
 ("file row N", reason), never crash a run; wrong column names, no rows or a single label are one clear error.
 Inputs are the text strings themselves; a text's feature-cache identity is the hash of its content.
 """
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import LabeledData, Modality, linear_baseline, register_modality
+from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -23,8 +24,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are fine
 
 
 def _open(path: Path):
-    # surrogateescape: bytes that are not UTF-8 survive reading and are caught per row (see _decodes).
-    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+    # surrogateescape: bytes the file's encoding does not define survive reading and are caught per row (_decodes).
+    return open(path, newline="", encoding=file_encoding(path), errors="surrogateescape")
 
 
 def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict | None]]]:
