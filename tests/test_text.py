@@ -122,6 +122,23 @@ def test_legacy_encoded_files_read_every_row(tmp_path):
     table.write_bytes("region,sales\n\u00cele-de-France,3\nNord,4\n".encode("cp1252"))
     assert list(read_table(table)["region"]) == ["\u00cele-de-France", "Nord"]
 
+
+def test_a_csv_with_other_column_names_gets_the_options_that_read_it(tmp_path):
+    from headstart.data import resolve_modality
+
+    path = tmp_path / "reviews.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "Review", "Stars"])
+        writer.writerows([i, text, 5 if label == "positive" else 1] for i, (text, label) in enumerate(sentiment_rows(20)))
+    with pytest.raises(UserError) as err:
+        resolve_modality(FitConfig(data=str(path)))
+    message = str(err.value)
+    assert "--text-column Review --label-column Stars" in message, "the text and label columns guessed from the rows"
+    assert "--target COLUMN (columns: id, Review, Stars)" in message
+    fitted = resolve_modality(FitConfig(data=str(path), text_column="Review", label_column="Stars"))
+    assert fitted.name == "text", "the suggested options are the ones that read it"
+
 def test_bad_rows_are_skipped_and_listed(tmp_path):
     path = tmp_path / "bad.csv"
     good = sentiment_rows(10)

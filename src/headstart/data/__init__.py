@@ -36,7 +36,8 @@ def resolve_modality(cfg) -> Modality:
     for name in MODALITIES.names():
         if MODALITIES.get(name).claims(source, cfg):
             return MODALITIES.get(name)
-    raise UserError(f"{source}: cannot tell what kind of data this is; pass --modality ({', '.join(MODALITIES.names())})")
+    hints = "".join(f"; {hint}" for name in MODALITIES.names() if (hint := MODALITIES.get(name).hint(source)))
+    raise UserError(f"{source}: cannot tell what kind of data this is{hints}; or pass --modality ({', '.join(MODALITIES.names())})")
 
 
 __all__ = ["MODALITIES", "LabeledData", "Modality", "resolve_modality"]

@@ -123,6 +123,10 @@ class Modality:
         """Whether `source` looks like this modality's data (auto-detection)."""
         return False
 
+    def hint(self, source: Path) -> str:
+        """When no modality claims `source`: the options that would make this one read it ("" when it could not)."""
+        return ""
+
     def load(self, cfg) -> LabeledData:
         """Read, clean (skip and list bad items) and split `cfg.data`."""
         raise NotImplementedError

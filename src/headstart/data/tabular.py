@@ -295,6 +295,17 @@ class Tables(Modality):
             return source.suffix.lower() in TABLE_EXTENSIONS
         return source.is_dir() and "train" in _split_files(source)
 
+    def hint(self, source: Path) -> str:
+        table = source if source.is_file() else _split_files(source).get("train") if source.is_dir() else None
+        if table is None or Path(table).suffix.lower() not in TABLE_EXTENSIONS:
+            return ""
+        try:
+            columns = [str(c) for c in read_table(table).columns]
+        except UserError:
+            return ""
+        shown = ", ".join(columns[:12]) + (f" and {len(columns) - 12} more" if len(columns) > 12 else "")
+        return f"for a table, name the column to predict: --target COLUMN (columns: {shown})"
+
     def load(self, cfg) -> LabeledData:
         return load_table_data(cfg.data, cfg.target, cfg.task, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 

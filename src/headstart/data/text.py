@@ -156,6 +156,19 @@ def load_text_data(source: str | Path, text_column: str = "text", label_column: 
                        {"text_column": text_column, "label_column": label_column})
 
 
+def guess_columns(path: Path, rows: int = 200) -> tuple[str | None, str | None]:
+    """(text column, label column) a file most likely has, from its first rows: the text is the column with the
+    longest values that have spaces in them, the label the other column with the fewest distinct values (two or more)."""
+    columns, records = read_records(path)
+    sample = [rec for _, rec in records[:rows] if rec]
+    values = {c: [_as_text(rec.get(c)) or "" for rec in sample] for c in columns}
+    wordy = [c for c in columns if values[c] and sum(" " in v for v in values[c]) > len(values[c]) / 2]
+    text = max(wordy, key=lambda c: sum(map(len, values[c])), default=None)
+    labels = [c for c in columns if c != text and 2 <= len(set(values[c])) < max(3, len(sample) // 2)]
+    label = min(labels, key=lambda c: len(set(values[c])), default=None)
+    return text, label
+
+
 def header_columns(path: Path) -> list[str]:
     """The columns of a CSV/TSV header or the keys of a JSONL file's first record (cheap: detection only)."""
     try:
@@ -207,6 +220,13 @@ class Texts(Modality):
             return False
         columns = header_columns(table)
         return cfg.text_column in columns and "path" not in columns
+
+    def hint(self, source: Path) -> str:
+        table = split_file(source, "train") if source.is_dir() else source
+        if table is None or table.suffix.lower() not in TABLE_EXTENSIONS or not table.is_file():
+            return ""
+        text, label = guess_columns(table)
+        return f"for text, name its columns: --text-column {text} --label-column {label}" if text and label else ""
 
     def load(self, cfg) -> LabeledData:
         if cfg.task == "regression":
