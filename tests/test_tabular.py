@@ -145,6 +145,25 @@ def test_encoder_fit_transform_and_json_round_trip():
     assert unseen[0, 0] == pytest.approx(2.4495, abs=1e-4) and unseen[0, 2] == 1 and unseen[0].tolist()[3:] == [0, 0, 1]
 
 
+
+def test_encoder_reads_gap_words_in_numbers_as_missing_and_leaves_identifiers_out():
+    rows = [{"price": "?" if i % 10 == 0 else 100 + i, "id": f"store-{i}", "size": "S" if i % 2 else "L", "y": i}
+            for i in range(40)]
+    enc = ColumnEncoder().fit(rows, ["price", "id", "size"], target="y")
+    price = enc.columns[0]
+    assert price["type"] == "numeric" and price["missing_indicator"] and price["read_as_missing"] == ["?"]
+    assert enc.names == ["price", "size"] and "identifier" in enc.ignored["id"]
+    assert enc.describe() == "2 columns -> 5 features"  # price + its missing flag; S, L, other
+    x = enc.transform([{"price": "?", "size": "S"}, {"price": 139, "size": "L"}])  # no id needed to predict
+    assert x[0, :2].tolist() == [0.0, 1.0] and x[1, 0] > 1.0, "a gap sits at the mean with its flag; 139 is high"
+    assert any("'?' read as missing" in n for n in enc.notes()) and any(n.startswith("id left out") for n in enc.notes())
+    again = ColumnEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert again.ignored == enc.ignored and again.key() == enc.key()
+    # 91% numbers, but four distinct words: codes, not gaps, so the column stays a category
+    words = [{"v": w} for w in ["a", "b", "c", "d"] + [str(i % 20) for i in range(40)]]
+    assert ColumnEncoder().fit(words, ["v"]).columns[0]["type"] == "categorical"
+    assert ColumnEncoder().fit(words[1:], ["v"]).columns[0]["type"] == "numeric"  # three words: read as gaps
+
 def test_encoder_names_missing_columns():
     enc = ColumnEncoder().fit([{"a": 1, "b": "x", "c": 2}], ["a", "b", "c"])
     with pytest.raises(UserError, match="lack column\\(s\\) .*: a, c"):
