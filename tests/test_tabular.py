@@ -90,6 +90,35 @@ def test_task_auto_detection():
     assert detect_task(list(range(50)), "classification") == "classification"
 
 
+
+def test_gap_words_in_a_numeric_target_are_skipped_rows_not_classes(tmp_path):
+    data = make_table(tmp_path / "t.csv", n=200)
+    df = pd.read_csv(data)
+    df["y"] = df["y"].astype(object)
+    df.loc[[10, 20, 30], "y"] = "?"  # spreadsheet rows 12, 22, 32
+    df.to_csv(data, index=False)
+    assert detect_task(["?", 0.5, 1.5] + [float(i) for i in range(40)]) == "regression"
+    loaded = Tables().load(FitConfig(data=str(data), target="y"))
+    assert loaded.task == "regression"
+    read_as_missing = {w for w, r in loaded.skipped if "read as missing" in r}
+    assert read_as_missing == {f"{data} row {n}" for n in (12, 22, 32)}
+    assert len(loaded.train) + len(loaded.val) + len(loaded.test) == 200 - 2 - 3
+    ids = pd.DataFrame({"a": range(60), "who": [f"person {i}" for i in range(60)]})
+    ids.to_csv(tmp_path / "ids.csv", index=False)
+    with pytest.raises(UserError, match="'who' has 60 distinct values in 60 rows.*--task regression"):
+        Tables().load(FitConfig(data=str(tmp_path / "ids.csv"), target="who"))
+
+
+def test_stratified_split_with_many_single_row_classes_keeps_its_fraction():
+    from headstart.data.splits import stratified_split
+
+    labels = list(range(90)) + [0] * 10  # 90 classes over 100 rows: one row for most of them
+    kept, off = stratified_split(list(range(100)), labels, 0.15, seed=0)
+    assert len(off) == 15 and len(kept) == 85, "not one held-out row per class (90 of 100)"
+    few_shot = [c for c in range(5) for _ in range(3)]  # 5 classes x 3: every class on both sides, as before
+    kept, off = stratified_split(list(range(15)), few_shot, 0.15, seed=0)
+    assert sorted(few_shot[i] for i in off) == [0, 1, 2, 3, 4] and {few_shot[i] for i in kept} == {0, 1, 2, 3, 4}
+
 def test_wrong_target_lists_the_columns(tmp_path):
     data = make_table(tmp_path / "t.csv", n=40)
     with pytest.raises(UserError, match="no column 'price'.*columns found: a, b, c, d, y, label"):

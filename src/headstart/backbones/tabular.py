@@ -29,11 +29,6 @@ from headstart.errors import UserError
 HIDDEN = (128, 128)
 DROPOUT = 0.1
 MAX_CATEGORIES = 100  # per column: the most frequent ones; rarer values share the "other/missing" slot
-# A column whose present values are at least this share numbers, the rest at most MISSING_TOKENS distinct words
-# ('?', '-', 'unknown': UCI's tables mark gaps with '?'), is numeric with those words read as missing. As a whole
-# categorical column it lost its order: ten '?' in Carseats' Price (2.5% of rows) took regression R^2 0.748 -> 0.552.
-NUMERIC_SHARE = 0.9
-MISSING_TOKENS = 3
 # A categorical column distinct in every one of at least this many training rows is an identifier (a row id, a name),
 # left out: its one-hot columns are each seen once (RowId on Carseats' 289 training rows: 101 of 151 features).
 # Fewer rows can be all distinct by chance.
@@ -44,6 +39,12 @@ def _as_number(v) -> float | None:
     from headstart.data.tabular import as_number
 
     return as_number(v)
+
+
+def gap_words(values: list) -> set[str] | None:
+    from headstart.data.tabular import gap_words
+
+    return gap_words(values)
 
 
 def _category(v) -> str | None:
@@ -97,9 +98,9 @@ class ColumnEncoder:
             values = [r.get(name) for r in rows]
             present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
             numbers = [x for x in map(_as_number, present) if x is not None]
-            words = Counter(_category(v) for v in present if _as_number(v) is None)
+            words = gap_words(present)  # a numeric column's few gap words ('?'): data/tabular.py
             counts = Counter(_category(v) for v in present)
-            if len(numbers) >= NUMERIC_SHARE * len(present) and len(words) <= MISSING_TOKENS:
+            if words is not None:
                 xs = np.asarray(numbers, dtype=np.float64)
                 mean = float(xs.mean()) if len(xs) else 0.0
                 std = float(xs.std()) if len(xs) else 0.0

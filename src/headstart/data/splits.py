@@ -9,7 +9,9 @@ def stratified_split(items: list, labels: list[int], fraction: float, seed: int)
     if fraction <= 0 or len(items) == 0:
         return list(items), []
     counts = {c: labels.count(c) for c in set(labels)}
-    n_off = max(int(round(fraction * len(items))), len(counts))
-    stratify = labels if min(counts.values()) >= 2 and n_off < len(items) - len(counts) + 1 else None
+    n_off = max(1, int(round(fraction * len(items))))
+    if len(counts) <= len(items) // 2:  # room for one of each class on both sides: a few-shot split keeps every class
+        n_off = max(n_off, len(counts))
+    stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_off <= len(items) - len(counts) else None
     kept, off = train_test_split(items, test_size=n_off, random_state=seed, stratify=stratify)
     return list(kept), list(off)
