@@ -34,9 +34,9 @@ def count_decodes(monkeypatch):
     calls = []
     original = images.open_rgb
 
-    def counting(path):
+    def counting(path, min_side=0):
         calls.append(path)
-        return original(path)
+        return original(path, min_side)
 
     monkeypatch.setattr(images, "open_rgb", counting)
     return calls
@@ -45,10 +45,28 @@ def count_decodes(monkeypatch):
 def test_cached_eval_tensors_equal_the_uncached_transform(photos):
     cached = CachedImageDataset(photos, PRE, train=False, cache=ImageCache())
     assert all(t is not None for t in cached.cached)
-    uncached = images.ImageDataset(photos, images.eval_transform(PRE))
+    uncached = images.ImageDataset(photos, images.eval_transform(PRE), images.eval_side(PRE))
     for i in range(len(photos)):
         assert torch.equal(cached[i], uncached[i]), photos[i]
 
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_that_keeps_twice_the_side(tmp_path):
+    """libjpeg's DCT scaling: a photo far larger than the input decodes at 1/2-1/8 scale, never below twice the side
+    the resize goes to, and the cached tensor is the uncached path's, close to the full decode's."""
+    rng = np.random.default_rng(1)
+    smooth = np.kron(rng.integers(0, 256, (60, 80, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 800 x 600
+    path = str(tmp_path / "photo.jpg")
+    Image.fromarray(smooth).save(path, quality=95)
+    side = images.eval_side(PRE)  # 27
+    drafted = images.open_rgb(path, side)
+    assert 2 * side <= min(drafted.size) < 600 // 2 and drafted.size[0] * 3 == drafted.size[1] * 4
+    assert images.open_rgb(path).size == (800, 600), "no min_side: every pixel"
+    cached = CachedImageDataset([path], PRE, train=False, cache=ImageCache())
+    same_decode = images.ImageDataset([path], images.eval_transform(PRE), side)
+    full_decode = images.ImageDataset([path], images.eval_transform(PRE))
+    assert torch.equal(cached[0], same_decode[0])
+    assert (cached[0] - full_decode[0]).abs().mean() < 0.05  # normalised units: under 3 of 255 per pixel
 
 def test_each_image_is_decoded_once_per_run(photos, count_decodes):
     cache = ImageCache()
@@ -102,7 +120,7 @@ def test_budget_bounds_the_cache_and_the_rest_decodes_per_item(photos, count_dec
     cache = ImageCache(budget=2 * one)
     ds = CachedImageDataset(photos, PRE, train=False, cache=cache)
     assert sum(t is not None for t in ds.cached) == 2 and cache.bytes == 2 * one
-    uncached = images.ImageDataset(photos, images.eval_transform(PRE))
+    uncached = images.ImageDataset(photos, images.eval_transform(PRE), images.eval_side(PRE))
     assert all(torch.equal(ds[i], uncached[i]) for i in range(len(photos)))
     off = CachedImageDataset(photos, PRE, train=False, cache=ImageCache(budget=0))
     assert off.cached == [None] * len(photos)

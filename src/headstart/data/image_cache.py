@@ -59,11 +59,12 @@ class EvalEntry:
 
     def __init__(self, pre: Preprocess):
         self.geometry = images.eval_geometry(pre)
+        self.side = images.eval_side(pre)
         self.key = ("eval", pre.input_size, pre.crop_pct, pre.interpolation)
         self.estimate = 3 * pre.input_size ** 2
 
     def decode(self, path: str) -> torch.Tensor:
-        return to_uint8_chw(self.geometry(images.open_rgb(path)))
+        return to_uint8_chw(self.geometry(images.open_rgb(path, self.side)))
 
 
 class TrainEntry:
@@ -76,7 +77,7 @@ class TrainEntry:
         self.estimate = 3 * self.side * (self.side * 4 // 3)  # a 4:3 image; the exact size is counted once decoded
 
     def decode(self, path: str) -> torch.Tensor:
-        img = images.open_rgb(path)
+        img = images.open_rgb(path, self.side)
         if min(img.size) > self.side:
             img = self.resize(img)
         return to_uint8_chw(img)
@@ -141,6 +142,7 @@ class CachedImageDataset(Dataset):
                  aug: Augmentation = STANDARD_AUGMENTATION):
         self.paths = list(paths)
         entry = TrainEntry(pre) if train else EvalEntry(pre)
+        self.side = entry.side  # the uncached path decodes as the cache does
         self.cached = cache.tensors(self.paths, entry) if cache.budget else [None] * len(self.paths)
         self.fallback = images.train_transform(pre, aug) if train else images.eval_transform(pre)
         self.augment = v2.Compose([
@@ -156,7 +158,7 @@ class CachedImageDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         x = self.cached[i]
         if x is None:
-            return self.fallback(images.open_rgb(self.paths[i]))
+            return self.fallback(images.open_rgb(self.paths[i], self.side))
         if self.augment is not None:
             x = self.augment(x)
         # exactly ToTensor's conversion of a uint8 image, then Normalize: identical values to the uncached path
