@@ -69,8 +69,10 @@ class Classification(Task):
         return classification_metrics(np.asarray(y_true), preds, classes)
 
     def summarize(self, m: dict) -> str:
+        shown = m.get("macro_classes", len(m["classes"]))
+        over = f", macro over the {shown} of {len(m['classes'])} classes scored or predicted" if shown < len(m["classes"]) else ""
         return (f"accuracy {m['accuracy']:.4f}  precision {m['precision_macro']:.4f}  "
-                f"recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']})\n{per_class_table(m)}")
+                f"recall {m['recall_macro']:.4f}  F1 {m['f1_macro']:.4f}  (n={m['n']}{over})\n{per_class_table(m)}")
 
     def rows(self, names: list[str], preds: np.ndarray, classes: list[str], top_k: int) -> list[dict]:
         k = max(1, min(top_k, len(classes)))
