@@ -115,9 +115,29 @@ def test_stratified_split_with_many_single_row_classes_keeps_its_fraction():
     labels = list(range(90)) + [0] * 10  # 90 classes over 100 rows: one row for most of them
     kept, off = stratified_split(list(range(100)), labels, 0.15, seed=0)
     assert len(off) == 15 and len(kept) == 85, "not one held-out row per class (90 of 100)"
+    imbalanced = [0] * 60 + [c for c in range(1, 10) for _ in range(4)]  # proportions give 4-image classes no test row
+    kept, off = stratified_split(list(range(96)), imbalanced, 0.15, seed=0)
+    assert len(off) == 14 and {imbalanced[i] for i in off} == set(range(10)), "every class of 3+ images is held out once"
+    assert sorted(kept + off) == list(range(96))
+    balanced = [c for c in range(4) for _ in range(25)]
+    from sklearn.model_selection import train_test_split
+    assert stratified_split(list(range(100)), balanced, 0.2, seed=3)[1] == train_test_split(
+        list(range(100)), test_size=20, random_state=3, stratify=balanced)[1], "no class missing: scikit-learn's split"
     few_shot = [c for c in range(5) for _ in range(3)]  # 5 classes x 3: every class on both sides, as before
     kept, off = stratified_split(list(range(15)), few_shot, 0.15, seed=0)
     assert sorted(few_shot[i] for i in off) == [0, 1, 2, 3, 4] and {few_shot[i] for i in kept} == {0, 1, 2, 3, 4}
+
+
+def test_numbers_as_spreadsheets_export_them_are_numbers():
+    from headstart.data.tabular import as_number
+
+    exported = {"$1,200": 1200.0, "-€3.50": -3.5, "$ -5": -5.0, "12%": 12.0, "1,234,567.5": 1234567.5, ".5%": 0.5}
+    assert {text: as_number(text) for text in exported} == exported
+    for ambiguous_or_not_a_number in ("1,23", "12,5", "1 2", "(5.00)", "$", "%", "-", "inf", float("inf"), "--5"):
+        assert as_number(ambiguous_or_not_a_number) is None, ambiguous_or_not_a_number
+    prices = [{"price": f"${p:,}"} for p in range(900, 1400, 10)]  # "$1,000": a currency column, ordered, not categories
+    encoder = ColumnEncoder().fit(prices, ["price"])
+    assert encoder.columns[0]["type"] == "numeric" and detect_task([r["price"] for r in prices]) == "regression"
 
 def test_wrong_target_lists_the_columns(tmp_path):
     data = make_table(tmp_path / "t.csv", n=40)

@@ -7,6 +7,7 @@ are skipped and listed; missing feature values are kept (the encoder imputes the
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +81,25 @@ def label_string(v) -> str:
     return str(v)
 
 
+# A number as spreadsheets export it: a currency sign, thousands separated by commas in groups of three, a percent
+# sign ("$1,200", "-€3.50", "12%"). Only these forms: "12,5" or "1,23" stay text, being ambiguous.
+DECORATED_NUMBER = re.compile(r"([-+]?)[$€£¥]?\s*([-+]?)(\d{1,3}(?:,\d{3})+|\d*)(\.\d+)?\s*%?")
+
+
 def as_number(v) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return None if isinstance(v, float) and math.isnan(v) else float(v)
+        return float(v) if math.isfinite(v) else None
+    text = str(v).strip()
     try:
-        x = float(str(v).strip())
+        x = float(text)
     except ValueError:
-        return None
-    return None if math.isnan(x) else x
+        match = DECORATED_NUMBER.fullmatch(text)
+        if not match or not (match[3] or match[4]) or (match[1] and match[2]):
+            return None
+        x = float(f"{match[1] or match[2]}{match[3].replace(',', '') or '0'}{match[4] or ''}")
+    return x if math.isfinite(x) else None  # "inf" would make the column's mean and spread NaN
 
 
 def table_rows(path: Path) -> tuple[list[str], list[Row], list[str]]:
