@@ -114,6 +114,19 @@ def test_wide_and_rotated_images_decode_as_a_viewer_shows_them(tmp_path):
     assert upright.shape == (30, 20, 3)
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50, "the left edge is now the top"
 
+
+def test_wrapper_folders_of_an_unpacked_archive_are_looked_through(tmp_path):
+    make_images(tmp_path / "photos" / "photos" / "data", per_class=4)  # photos/photos/data/<class>/*
+    (tmp_path / "photos" / "__MACOSX").mkdir()
+    (tmp_path / "photos" / ".DS_Store").write_bytes(b"junk")
+    data = load_image_data(tmp_path / "photos")
+    assert data.classes == ["blue", "green", "red"] and data.layout == "class-folders in photos/data"
+    make_images(tmp_path / "wrapped" / "inner" / "train", per_class=4)
+    make_images(tmp_path / "wrapped" / "inner" / "test", per_class=2, seed=1)
+    assert load_image_data(tmp_path / "wrapped").layout == "splits in inner"
+    items, _ = load_labeled_items(tmp_path / "wrapped", ["blue", "green", "red"])
+    assert len(items) == 6, "evaluate reads the wrapped test split too"
+
 def test_single_class_is_one_clear_error(tmp_path):
     make_images(tmp_path / "one", classes=("red",))
     with pytest.raises(UserError, match="only one class"):

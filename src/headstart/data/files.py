@@ -73,6 +73,20 @@ def split_dir(root: Path, split: str) -> Path | None:
     return next((root / name for name in SPLIT_NAMES[split] if (root / name).is_dir()), None)
 
 
+def unwrap(root: Path, kind: FileKind) -> Path:
+    """The folder that holds the data: an archive often unpacks into wrappers (`flower_photos/flower_photos/daisy`,
+    `dataset/data/train`), each holding one folder and none of the kind's files; read what is inside them."""
+    def holds_files(folder: Path) -> bool:
+        return any(p.is_file() and kind.owns(p) for p in folder.iterdir())
+
+    while root.is_dir() and not split_dir(root, "train"):
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(folders) != 1 or holds_files(root) or holds_files(folders[0]):  # a lone class folder is no wrapper
+            break
+        root = folders[0]
+    return root
+
+
 def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = None,
                        train_dir: Path | None = None) -> tuple[list[Item], list[str]]:
     """The files of each class folder under `root`, labeled by folder; `classes` (a model's, or those of `train_dir`,
@@ -144,9 +158,10 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
                    seed: int) -> tuple[LabeledData, list]:
     """Discover the layout, drop unreadable files, split what is not split yet (stratified); also the training
     files' facts (from `kind.check`), for the modality's data summary."""
-    root = Path(source)
-    if not root.exists():
-        raise UserError(f"data {root} does not exist")
+    given = Path(source)
+    if not given.exists():
+        raise UserError(f"data {given} does not exist")
+    root = unwrap(given, kind)
     if root.is_file():
         per_split, classes = manifest_splits(root)
         train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
@@ -170,6 +185,8 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
         train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
     if not val:
         train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
+    if root != given:
+        layout += f" in {root.relative_to(given)}"
     data = LabeledData(modality, "classification", classes, train, val, test, layout, skipped + skipped_val + skipped_test, {})
     return data, facts
 
@@ -180,6 +197,7 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str]) -
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
+    root = unwrap(root, kind)
     if root.is_file():
         per_split, _ = manifest_splits(root, classes)
         items = per_split.get("test") or [it for split in per_split.values() for it in split]
