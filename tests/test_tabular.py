@@ -213,6 +213,38 @@ def test_encoder_reads_gap_words_in_numbers_as_missing_and_leaves_identifiers_ou
     assert ColumnEncoder().fit(words, ["v"]).columns[0]["type"] == "categorical"
     assert ColumnEncoder().fit(words[1:], ["v"]).columns[0]["type"] == "numeric"  # three words: read as gaps
 
+
+def test_dates_are_a_trend_and_seasons_read_in_the_training_format():
+    import datetime as dt
+
+    days = [dt.date(2021, 1, 1) + dt.timedelta(days=7 * i + i % 3) for i in range(40)]
+    rows = [{"when": d.strftime("%d/%m/%Y")} for d in days]  # day first: "13/01/2021" tells the format
+    rows[5]["when"] = None
+    enc = ColumnEncoder().fit(rows, ["when"])
+    col = enc.columns[0]
+    assert col["type"] == "date" and col["format"] == "%d/%m/%Y" and col["missing_indicator"]
+    assert enc.n_features == 6 and any("dates (%d/%m/%Y)" in n for n in enc.notes())
+    x = enc.transform([{"when": "05/01/2021"}, {"when": "05/06/2021"}, {"when": "not a date"}])
+    assert x[1, 0] > x[0, 0], "June after January: the day is a trend"
+    jan5, jun5 = dt.date(2021, 1, 5), dt.date(2021, 6, 5)  # read day first even alone, as in training
+    assert x[0, 3].item() == pytest.approx(np.sin(2 * np.pi * jan5.weekday() / 7), abs=1e-6)
+    assert x[1, 1].item() == pytest.approx(np.sin(2 * np.pi * (jun5.month - 1) / 12), abs=1e-6)
+    assert x[2].tolist() == [0, 0, 0, 0, 0, 1], "not a date: a gap, flagged"
+    again = ColumnEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert torch.equal(again.transform(rows[:3]), enc.transform(rows[:3]))
+
+
+def test_a_label_that_depends_on_the_weekday_is_learned_from_a_date_column(tmp_path):
+    import datetime as dt
+
+    rng = np.random.default_rng(0)
+    days = [dt.date(2022, 1, 1) + dt.timedelta(days=int(d)) for d in rng.choice(700, 240, replace=False)]
+    df = pd.DataFrame({"day": [d.isoformat() for d in days], "noise": rng.normal(size=240),
+                       "busy": ["yes" if d.weekday() >= 5 else "no" for d in days]})
+    df.to_csv(tmp_path / "visits.csv", index=False)
+    run = hs.fit(str(tmp_path / "visits.csv"), target="busy", out=str(tmp_path / "run"), progress=False)
+    assert run.metrics["accuracy"] >= 0.9, "weekends are one weekday cycle apart; a one-hot of the dates knows nothing"
+
 def test_encoder_names_missing_columns():
     enc = ColumnEncoder().fit([{"a": 1, "b": "x", "c": 2}], ["a", "b", "c"])
     with pytest.raises(UserError, match="lack column\\(s\\) .*: a, c"):

@@ -47,6 +47,48 @@ def gap_words(values: list) -> set[str] | None:
     return gap_words(values)
 
 
+DATE_PARTS = 5  # days (standardised), month as a cycle (sin, cos), weekday as a cycle (sin, cos)
+
+
+def date_format(values: list) -> str | None:
+    """The format (strftime, with a year and a month) that at least NUMERIC_SHARE of a column's present values are
+    dates in, guessed from its first distinct values; None when it is not a date column. Kept with the encoder, so
+    a row predicted alone is read as the training rows were ("05/01/2020" is one date, whichever row comes first)."""
+    import warnings
+
+    from pandas.tseries.api import guess_datetime_format
+
+    from headstart.data.tabular import NUMERIC_SHARE
+
+    texts = [str(v).strip() for v in values]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns when a guess reads the day first
+        guesses = {guess_datetime_format(t) for t in dict.fromkeys(texts[:50])}
+    formats = sorted(f for f in guesses if f and ("%Y" in f or "%y" in f) and any(m in f for m in ("%m", "%b", "%B")))
+    parsed = {f: int(parse_dates(texts, f).notna().sum()) for f in formats}
+    best = max(formats, key=lambda f: parsed[f], default=None)
+    return best if best and texts and parsed[best] >= NUMERIC_SHARE * len(texts) else None
+
+
+def parse_dates(values: list, fmt: str):
+    """A pandas Series of datetimes in `fmt`, NaT where a value is missing or not such a date."""
+    import pandas as pd
+
+    texts = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in values]
+    return pd.to_datetime(pd.Series(texts, dtype=object), format=fmt, errors="coerce")
+
+
+def date_parts(when) -> tuple[np.ndarray, np.ndarray]:
+    """(days since 1970, NaN for gaps; [N, 4] month and weekday as points on their cycles, 0 for gaps)."""
+    import pandas as pd
+
+    days = ((when - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+    month = 2 * np.pi * (when.dt.month.to_numpy(dtype=np.float64, na_value=np.nan) - 1) / 12
+    weekday = 2 * np.pi * when.dt.day_of_week.to_numpy(dtype=np.float64, na_value=np.nan) / 7
+    cycles = np.stack([np.sin(month), np.cos(month), np.sin(weekday), np.cos(weekday)], axis=1)
+    return days, np.nan_to_num(cycles)
+
+
 def _category(v) -> str | None:
     """A categorical cell as text (None when missing); 1.0 and 1 are the same category."""
     if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -60,8 +102,9 @@ class ColumnEncoder:
     """Rows {column: value} -> float32 features, fitted on the training rows and saved as JSON.
 
     Numeric columns are standardised (missing -> the training mean, i.e. 0, plus a 0/1 "was missing" column
-    when the training rows had gaps; a few non-numeric words in a numeric column count as gaps); other columns
-    are one-hot over the training categories plus one "other/missing" slot. A categorical column with a different
+    when the training rows had gaps; a few non-numeric words in a numeric column count as gaps); date columns
+    become their standardised day (the trend) and month and weekday as cycles (the seasons), gaps as for numbers;
+    other columns are one-hot over the training categories plus one "other/missing" slot. A categorical column with a different
     value in every training row (an identifier) is left out: each of its categories would be seen once, and never
     again. Columns are found by name; extra columns are ignored.
     """
@@ -87,6 +130,8 @@ class ColumnEncoder:
     def _width(col: dict) -> int:
         if col["type"] == "numeric":
             return 1 + int(col["missing_indicator"])
+        if col["type"] == "date":
+            return DATE_PARTS + int(col["missing_indicator"])
         return len(col["categories"]) + 1
 
     def fit(self, rows: list[dict], columns: list[str] | None = None, target: str | None = None) -> "ColumnEncoder":
@@ -107,6 +152,12 @@ class ColumnEncoder:
                 col = {"name": name, "type": "numeric", "mean": mean, "std": std if std > 1e-12 else 1.0,
                        "missing_indicator": len(numbers) < len(values)}
                 fitted.append(col | ({"read_as_missing": sorted(words)} if words else {}))
+            elif fmt := date_format(present):
+                days = date_parts(parse_dates(present, fmt))[0]
+                days = days[~np.isnan(days)]
+                fitted.append({"name": name, "type": "date", "format": fmt, "mean": float(days.mean()),
+                               "std": float(days.std()) if days.std() > 1e-12 else 1.0,
+                               "missing_indicator": len(days) < len(values)})
             elif len(present) >= IDENTIFIER_MIN_ROWS and len(counts) == len(present):
                 ignored[name] = "a different value in every row (an identifier)"
             else:
@@ -121,7 +172,8 @@ class ColumnEncoder:
         """What fit decided about columns that a reader should know: words read as gaps, columns left out."""
         words = [f"{c['name']}: {', '.join(map(repr, c['read_as_missing']))} read as missing"
                  for c in self.columns or [] if c.get("read_as_missing")]
-        return words + [f"{name} left out: {why}" for name, why in self.ignored.items()]
+        dates = [f"{c['name']}: dates ({c['format']})" for c in self.columns or [] if c["type"] == "date"]
+        return words + dates + [f"{name} left out: {why}" for name, why in self.ignored.items()]
 
     def missing_columns(self, available) -> list[str]:
         available = set(available)
@@ -145,6 +197,13 @@ class ColumnEncoder:
                 out[:, j] = np.where(gap, 0.0, (xs - col["mean"]) / col["std"])
                 if col["missing_indicator"]:
                     out[:, j + 1] = gap
+            elif col["type"] == "date":
+                days, cycles = date_parts(parse_dates(values, col["format"]))
+                gap = np.isnan(days)
+                out[:, j] = np.where(gap, 0.0, (days - col["mean"]) / col["std"])
+                out[:, j + 1:j + DATE_PARTS] = cycles
+                if col["missing_indicator"]:
+                    out[:, j + DATE_PARTS] = gap
             else:
                 index = {c: i for i, c in enumerate(col["categories"])}
                 other = len(col["categories"])
@@ -170,7 +229,7 @@ class ColumnEncoder:
 
     def summary(self) -> dict:
         kinds = Counter(c["type"] for c in self.columns or [])
-        return {"numeric": kinds.get("numeric", 0), "categorical": kinds.get("categorical", 0),
+        return {"numeric": kinds.get("numeric", 0), "categorical": kinds.get("categorical", 0), "date": kinds.get("date", 0),
                 "with_missing_indicator": [c["name"] for c in self.columns or [] if c.get("missing_indicator")],
                 "read_as_missing": {c["name"]: c["read_as_missing"] for c in self.columns or [] if c.get("read_as_missing")},
                 "ignored": self.ignored}
