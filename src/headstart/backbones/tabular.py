@@ -104,9 +104,9 @@ class ColumnEncoder:
     Numeric columns are standardised (missing -> the training mean, i.e. 0, plus a 0/1 "was missing" column
     when the training rows had gaps; a few non-numeric words in a numeric column count as gaps); date columns
     become their standardised day (the trend) and month and weekday as cycles (the seasons), gaps as for numbers;
-    other columns are one-hot over the training categories plus one "other/missing" slot. A categorical column with a different
-    value in every training row (an identifier) is left out: each of its categories would be seen once, and never
-    again. Columns are found by name; extra columns are ignored.
+    other columns are one-hot over the training categories plus one "other/missing" slot. A categorical column with
+    a different value in every training row (an identifier) is left out: each of its categories would be seen once,
+    and never again. Columns are found by name; extra columns are ignored.
     """
 
     def __init__(self, columns: list[dict] | None = None, target: str | None = None, ignored: dict | None = None):
@@ -169,7 +169,7 @@ class ColumnEncoder:
         return self
 
     def notes(self) -> list[str]:
-        """What fit decided about columns that a reader should know: words read as gaps, columns left out."""
+        """What fit decided about columns that a reader should know: words read as gaps, dates, columns left out."""
         words = [f"{c['name']}: {', '.join(map(repr, c['read_as_missing']))} read as missing"
                  for c in self.columns or [] if c.get("read_as_missing")]
         dates = [f"{c['name']}: dates ({c['format']})" for c in self.columns or [] if c["type"] == "date"]
