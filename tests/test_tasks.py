@@ -34,6 +34,25 @@ def test_multilabel_fit_predicts_sets_of_labels(tiny_images, tmp_path):
     assert hs.load(run.path).model.task.name == "multilabel"
 
 
+
+def test_joined_labels_are_multi_label_by_default_unless_classification_is_asked():
+    from headstart.data.base import looks_multilabel
+
+    assert looks_multilabel(["blue;cool", "green;cool", "red;warm"])  # every label a set
+    assert looks_multilabel(["cat", "cat;dog", "dog"])  # names recur
+    assert not looks_multilabel(["R&D; sales", "it", "marketing"]), "one name that holds the separator"
+    assert not looks_multilabel(["cat", "dog"]) and looks_multilabel(["a|b", "a"], separator="|")
+
+
+def test_auto_task_fits_joined_labels_as_multi_label(tiny_images, tmp_path):
+    data = manifest(tiny_images, TAGS, tmp_path / "tags.csv")
+    run = hs.fit(str(data), strategy="linear-probe", out=str(tmp_path / "auto"), image_size=64, progress=False,
+                 cache_dir=str(tmp_path / "cache"))
+    assert run.classes == ["blue", "cool", "green", "red", "warm"] and "f1_micro" in run.metrics
+    whole = hs.fit(str(data), task="classification", strategy="linear-probe", out=str(tmp_path / "whole"), image_size=64,
+                   progress=False, cache_dir=str(tmp_path / "cache"))
+    assert whole.classes == ["blue;cool", "green;cool", "red;warm"]
+
 def test_regression_on_numeric_manifest_labels(tiny_images, tmp_path):
     data = manifest(tiny_images, {k: str(v) for k, v in VALUES.items()}, tmp_path / "values.csv")
     run = hs.fit(str(data), task="regression", strategy="linear-probe", out=str(tmp_path / "reg"), image_size=64,

@@ -26,8 +26,10 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--modality", default=d.modality, help="image, text, audio, tabular, or auto (detected from the data)")
     g.add_argument("--task", default=d.task, choices=["auto", "classification", "regression", "multilabel"],
-                   help="default: classification (regression for a numeric tabular target with many values); regression on "
-                        "numeric labels of an image/text manifest; multilabel as --multi-label")
+                   help="default (auto): classification; multilabel where labels are names joined by --label-separator "
+                        "('cat', 'dog', 'cat;dog'); regression for a numeric tabular target with many values. regression "
+                        "on numeric labels of an image/text manifest; multilabel as --multi-label; classification keeps "
+                        "joined labels whole")
     g.add_argument("--multi-label", dest="task", action="store_const", const="multilabel",
                    help="several labels per example, separated by --label-separator in the label column (sigmoid head, BCE)")
     g.add_argument("--label-separator", default=d.label_separator, help="multi-label separator (default %(default)r)")

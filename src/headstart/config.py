@@ -48,7 +48,7 @@ class FitConfig:
     weights: str | None = None  # a local weights file for the backbone (.safetensors, or .pth read weights_only)
     # data
     modality: str = "auto"  # "auto": detected from the data (image, text, audio, tabular)
-    task: str = "auto"  # "auto": classification (regression for a numeric tabular target); "multilabel", "regression"
+    task: str = "auto"  # "auto": classification, multilabel for "cat;dog" labels, regression for a numeric tabular target
     text_column: str = "text"
     label_column: str = "label"
     label_separator: str = ";"  # multi-label: "cat;dog" in a label column is two labels

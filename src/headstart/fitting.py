@@ -13,7 +13,7 @@ from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
-from headstart.data.base import as_multilabel, as_regression
+from headstart.data.base import as_multilabel, as_regression, looks_multilabel
 from headstart.errors import UserError
 from headstart.heads import HEADS, build_head
 from headstart.inference import predict_outputs
@@ -123,7 +123,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     """data -> task -> backbone (adapted to the data) -> new head, and the training defaults they imply."""
     modality = resolve_modality(cfg) if data is None else MODALITIES.get(data.modality)
     data = data or modality.load(cfg)
-    if data.task == "classification" and cfg.task == "multilabel":
+    if data.task == "classification" and (cfg.task == "multilabel" or cfg.task == "auto" and looks_multilabel(data.classes, cfg.label_separator)):
         data = as_multilabel(data, cfg.label_separator)
     elif data.task == "classification" and cfg.task == "regression":
         data = as_regression(data, cfg.label_column)

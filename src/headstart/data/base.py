@@ -178,6 +178,17 @@ def linear_baseline(x_train, y_train, x_test, y_test, task: str) -> float | None
     return float(model.fit(x_train, y_train).score(x_test, y_test))
 
 
+def looks_multilabel(classes: list[str], separator: str = ";") -> bool:
+    """Whether class names are sets of labels joined by `separator` (--task auto): every name is joined ("red;warm",
+    "blue;cool"), or some are and a name recurs across them ("cat", "dog", "cat;dog"). A single name that merely holds
+    the separator beside plain ones ("R&D; sales", "marketing") stays one class."""
+    combined = [c for c in classes if separator in c]
+    if not combined:
+        return False
+    parts = Counter(p.strip() for c in classes for p in c.split(separator) if p.strip())
+    return len(combined) == len(classes) or any(n >= 2 for n in parts.values())
+
+
 def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:
     """Class names like "cat;dog" become two labels: classes are the separate names, targets multi-hot vectors."""
     names = sorted({part.strip() for c in data.classes for part in c.split(separator) if part.strip()})
