@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 import numpy as np
@@ -65,6 +66,24 @@ def test_cli_predict_csv_and_evaluate(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(run.path), str(data)]) == 0
     assert "accuracy" in capsys.readouterr().out
 
+
+
+def test_predict_answers_an_unreadable_file_in_its_place(tiny_run, tmp_path, capsys):
+    run, data = tiny_run
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        (folder / name).write_bytes((data / "red" / "red_000.png").read_bytes())
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    rows = run.predict([str(folder)])
+    assert [r["input"].rsplit("/", 1)[1] for r in rows] == ["a.png", "b.png", "c.png"], "one row per input, in order"
+    assert rows[0]["predictions"][0]["label"] == "red" and rows[2]["predictions"][0]["label"] == "red"
+    assert "predictions" not in rows[1] and "cannot identify" in rows[1]["error"]
+    assert main(["predict", str(run.path), str(folder), "--format", "csv"]) == 0
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out.strip())))
+    assert table[0] == ["input", "label_1", "probability_1", "error"] and table[2][1:3] == ["", ""] and table[2][3]
+    with pytest.raises(UserError, match="none of the 1 input"):
+        run.predict([str(folder / "b.png")])
 
 def test_linear_probe_rerun_never_runs_the_backbone(tiny_images, tmp_path, monkeypatch):
     calls = {"n": 0}

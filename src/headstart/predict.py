@@ -12,18 +12,23 @@ from headstart.io_utils import write_text
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:
+    """JSON as the rows are, or CSV: a row per input, its cells empty and an `error` column (present only when an
+    input could not be read) saying why."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    if rows and "prediction" in rows[0]:
-        writer.writerow(["input", "prediction"])
-        writer.writerows([r["input"], r["prediction"]] for r in rows)
+    errors = ["error"] if any("error" in r for r in rows) else []
+    read = [r for r in rows if "error" not in r]
+    if read and "prediction" in read[0]:
+        writer.writerow(["input", "prediction"] + errors)
+        writer.writerows([r["input"], r.get("prediction", "")] + ([r.get("error", "")] if errors else []) for r in rows)
         return buf.getvalue()
-    k = max(len(r["predictions"]) for r in rows) if rows else 1
-    writer.writerow(["input"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")])
+    k = max((len(r["predictions"]) for r in read), default=1)
+    writer.writerow(["input"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")] + errors)
     for r in rows:
-        writer.writerow([r["input"]] + [v for p in r["predictions"] for v in (p["label"], p["probability"])])
+        cells = [v for p in r.get("predictions", []) for v in (p["label"], p["probability"])]
+        writer.writerow([r["input"]] + cells + [""] * (2 * k - len(cells)) + ([r.get("error", "")] if errors else []))
     return buf.getvalue()
 
 

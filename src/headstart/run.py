@@ -77,10 +77,17 @@ class Run:
     predict_proba = predict_outputs  # the scikit-learn name, for classification runs
 
     def predict(self, inputs: list[str] | str, top_k: int = 1, engine: str = "torch") -> list[dict]:
-        """Predictions for files, folders, texts or table rows (what the run's modality reads)."""
+        """Predictions for files, folders, texts or table rows (what the run's modality reads), a row per input in
+        order; a file that cannot be read gets {"input": ..., "error": why} in its place."""
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
-        return self.model.task.rows(names, self.predict_outputs(xs, engine=engine), self.classes, top_k)
+        bad = self.modality.unreadable(xs)  # {position: reason}: answered in place, so there is one row per input
+        if xs and len(bad) == len(xs):
+            raise UserError(f"none of the {len(xs)} input(s) could be read (first, {names[0]}: {bad[0]})")
+        good = [i for i in range(len(xs)) if i not in bad]
+        rows = iter(self.model.task.rows([names[i] for i in good], self.predict_outputs([xs[i] for i in good], engine=engine),
+                                         self.classes, top_k))
+        return [{"input": names[i], "error": bad[i]} if i in bad else next(rows) for i in range(len(xs))]
 
     def export(self, out: str | Path | None = None, format: str = "onnx", opset: int | None = None, force: bool = False) -> dict:
         """The model as an ONNX graph (body + head + post-processing), checked with ONNX Runtime; default RUN/export."""

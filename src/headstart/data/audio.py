@@ -16,7 +16,7 @@ import torch
 from scipy.signal import resample_poly
 
 from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, register_modality
-from headstart.data.files import FileKind, collect_files, load_file_data, load_labeled_files
+from headstart.data.files import FileKind, unreadable_files, collect_files, load_file_data, load_labeled_files
 
 # --- decoding, reused by the backbones' datasets -------------------------------------------------------------
 
@@ -111,6 +111,9 @@ class Audio(Modality):
     def collect_inputs(self, inputs, model):
         files = collect_files(inputs, CLIPS)
         return files, files
+
+    def unreadable(self, inputs):
+        return unreadable_files(inputs, CLIPS)
 
     def input_key(self, x: str) -> str:
         return file_hash(x)

@@ -139,6 +139,10 @@ class Modality:
         """Unlabeled inputs from command-line arguments (predict): (inputs, a display name for each)."""
         raise NotImplementedError
 
+    def unreadable(self, inputs: list) -> dict[int, str]:
+        """Of collected inputs, those that cannot be read: {position: reason} (predict answers them with the reason)."""
+        return {}
+
     def classical_baseline(self, train: list[Item], test: list[Item], task: str) -> tuple[str, float] | None:
         """A model without transfer on the same rows (raw pixels, TF-IDF, the raw table): (name, test score)."""
         return None

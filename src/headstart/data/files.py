@@ -211,6 +211,12 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str]) -
     return items, skipped
 
 
+def unreadable_files(paths: list[str], kind: FileKind) -> dict[int, str]:
+    """{position: reason} for the files that do not decode (the check fit uses: truncated, corrupt, not this kind)."""
+    reasons = dict(filter_readable([(p, 0) for p in dict.fromkeys(paths)], kind)[1])
+    return {i: reasons[p] for i, p in enumerate(paths) if p in reasons}
+
+
 def collect_files(paths: list[str | Path], kind: FileKind) -> list[str]:
     """Files named on the command line, and the files of this kind in folders named there (predict)."""
     files = []

@@ -14,7 +14,7 @@ from torchvision import transforms as T
 from headstart.backbones.base import Preprocess
 from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.base import LabeledData, Modality, file_hash, register_modality
-from headstart.data.files import FileKind, Item, collect_files, load_file_data, load_labeled_files
+from headstart.data.files import FileKind, unreadable_files, Item, collect_files, load_file_data, load_labeled_files
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -153,6 +153,9 @@ class Images(Modality):
     def collect_inputs(self, inputs, model):
         files = collect_image_files(inputs)
         return files, files
+
+    def unreadable(self, inputs):
+        return unreadable_files(inputs, IMAGES)
 
     def input_key(self, x: str) -> str:
         return f"{DECODING}-{file_hash(x)}"
