@@ -368,6 +368,9 @@ def test_raw_table_baseline_and_compare_with_a_source_run(source_run, tmp_path):
     run, _ = source_run
     data = tmp_path / "target.csv"
     rows_df.drop(columns=["label"]).to_csv(data, index=False)
+    with pytest.raises(UserError, match="mlp starts from random initialisation.*--model run:DIR"):
+        hs.compare(str(data), target="y", out=str(tmp_path / "none"), **FAST)  # nothing to transfer: no verdict on it
+    assert not (tmp_path / "none").exists(), "no empty run folder left behind"
     result = hs.compare(str(data), model=f"run:{run.path}", target="y", fractions="1", out=str(tmp_path / "cmp"),
                         **{**FAST, "epochs": 8})
     full = result["fractions"]["1"]

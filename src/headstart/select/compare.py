@@ -31,7 +31,6 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise UserError(f"--fractions must be numbers in (0, 1], e.g. 0.1,0.25,0.5,1 (got {fractions})")
     FitConfig.check_options(options)
-    out_dir = prepare_run_dir(out or default_out(f"compare-{Path(str(data)).stem}"), force)
     base_cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
     modality = resolve_modality(base_cfg)
     full = modality.load(base_cfg)
@@ -40,6 +39,10 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
                "so headstart can split a test set off" if full.layout == "splits" else "let headstart split one off (--test-fraction > 0)")
         raise UserError(f"{data}: compare scores on a test split, and there is none; {how}")
     model_name = model if model != "auto" else modality.default_backbone
+    if not create_backbone(model_name, base_cfg.weights).pretrained:  # e.g. a table's mlp: both arms would be scratch
+        raise UserError(f"compare tests transfer from a pre-trained body, and {model_name} starts from random "
+                        f"initialisation; reuse the body of an earlier run on related data: --model run:DIR")
+    out_dir = prepare_run_dir(out or default_out(f"compare-{Path(str(data)).stem}"), force)
     # The budget both models get: as many fine-tuning epochs, no early stopping cutting one curve short.
     budget = {"patience": 10**6}
     regression = full.task == "regression"
