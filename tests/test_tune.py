@@ -50,3 +50,24 @@ def test_trials_rank_by_validation_score_then_loss():
     tied = trial_value({"best_val_loss": 0.10, "best_val_acc": 1.00})[0]
     assert finetune < probe and tied < finetune
     assert trial_value({"best_val_loss": 0.3})[0] == 0.3, "regression: the loss"
+
+
+def test_an_untrained_body_is_tuned_only_with_strategies_that_train_it(tmp_path):
+    """A table's mlp has no features for a head: a drawn linear-probe trial failed the whole study."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from headstart.errors import UserError
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": np.where(x[:, 0] + x[:, 1] > 0, "hi", "lo")}).to_csv(
+        tmp_path / "t.csv", index=False)
+    options = dict(target="y", epochs=2, progress=False)
+    result = hs.tune(str(tmp_path / "t.csv"), trials=3, strategies="linear-probe,finetune", out=str(tmp_path / "tune"),
+                     **options)
+    assert [t["params"]["strategy"] for t in result["trials"]] == ["finetune"] * 3
+    assert all(t["state"] == "COMPLETE" for t in result["trials"])
+    with pytest.raises(UserError, match="untrained body and none of --strategies linear-probe"):
+        hs.tune(str(tmp_path / "t.csv"), trials=1, strategies="linear-probe", out=str(tmp_path / "none"), **options)

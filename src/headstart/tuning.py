@@ -76,6 +76,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     for name in strategies:
         STRATEGIES.get(name)
     FitConfig.check_options(options)
+    strategies = _strategies_for_body(data, model, strategies, options)
     out_dir = Path(out or default_out(f"tune-{Path(str(data)).stem}"))
     if not storage:
         out_dir = prepare_run_dir(out_dir, force)
@@ -121,6 +122,27 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
                           for t in study.trials]}
     write_json(out_dir / "tune.json", summary)
     return summary
+
+
+def _strategies_for_body(data, model: str, strategies: list[str], options: dict) -> list[str]:
+    """The strategies that can train `model` on `data`: an untrained body (a table's mlp) has no features to put a
+    head on, so a strategy with such a stage (linear-probe) would fail every trial it was drawn for."""
+    from headstart.backbones import create_backbone
+    from headstart.data import resolve_modality
+    from headstart.strategies import STRATEGIES
+
+    cfg = FitConfig(data=str(data), model=model, **options)
+    name = model if model != "auto" else resolve_modality(cfg).default_backbone
+    if create_backbone(name, cfg.weights).pretrained:
+        return strategies
+    usable = [s for s in strategies if not any(st.needs_pretrained_body() for st in STRATEGIES.get(s).stages())]
+    if not usable:
+        raise UserError(f"{name} is an untrained body and none of --strategies {','.join(strategies)} trains one; "
+                        f"include finetune, or reuse a trained body with --model run:DIR")
+    if len(usable) < len(strategies):
+        print(f"{name} is an untrained body: searching {', '.join(usable)} (not {', '.join(sorted(set(strategies) - set(usable)))})",
+              flush=True)
+    return usable
 
 
 OBJECTIVE = ("validation error of the kept model (1 - accuracy; 1 - F1 for multi-label) + 1e-6 x its validation "

@@ -107,6 +107,9 @@ class ContrastiveBody(FineTune):
     def __init__(self):
         super().__init__(discriminative=False, lr_scale=SETFIT_LR_SCALE)
 
+    def needs_pretrained_body(self) -> bool:
+        return True  # the head is solved on its features afterwards (HeadOnFeatures().applies in run)
+
     def _pairs(self, ctx: FitContext) -> list[tuple[int, int, float]]:
         labels = np.asarray([y for _, y in ctx.data.train])
         return draw_pairs(labels, ctx.cfg.pair_rounds, ctx.cfg.seed)

@@ -16,6 +16,10 @@ class Stage:
     def run(self, ctx: FitContext) -> None:
         raise NotImplementedError
 
+    def needs_pretrained_body(self) -> bool:
+        """Whether this stage refuses an untrained body (a table's mlp): `tune` leaves such strategies out of its search."""
+        return False
+
     def uses_validation(self, ctx: FitContext) -> bool:
         """Did (does) this stage choose anything on the validation split: epochs, weights, a head? Then the fit
         cannot be refit on train + val without losing that choice (fitting.py). True unless a stage knows better."""

@@ -104,6 +104,9 @@ class HeadOnFeatures(TrainingStage):
     def __init__(self, required: bool = True):
         self.required = required  # False: skipped (with a note) when the body is untrained, nothing to transfer
 
+    def needs_pretrained_body(self) -> bool:
+        return self.required
+
     def applies(self, ctx: FitContext) -> bool:
         if ctx.backbone.pretrained:
             return True
