@@ -52,6 +52,21 @@ def read_table(path: str | Path):
         raise UserError(f"{path}: cannot parse the table: {str(err).splitlines()[0]}") from None
 
 
+def table_columns(path: Path) -> list[str]:
+    """A table's column names from its header (CSV, TSV) or schema (Parquet) alone; [] when it cannot be read."""
+    import csv
+
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with open(path, newline="", encoding=file_encoding(path), errors="replace") as f:
+            return [c.strip() for c in next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])]
+    except (OSError, ValueError, ImportError):
+        return []
+
+
 def clean_value(v):
     """A cell as a plain Python value: None for missing, int/float for numbers, str otherwise (JSON-friendly)."""
     if v is None:
@@ -330,9 +345,8 @@ class Tables(Modality):
         table = source if source.is_file() else _split_files(source).get("train") if source.is_dir() else None
         if table is None or Path(table).suffix.lower() not in TABLE_EXTENSIONS:
             return ""
-        try:
-            columns = [str(c) for c in read_table(table).columns]
-        except UserError:
+        columns = table_columns(Path(table))
+        if not columns:
             return ""
         shown = ", ".join(columns[:12]) + (f" and {len(columns) - 12} more" if len(columns) > 12 else "")
         return f"for a table, name the column to predict: --target COLUMN (columns: {shown})"

@@ -28,13 +28,16 @@ def _open(path: Path):
     return open(path, newline="", encoding=file_encoding(path), errors="surrogateescape")
 
 
-def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict | None]]]:
-    """(columns, [(row number, record or None when unreadable)]). CSV/TSV rows count the header as row 1."""
+def read_records(path: Path, limit: int | None = None) -> tuple[list[str], list[tuple[int, dict | None]]]:
+    """(columns, [(row number, record or None when unreadable)]), the first `limit` records only when given. CSV/TSV
+    rows count the header as row 1."""
     records: list[tuple[int, dict | None]] = []
     with _open(path) as f:
         if path.suffix.lower() == ".jsonl":
             columns: list[str] = []
             for row_no, line in enumerate(f, start=1):
+                if limit is not None and len(records) >= limit:
+                    break
                 if not line.strip():
                     continue
                 try:
@@ -50,6 +53,8 @@ def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict | None]]]:
         reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         columns = [c.strip() for c in next(reader, [])]
         for row_no, row in enumerate(reader, start=2):
+            if limit is not None and len(records) >= limit:
+                break
             if row:
                 records.append((row_no, dict(zip(columns, row))))
     return columns, records
@@ -159,8 +164,8 @@ def load_text_data(source: str | Path, text_column: str = "text", label_column: 
 def guess_columns(path: Path, rows: int = 200) -> tuple[str | None, str | None]:
     """(text column, label column) a file most likely has, from its first rows: the text is the column with the
     longest values that have spaces in them, the label the other column with the fewest distinct values (two or more)."""
-    columns, records = read_records(path)
-    sample = [rec for _, rec in records[:rows] if rec]
+    columns, records = read_records(path, limit=rows)
+    sample = [rec for _, rec in records if rec]
     values = {c: [_as_text(rec.get(c)) or "" for rec in sample] for c in columns}
     wordy = [c for c in columns if values[c] and sum(" " in v for v in values[c]) > len(values[c]) / 2]
     text = max(wordy, key=lambda c: sum(map(len, values[c])), default=None)
