@@ -27,6 +27,7 @@ def test_two_stage_run_directory(tiny_run):
     metrics = run.metrics
     assert metrics["accuracy"] >= 0.8, metrics["accuracy"]  # coloured squares: easy for ImageNet features
     assert {"precision_macro", "recall_macro", "f1_macro", "per_class", "confusion_matrix"} <= set(metrics)
+    assert "baseline" not in metrics, "a pre-trained body: `compare` judges the transfer, a fit does not"
     with open(run.path / "history.csv") as f:
         stages = {row["stage"] for row in csv.DictReader(f)}
     assert stages == {"head", "finetune"}, "history has both stages"

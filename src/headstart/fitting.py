@@ -106,6 +106,11 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         ctx.history += [row | {"stage": f"refit {row['stage']}"} for row in refit_ctx.history]
         backbone.end_run()
         backbone = refit_ctx.backbone
+    if not backbone.pretrained and not backbone_given:
+        # nothing was transferred (a table's mlp starts untrained): say how the classical model does on the same rows
+        baseline = modality.classical_baseline(ctx.data.train, eval_items, data.task)
+        if baseline:
+            metrics["baseline"] = {"name": baseline[0], "score": baseline[1], "metric": "r2" if data.task == "regression" else "accuracy"}
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
@@ -267,6 +272,11 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         scored = "it, on test" if metrics["refit"].get("fitted_once") else "the model before the refit, on val"
         lines.append(f"  refit     {metrics['refit']['reason']}; the metrics below are of {scored}")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
+    if "baseline" in metrics:
+        base, ours = metrics["baseline"], metrics[metrics["baseline"]["metric"]]
+        verdict = "it did better than this model" if base["score"] > ours else "this model did at least as well"
+        lines.append(f"  baseline  {base['name']}, same rows, no pre-trained body to transfer: {metrics['split']} "
+                     f"{'R²' if base['metric'] == 'r2' else 'accuracy'} {base['score']:.4f} against {ours:.4f}; {verdict}")
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
         " confusion_matrix.png" if "confusion_matrix" in metrics else "")
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
