@@ -180,9 +180,9 @@ def test_fine_tuning_runs_its_whole_schedule_unless_a_patience_is_given(tiny_ima
     stoppers = []
     make_trainer = stages.make_trainer
 
-    def recording(cfg, epochs, callbacks):
+    def recording(cfg, epochs, callbacks, accumulate=1):
         stoppers.append([c.patience for c in callbacks if isinstance(c, EarlyStopping)])
-        return make_trainer(cfg, epochs, callbacks)
+        return make_trainer(cfg, epochs, callbacks, accumulate)
 
     monkeypatch.setattr(stages, "make_trainer", recording)
     fast = dict(strategy="two-stage", image_size=64, head_epochs=3, epochs=1, batch_size=8, progress=False, num_workers=0)

@@ -254,19 +254,20 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         f"  strategy  {cfg.strategy}: {STRATEGIES.get(cfg.strategy).summary}",
     ]
     for name, note in ctx.stage_notes.items():
+        memory = f"; {note['memory']}" if "memory" in note else ""  # train/memory.py: a halved batch, accumulated
         if name == "features":
             lines.append(f"  features  {note['inputs']} {ctx.modality.input_noun}{'s' if note['inputs'] != 1 else ''} through the frozen backbone in "
                          f"{format_seconds(note['seconds'])} (cached for next time)")
         elif "skipped" in note:
             lines.append(f"  {name:<9} skipped: {note['skipped']}")
         elif "best_epoch" not in note:  # a decision, not a training stage (e.g. what --strategy auto picked)
-            lines.append(f"  {name:<9} " + str(note.get("summary") or ", ".join(f"{k} {v}" for k, v in note.items())))
+            lines.append(f"  {name:<9} " + str(note.get("summary") or ", ".join(f"{k} {v}" for k, v in note.items())) + memory)
         else:
             score = note_score(note)
             score = f"val {score[0]} {score[1]:.4f}, " if score else ""
             loss = "no validation rows" if note["best_val_loss"] is None else f"val loss {note['best_val_loss']:.4f}"
             lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, {score}{loss}, "
-                         f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}")
+                         f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}{memory}")
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")
     if "refit" in metrics:
         scored = "it, on test" if metrics["refit"].get("fitted_once") else "the model before the refit, on val"

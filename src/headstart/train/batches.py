@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from headstart.train.memory import in_parts
+
 
 class WithTargets(Dataset):
     """A backbone's dataset of inputs paired with targets: items are (x, y)."""
@@ -73,7 +75,7 @@ def map_batches(fn, backbone, inputs: list, batch_size: int, device: torch.devic
         for x in loader:
             x = to_device(x, device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                y = fn(x)
+                y = in_parts(fn, x)  # out of memory: the batch in halves
             out.append(y.float().cpu())
             if on_batch:
                 on_batch(len(y))

@@ -37,6 +37,7 @@ from headstart.progress import TRAIN_COST
 from headstart.train.callbacks import History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
+from headstart.train.memory import train_within_memory
 from headstart.train.module import TransferTask
 from headstart.train.stages import FineTune, HeadOnFeatures, trainable_parameters
 from headstart.train.variants import batch_norms
@@ -141,12 +142,17 @@ class ContrastiveBody(FineTune):
         task = PairTask(backbone, param_groups, cfg.weight_decay, cfg.warmup, batch_norms(backbone.modules()))
         workers = ctx.num_workers
         items = backbone.dataset([x for x, _ in ctx.data.train], train=True)
-        loader = DataLoader(pairs, batch_size=cfg.pair_batch_size, shuffle=False, collate_fn=PairBatches(items, backbone.collate),
-                            num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
-        progress = StageProgress(ctx.progress, self.name, self.cost(ctx), 2.0)
-        trainer = make_trainer(cfg, 1, [History(self.name, ctx.history), progress, *ctx.extra_callbacks])
-        start = time.perf_counter()
-        trainer.fit(task, loader)
+        start, trainers = time.perf_counter(), []
+
+        def attempt(batch: int, accumulate: int) -> None:
+            loader = DataLoader(pairs, batch_size=batch, shuffle=False, collate_fn=PairBatches(items, backbone.collate),
+                                num_workers=workers, persistent_workers=workers > 0, pin_memory=ctx.device.type == "cuda")
+            progress = StageProgress(ctx.progress, self.name, self.cost(ctx), 2.0)
+            trainers.append(make_trainer(cfg, 1, [History(self.name, ctx.history), progress, *ctx.extra_callbacks], accumulate))
+            trainers[-1].fit(task, loader)
+
+        memory = train_within_memory(ctx, self.name, backbone, cfg.pair_batch_size, attempt)
+        trainer = trainers[-1]
         ctx.is_global_zero = trainer.is_global_zero
         ctx.backbone_changed = True
         backbone.weights_id = f"{backbone.weights_id}-pairs-{state_digest(backbone)}"  # cached features stay honest
@@ -161,4 +167,5 @@ class ContrastiveBody(FineTune):
             "pairs_per_step": cfg.pair_batch_size, "steps": trainer.global_step,
             "final_pair_loss": round(loss, 6), "lr": peak_lr,
             "epochs_run": 1, "seconds": round(seconds, 2), "trainable_params": trainable, "world_size": trainer.world_size,
+            **({"memory": memory} if memory else {}),
         }

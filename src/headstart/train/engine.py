@@ -67,7 +67,8 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
-def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list) -> L.Trainer:
+def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list, accumulate: int = 1) -> L.Trainer:
+    """`accumulate`: optimizer steps on that many batches' gradients (a halved batch out of memory: train/memory.py)."""
     quiet_lightning()
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -75,6 +76,7 @@ def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list) -> L.Trainer:
         num_nodes=cfg.num_nodes,
         precision=cfg.resolved.get("precision") or resolve_precision(cfg),  # fitting resolves it with the backbone
         max_epochs=max_epochs,
+        accumulate_grad_batches=accumulate,
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,

@@ -16,6 +16,7 @@ from headstart.train.callbacks import BestWeights, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer, release_memory, seed_stage
 from headstart.train.feature_cache import features_of
+from headstart.train.memory import train_within_memory
 from headstart.train.batches import balanced_sample_weights, labeled_loader
 from headstart.train.module import TransferTask
 from headstart.train.stage import Stage
@@ -63,16 +64,41 @@ def trainable_parameters(module: nn.Module) -> int:
 class TrainingStage(Stage):
     """A stage that trains with Lightning: early stopping on validation loss, the best weights restored."""
 
-    def _fit(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
-             unit_cost: float, validate_first: bool = False, extra_callbacks: list = ()) -> None:
+    def _fit(self, ctx: FitContext, task: TransferTask, loaders, batch_size: int, epochs: int, patience: int,
+             unit_cost: float, validate_first: bool = False, stage_callbacks=lambda: []) -> None:
+        """Train `task` on `loaders(batch) -> (train, val)`; out of memory, again at half the batch (train/memory.py).
+        `stage_callbacks()` makes the stage's own callbacks afresh for each attempt."""
+        start = time.perf_counter()
+        attempts = []
+
+        def attempt(batch: int, accumulate: int) -> None:
+            attempts.append(self._attempt(ctx, task, *loaders(batch), epochs, patience, unit_cost, validate_first,
+                                          stage_callbacks(), accumulate))
+
+        memory = train_within_memory(ctx, self.name, task.net, batch_size, attempt)
+        trainer, best = attempts[-1]
+        ctx.is_global_zero = trainer.is_global_zero
+        score = f"val_{ctx.task.score_name}"
+        ctx.stage_notes[self.name] = {
+            "best_epoch": best.best_epoch + 1,  # 0: no epoch beat the starting point, which was kept
+            "epochs_run": trainer.current_epoch,
+            "best_val_loss": round(best.best_loss, 6),
+            **({f"best_{score}": round(best.best_score, 6)} if best.best_score is not None else {}),
+            "seconds": round(time.perf_counter() - start, 2),
+            "trainable_params": trainable_parameters(task.net),
+            "world_size": trainer.world_size,
+            **({"memory": memory} if memory else {}),
+        }
+
+    def _attempt(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
+                 unit_cost: float, validate_first: bool, extra_callbacks: list, accumulate: int):
         score = f"val_{ctx.task.score_name}"
         best = BestWeights(score if ctx.task.select_by_score else None)
         # patience 0: no early stopping; the schedule anneals over the planned epochs and the best one is kept anyway
         stopper = [EarlyStopping("val_loss", patience=patience, mode="min")] if patience > 0 else []
         callbacks = [*extra_callbacks, *stopper, best, History(self.name, ctx.history),
                      StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
-        trainer = make_trainer(ctx.cfg, epochs, callbacks)
-        start = time.perf_counter()
+        trainer = make_trainer(ctx.cfg, epochs, callbacks, accumulate)
         if validate_first:
             # The starting point (e.g. the head from stage 1) competes with the best epoch: when that epoch does
             # not beat it, it is kept (BestWeights). The patience counts this stage's own epochs, not the head's
@@ -84,16 +110,7 @@ class TrainingStage(Stage):
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
                                 score: round(start_score, 6), "lr": 0.0, "seconds": 0.0})
         trainer.fit(task, train_loader, val_loader)
-        ctx.is_global_zero = trainer.is_global_zero
-        ctx.stage_notes[self.name] = {
-            "best_epoch": best.best_epoch + 1,  # 0: no epoch beat the starting point, which was kept
-            "epochs_run": trainer.current_epoch,
-            "best_val_loss": round(best.best_loss, 6),
-            **({f"best_{score}": round(best.best_score, 6)} if best.best_score is not None else {}),
-            "seconds": round(time.perf_counter() - start, 2),
-            "trainable_params": trainable_parameters(task.net),
-            "world_size": trainer.world_size,
-        }
+        return trainer, best
 
 
 class HeadOnFeatures(TrainingStage):
@@ -142,12 +159,10 @@ class HeadOnFeatures(TrainingStage):
             p.requires_grad_(True)
         ctx.head.train()
         task = TransferTask(ctx.head, ctx.task, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
-        batch = max(cfg.batch_size, 64)
         self._fit(
             ctx, task,
-            DataLoader(train, batch_size=batch, shuffle=True),
-            DataLoader(val, batch_size=4 * batch),
-            cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
+            lambda batch: (DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=4 * batch)),
+            max(cfg.batch_size, 64), cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
         )
         ctx.head_trained = True
 
@@ -324,9 +339,11 @@ class FineTune(TrainingStage):
         inputs = ctx.data.inputs
         self._fit(
             ctx, task,
-            labeled_loader(ctx.backbone, inputs["train"], _targets(ctx, "train"), True, cfg.batch_size,
-                           sample_weights=_sample_weights(ctx), **loader_args),
-            labeled_loader(ctx.backbone, inputs["val"], _targets(ctx, "val"), False, 2 * cfg.batch_size, **loader_args),
-            cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained, extra_callbacks=self.callbacks(ctx, task),
+            lambda batch: (
+                labeled_loader(ctx.backbone, inputs["train"], _targets(ctx, "train"), True, batch,
+                               sample_weights=_sample_weights(ctx), **loader_args),
+                labeled_loader(ctx.backbone, inputs["val"], _targets(ctx, "val"), False, 2 * batch, **loader_args)),
+            cfg.batch_size, cfg.epochs, cfg.patience, 1.0, validate_first=ctx.head_trained,
+            stage_callbacks=lambda: self.callbacks(ctx, task),
         )
         self.finish(ctx)
