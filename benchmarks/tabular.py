@@ -3,7 +3,7 @@
     python benchmarks/tabular.py                      # sizes 20,40,80, seeds 0-4
     python benchmarks/tabular.py --sizes 20 --seeds 0,1
 
-Source: regression on Sales over the stores with US == Yes (258 rows; MLP from scratch, 15% test held out
+Source: regression on Sales over the stores with US == Yes (258 rows; MLP from scratch by the default fit, 15% test held out
 to report its own quality). Target: the US == No stores (142 rows). For each seed, the target rows are
 shuffled; the first N (20, 40, 80) are all the target training data there is, the other 142 - N are held out
 and scored (R²). Every method sees the same N rows:
@@ -11,7 +11,8 @@ and scored (R²). Every method sees the same N rows:
   transfer      --model run:SOURCE, two-stage (ridge head on the frozen source body's features, then all
                 layers fine-tuned with discriminative rates; fine-tuning keeps the head when no epoch beats it)
   transfer-lp   --model run:SOURCE, linear-probe (only the ridge head; the source body frozen)
-  scratch       the same MLP from random initialisation, finetune (two-stage has nothing to probe)
+  scratch       the same MLP from random initialisation, the default fit (auto: two-stage, the head solved on the
+                raw columns first, since the body is wide and deep; before 2026-12-06 it was a plain MLP, finetune)
   ridge         scikit-learn RidgeCV (alpha by leave-one-out CV) on one-hot + standardised columns
   source-only   the source model as is, no target rows used (how far apart the two groups are)
   ridge-pooled  RidgeCV on the source rows and the N target rows together (needs the source data itself,
@@ -82,7 +83,7 @@ def main() -> None:
     cache = tempfile.mkdtemp(prefix="bench-tabular-cache-")
 
     start = time.perf_counter()
-    source = hs.fit(str(data / "source.csv"), target=TARGET, strategy="finetune", out=str(out / "source"), force=True,
+    source = hs.fit(str(data / "source.csv"), target=TARGET, out=str(out / "source"), force=True,
                     cache_dir=cache, **MLP)
     print(f"source (US == Yes, {len(source_rows)} rows): test R² {source.metrics['r2']:.4f} "
           f"in {time.perf_counter() - start:.0f}s", flush=True)
@@ -102,7 +103,7 @@ def main() -> None:
                                    out=str(out / f"transfer-n{n}-s{seed}"), **common).metrics["r2"],
                 "transfer-lp": hs.fit(str(folder), model=f"run:{source.path}", strategy="linear-probe",
                                       out=str(out / f"transfer-lp-n{n}-s{seed}"), **common).metrics["r2"],
-                "scratch": hs.fit(str(folder), strategy="finetune", out=str(out / f"scratch-n{n}-s{seed}"), **common).metrics["r2"],
+                "scratch": hs.fit(str(folder), out=str(out / f"scratch-n{n}-s{seed}"), **common).metrics["r2"],
                 "ridge": ridge_r2(train, held),
                 "source-only": source.evaluate(str(folder / "test.csv"), save=False)["r2"],
                 "ridge-pooled": ridge_r2(pd.concat([source_rows, train]), held),

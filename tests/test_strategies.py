@@ -263,6 +263,7 @@ def test_auto_rule_branches():
     class Ctx:
         class backbone:
             pretrained = True
+            starts_linear = False
 
         class data:
             task = "classification"
@@ -281,6 +282,8 @@ def test_auto_rule_branches():
     assert baseline_margin(0.96, 0.97, 270) == BASELINE_MARGIN and baseline_margin(0.6, 0.7, 10) > 0.4
     Ctx.backbone.pretrained = False
     assert decide(Ctx, {})[0] == "finetune"
+    Ctx.backbone.starts_linear = True  # an untrained wide MLP: the linear model on its raw inputs first
+    assert decide(Ctx, {})[0] == "two-stage"
 
 
 def test_auto_picks_and_records_why(tiny_images, tmp_path):

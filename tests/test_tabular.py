@@ -280,8 +280,8 @@ def test_classification_fit(tmp_path):
     assert run.classes == ["high", "low"] and run.metrics["accuracy"] >= 0.75, run.metrics
     metrics = run.evaluate(str(data), save=False)
     assert metrics["n"] == 238 and metrics["accuracy"] >= 0.75
-    with pytest.raises(UserError, match="untrained body"):
-        hs.fit(str(data), target="label", strategy="linear-probe", out=str(tmp_path / "lp"), **FAST)
+    with pytest.raises(UserError, match="setfit reshapes a pre-trained body.*untrained"):
+        hs.fit(str(data), target="label", strategy="setfit", out=str(tmp_path / "pairs"), **FAST)
 
 
 def _body_state(run_path) -> dict:
@@ -331,11 +331,11 @@ def test_cli_fit_and_predict_csv(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", str(data), "--target", "y", "--out", str(out), "--no-progress", "--epochs", "20", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "regression on y" in printed and "picked finetune: the body is untrained" in printed  # default auto
+    assert "regression on y" in printed and "picked two-stage: the body is untrained and passes its inputs through" in printed  # default auto
     filled = yaml.safe_load((out / "config.yaml").read_text())["resolved"]["training_defaults"]
     assert filled["patience"] == MLPBody.default_hparams["patience"] and filled["lr"] == MLPBody.default_hparams["lr"]
     stages = json.loads((out / "metrics.json").read_text())["stages"]
-    assert "head" not in stages and stages["finetune"]["epochs_run"] >= 1
+    assert stages["head"]["solver"].startswith("ridge") and stages["finetune"]["epochs_run"] >= 1  # the linear start
     assert main(["predict", str(out), str(data), "--format", "csv"]) == 0
     rows = [r for r in csv.reader(capsys.readouterr().out.splitlines()) if r]
     assert rows[0] == ["input", "prediction"] and len(rows) == 121 and rows[1][0] == f"{data}:row 2"
@@ -407,3 +407,28 @@ def test_run_source_same_task_keeps_the_better_of_its_head_and_a_new_solve(sourc
     assert note["best_val_loss"] == min(note["source_head_val_loss"], note["solved_val_loss"])
     assert ("kept" in note) == (note["source_head_val_loss"] <= note["solved_val_loss"])
     assert "same classes" in yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]["head_from"]
+
+
+def test_an_untrained_mlp_starts_from_the_linear_model_and_fine_tunes_from_there(tmp_path):
+    """The mlp is wide and deep: its head is first solved on the raw encoded columns alone (the classical model), the
+    random blocks' weights in the head left at zero, then every layer trains and must beat that start on validation."""
+    from headstart.heads import sole_linear_layer
+
+    data = make_table(tmp_path / "t.csv", n=240)
+    pd.read_csv(data).drop(columns=["label"]).to_csv(data, index=False)
+    probe = hs.fit(str(data), target="y", strategy="linear-probe", out=str(tmp_path / "lp"), **FAST)
+    body, weight = probe.model.backbone, sole_linear_layer(probe.model.head).weight
+    assert body.wide and weight.shape[1] == body.deep_dim + body.preprocess.n_features
+    assert torch.all(weight[:, :body.deep_dim] == 0) and weight[:, body.deep_dim:].abs().sum() > 0
+    assert probe.metrics["r2"] == pytest.approx(probe.metrics["baseline"]["score"], abs=1e-4), "ridge on the same columns"
+    loaded = hs.load(probe.path)
+    assert loaded.model.backbone.wide, "model.json keeps the body wide"
+    assert [p["prediction"] for p in loaded.predict(str(data))] == pytest.approx([p["prediction"] for p in probe.predict(str(data))], abs=1e-5)
+
+    run = hs.fit(str(data), target="y", out=str(tmp_path / "auto"), **FAST)
+    assert run.metrics["stages"]["auto"]["picked"] == "two-stage"
+    assert run.metrics["stages"]["head"]["solver"].startswith("ridge")
+    starts = [row for row in run.history if row["stage"] == "finetune" and int(row["epoch"]) == 0]
+    assert starts and float(starts[0]["val_loss"]) == pytest.approx(run.metrics["stages"]["head"]["best_val_loss"], abs=1e-4), \
+        "fine-tuning is scored against the linear start"
+    assert run.metrics["stages"]["finetune"]["best_val_loss"] <= run.metrics["stages"]["head"]["best_val_loss"] + 1e-6

@@ -73,7 +73,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
 
     stages = recipe.stages()
     eval_items = data.test or data.val
-    if backbone.pretrained and any(isinstance(s, HeadOnFeatures) for s in stages):  # an untrained body skips it
+    if (backbone.pretrained or backbone.starts_linear) and any(isinstance(s, HeadOnFeatures) for s in stages):
         ctx.progress.plan(HeadOnFeatures().extraction_cost(ctx))
     ctx.progress.plan(sum(s.cost(ctx) for s in stages) + len(eval_items) * EVAL_COST)
     stages = [t for s in stages for t in s.expand(ctx)]  # auto measures and picks here, on train and val

@@ -125,17 +125,18 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
 
 
 def _strategies_for_body(data, model: str, strategies: list[str], options: dict) -> list[str]:
-    """The strategies that can train `model` on `data`: an untrained body (a table's mlp) has no features to put a
-    head on, so a strategy with such a stage (linear-probe) would fail every trial it was drawn for."""
+    """The strategies that can train `model` on `data`: an untrained body (a table's mlp) has no pre-trained features
+    for setfit's pairs to reshape, so that strategy would fail every trial it was drawn for (Stage.accepts)."""
     from headstart.backbones import create_backbone
     from headstart.data import resolve_modality
     from headstart.strategies import STRATEGIES
 
     cfg = FitConfig(data=str(data), model=model, **options)
     name = model if model != "auto" else resolve_modality(cfg).default_backbone
-    if create_backbone(name, cfg.weights).pretrained:
+    body = create_backbone(name, cfg.weights)
+    if body.pretrained:
         return strategies
-    usable = [s for s in strategies if not any(st.needs_pretrained_body() for st in STRATEGIES.get(s).stages())]
+    usable = [s for s in strategies if all(st.accepts(body) for st in STRATEGIES.get(s).stages())]
     if not usable:
         raise UserError(f"{name} is an untrained body and none of --strategies {','.join(strategies)} trains one; "
                         f"include finetune, or reuse a trained body with --model run:DIR")

@@ -53,6 +53,9 @@ class Backbone(nn.Module):
     weights_id: str
     name: str
     pretrained: bool = True  # False for a body headstart trains itself from random initialisation
+    # An untrained body whose features carry its raw inputs too (a wide MLP): a head is solved on those inputs alone
+    # before the body trains (the classical linear model), and fine-tuning must beat that start on validation.
+    starts_linear: bool = False
     default_hparams: dict = {}  # training defaults suited to this body (lr, epochs, ...; see config.TRAINING_DEFAULTS)
     cpu_bf16: bool = False  # True: mostly matmuls, so bf16 autocast pays on a CPU with native bf16 (engine.resolve_precision)
 
@@ -61,6 +64,10 @@ class Backbone(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         return self.forward_features(x)
+
+    def raw_inputs_of(self, feats: torch.Tensor) -> torch.Tensor:
+        """Of an untrained `starts_linear` body's features, the raw inputs it passes through, the rest zeroed."""
+        return feats
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """Ordered groups of modules, input side first (stem ... last stage)."""

@@ -16,7 +16,9 @@ so "strong" means the same on 2 classes and on 100.
 
 The rule, first match wins:
 
-1. untrained body                                      -> finetune      (no features to transfer)
+1. untrained body that passes its inputs through      -> two-stage     (the linear model on them, then all
+                                                                          layers; a wide MLP)
+   other untrained body                                -> finetune      (no features to transfer)
 2. not classification (regression)                     -> two-stage     (the default; no accuracy signals)
 3. baseline given and max(probe_val, knn) < baseline - margin, margin = max(BASELINE_MARGIN, 2 standard
    errors of the difference of two accuracies on the validation rows)
@@ -130,6 +132,9 @@ def _signals(ctx: FitContext, train_x: np.ndarray, val_x: np.ndarray | None) -> 
 
 def decide(ctx: FitContext, s: dict) -> tuple[str, str]:
     """(strategy name, reason) by the rule in this module's docstring."""
+    if ctx.backbone.starts_linear:
+        return "two-stage", ("the body is untrained and passes its inputs through: the head is solved on them first (the "
+                             "classical linear model), then every layer trains and must beat it on validation")
     if not ctx.backbone.pretrained:
         return "finetune", "the body is untrained: there are no features to transfer, every layer must learn"
     if ctx.data.task != "classification":

@@ -108,8 +108,8 @@ class ContrastiveBody(FineTune):
     def __init__(self):
         super().__init__(discriminative=False, lr_scale=SETFIT_LR_SCALE)
 
-    def needs_pretrained_body(self) -> bool:
-        return True  # the head is solved on its features afterwards (HeadOnFeatures().applies in run)
+    def accepts(self, backbone) -> bool:
+        return backbone.pretrained  # pairs reshape pre-trained features (run says so for an untrained body)
 
     def _pairs(self, ctx: FitContext) -> list[tuple[int, int, float]]:
         labels = np.asarray([y for _, y in ctx.data.train])
@@ -131,7 +131,9 @@ class ContrastiveBody(FineTune):
                             f"{ctx.task.name}; use two-stage or lp-ft")
         if cfg.lr == "auto":
             raise UserError("--lr auto sweeps a classification loss; setfit trains on pairs: give --lr (its body runs at lr x 0.4)")
-        HeadOnFeatures().applies(ctx)  # an untrained body fails here, before the pairs train it
+        if not self.accepts(ctx.backbone):
+            raise UserError(f"--strategy setfit reshapes a pre-trained body's features with pairs; --model {cfg.model} is "
+                            "untrained: use two-stage (or the default), or --model run:DIR to reuse a trained body")
         self.decide_on_validation(ctx)  # the augmentation check: both images of a pair are augmented views
         pairs = self._pairs(ctx)
         param_groups = self.param_groups(ctx)[0][:-1]  # the body's groups: the head (last) is solved afterwards

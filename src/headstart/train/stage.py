@@ -16,9 +16,10 @@ class Stage:
     def run(self, ctx: FitContext) -> None:
         raise NotImplementedError
 
-    def needs_pretrained_body(self) -> bool:
-        """Whether this stage refuses an untrained body (a table's mlp): `tune` leaves such strategies out of its search."""
-        return False
+    def accepts(self, backbone) -> bool:
+        """Whether this stage can run on this body (an untrained one may not do): `tune` leaves strategies with a stage
+        that refuses it out of its search."""
+        return True
 
     def uses_validation(self, ctx: FitContext) -> bool:
         """Did (does) this stage choose anything on the validation split: epochs, weights, a head? Then the fit

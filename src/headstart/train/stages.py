@@ -121,11 +121,12 @@ class HeadOnFeatures(TrainingStage):
     def __init__(self, required: bool = True):
         self.required = required  # False: skipped (with a note) when the body is untrained, nothing to transfer
 
-    def needs_pretrained_body(self) -> bool:
-        return self.required
+    def accepts(self, backbone) -> bool:
+        # starts_linear: an untrained wide body, whose head is first the linear model on the raw inputs it passes on
+        return not self.required or backbone.pretrained or backbone.starts_linear
 
     def applies(self, ctx: FitContext) -> bool:
-        if ctx.backbone.pretrained:
+        if ctx.backbone.pretrained or ctx.backbone.starts_linear:
             return True
         if self.required:
             raise UserError(f"--model {ctx.cfg.model} is an untrained body: a head on its frozen features learns nothing; "
@@ -174,7 +175,12 @@ class HeadOnFeatures(TrainingStage):
         """
         start = time.perf_counter()
         source = {k: v.clone() for k, v in ctx.head.state_dict().items()} if ctx.head_from_source else None
-        chosen = ctx.task.solve_head(layer, *train.tensors, seed=ctx.cfg.seed)
+        feats, targets = train.tensors
+        if not ctx.backbone.pretrained:  # an untrained wide body: its random features have nothing to give yet
+            feats = ctx.backbone.raw_inputs_of(feats)
+        chosen = ctx.task.solve_head(layer, feats, targets, seed=ctx.cfg.seed)
+        if not ctx.backbone.pretrained:
+            chosen["solved_on"] = "the raw inputs the untrained body passes through (its own features left at zero weight)"
         row = {"stage": self.name, "epoch": 1, **self._scores(ctx, train, val)}
         if source is not None:
             solved = {k: v.clone() for k, v in ctx.head.state_dict().items()}
