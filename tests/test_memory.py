@@ -7,6 +7,7 @@ import torch
 import headstart as hs
 from headstart.errors import UserError
 from headstart.model import TransferModel
+from headstart.train import memory
 from headstart.train.memory import in_parts
 
 
@@ -41,6 +42,12 @@ def test_in_parts_passes_other_errors_and_names_a_single_input_that_does_not_fit
         in_parts(never_fits, torch.zeros(4, 3))
 
 
+@pytest.fixture
+def as_on_an_accelerator(monkeypatch):
+    """These CPU fits keep their starting weights as a GPU fit does (in host memory), so they can start again."""
+    monkeypatch.setattr(memory, "keeps_a_copy", lambda device: True)
+
+
 def fit_running_out_at(monkeypatch, tmp_path, images, nth_large_step: int | None, name: str):
     """A fine-tuning fit whose training steps above 4 images run out of memory from the `nth_large_step`-th on."""
     forward, large = TransferModel.forward, []
@@ -59,7 +66,8 @@ def fit_running_out_at(monkeypatch, tmp_path, images, nth_large_step: int | None
     return run, large
 
 
-def test_training_out_of_memory_starts_the_stage_again_from_its_weights_at_half_the_batch(monkeypatch, tmp_path, tiny_images, capsys):
+def test_training_out_of_memory_starts_the_stage_again_from_its_weights_at_half_the_batch(monkeypatch, tmp_path, tiny_images, capsys,
+                                                                                          as_on_an_accelerator):
     # Out of memory on the first step (nothing trained yet) and on the second (one step already taken): the stage
     # must start again from the same weights either way, so both fits end with the same model.
     at_once, large_once = fit_running_out_at(monkeypatch, tmp_path, tiny_images, 1, "at_once")
@@ -78,7 +86,7 @@ def test_training_out_of_memory_starts_the_stage_again_from_its_weights_at_half_
     assert "trained 4 a step x 2 accumulated" in out.split("headstart fit:")[-1], "the summary says so"
 
 
-def test_training_that_does_not_fit_one_example_is_a_clear_error(monkeypatch, tmp_path, tiny_images):
+def test_training_that_does_not_fit_one_example_is_a_clear_error(monkeypatch, tmp_path, tiny_images, as_on_an_accelerator):
     def never_fits(self, x):
         if torch.is_grad_enabled():
             raise out_of_memory()
@@ -91,7 +99,7 @@ def test_training_that_does_not_fit_one_example_is_a_clear_error(monkeypatch, tm
                batch_size=4, refit="never", progress=False)
 
 
-def test_setfit_pairs_out_of_memory_train_at_half_the_pairs_a_step(monkeypatch, tmp_path, tiny_images):
+def test_setfit_pairs_out_of_memory_train_at_half_the_pairs_a_step(monkeypatch, tmp_path, tiny_images, as_on_an_accelerator):
     from headstart.train.contrastive import PairTask
 
     step = PairTask.training_step
@@ -107,3 +115,18 @@ def test_setfit_pairs_out_of_memory_train_at_half_the_pairs_a_step(monkeypatch, 
     note = run.metrics["stages"]["pairs"]
     assert note["memory"] == "out of memory at 8 a step: trained 4 a step x 2 accumulated (8 per optimizer step)"
     assert note["steps"] == -(-note["pairs"] // 8), "one optimizer step per 8 pairs, as asked"
+
+
+def test_on_the_cpu_out_of_memory_names_a_smaller_batch_instead(monkeypatch, tmp_path, tiny_images):
+    """No copy of the weights is kept on the CPU (it would come out of the memory that ran short): a clear error."""
+    forward = TransferModel.forward
+
+    def limited(self, x):
+        if torch.is_grad_enabled() and len(x) > 4:
+            raise torch.OutOfMemoryError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes")
+        return forward(self, x)
+
+    monkeypatch.setattr(TransferModel, "forward", limited)
+    with pytest.raises(UserError, match="out of CPU memory training finetune at 8 example.*--batch-size 4 is half"):
+        hs.fit(str(tiny_images), strategy="finetune", out=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=8,
+               refit="never", progress=False)
