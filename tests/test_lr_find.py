@@ -71,3 +71,28 @@ def test_lr_auto_runs_the_range_test_on_the_stage_that_trains(tiny_images, tmp_p
     with pytest.raises(Stop):
         lora.run(ctx)
     assert seen[0][0] is lora and seen[0][1]["adapter_params"] > 0, "the range test sees LoRA's adapters"
+
+
+def test_range_test_out_of_memory_sweeps_again_at_half_the_batch(tiny_images, tmp_path, monkeypatch):
+    import torch
+
+    from headstart.model import TransferModel
+    from headstart.train.lr_find import lr_range_test
+    from test_strategies import make_context
+
+    forward, seen = TransferModel.forward, []
+
+    def limited(self, x):
+        seen.append(len(x))
+        if torch.is_grad_enabled() and len(x) > 4:
+            if len(seen) > 1:  # a step taken first: the sweep must start again from the saved weights
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+
+    ctx = make_context(tiny_images, tmp_path, lr=1e-3, batch_size=8)
+    before = {k: v.clone() for k, v in ctx.backbone.state_dict().items()}
+    monkeypatch.setattr(TransferModel, "forward", limited)
+    result = lr_range_test(ctx, steps=8)
+    assert seen[:2] == [8, 8] and set(seen[2:]) == {4}, "one step at 8, out of memory at the second, then 4 a step"
+    assert result["batch_size"] == 4 and len(result["lrs"]) >= 6
+    assert all(torch.equal(before[k], v) for k, v in ctx.backbone.state_dict().items()), "weights restored"

@@ -6,7 +6,8 @@ those of the fine-tuning stage that will use the rate (`stage`: BitFit's biases 
 LP-FT's one uniform rate, ...; two-stage's discriminative groups when none is given), so the suggestion is the
 `--lr` at which that stage's own setup descends fastest. The smoothed training loss is recorded until it
 diverges. The suggestion is the rate at the steepest
-descent of the smoothed loss (Lightning's rule), and the weights are restored afterwards.
+descent of the smoothed loss (Lightning's rule), and the weights are restored afterwards. Out of memory, the sweep
+starts again at half the batch.
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import math
 import numpy as np
 import torch
 
+from lightning.pytorch.utilities.memory import garbage_collection_cuda
+
+from headstart.errors import UserError
 from headstart.model import TransferModel
 from headstart.train.batches import labeled_loader, to_device
+from headstart.train.memory import is_out_of_memory
 from headstart.train.module import adamw
 
 
@@ -36,9 +41,33 @@ def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 1
     ratios = [g["lr"] / top_lr for g in groups]  # relative to --lr: a stage's lr_scale (LP-FT) stays in the ratio
     trainable = sum(p.numel() for g in groups for p in g["params"])
     saved = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    optimizer = adamw(groups, cfg.weight_decay)
     targets = ctx.task.targets(y for _, y in ctx.data.train)
-    loader = labeled_loader(ctx.backbone, [x for x, _ in ctx.data.train], targets, True, cfg.batch_size, num_workers=ctx.num_workers)
+    batch = cfg.batch_size
+    while True:
+        try:
+            lrs, losses = _sweep(ctx, net, groups, ratios, eval_norms, targets, batch, min_lr, max_lr, steps, beta, diverge)
+            break
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            if batch == 1:
+                raise UserError("out of memory in the learning-rate range test at 1 example a step: give --lr instead "
+                                "of auto") from error
+        # Out of memory: the sweep starts again from the saved weights at half the batch (its losses are compared
+        # only with each other, so no accumulation is needed). The weights were saved anyway, on any device.
+        garbage_collection_cuda()
+        net.load_state_dict(saved)
+        batch = math.ceil(batch / 2)
+    ctx.progress.close()
+    net.load_state_dict(saved)
+    return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr,
+            "stage": stage.name, "trainable_params": trainable, **({"batch_size": batch} if batch != cfg.batch_size else {})}
+
+
+def _sweep(ctx, net, groups, ratios, eval_norms, targets, batch_size, min_lr, max_lr, steps, beta, diverge):
+    """The rate grows step by step; the bias-corrected running mean of the loss at each rate, until it diverges."""
+    optimizer = adamw(groups, ctx.cfg.weight_decay)
+    loader = labeled_loader(ctx.backbone, [x for x, _ in ctx.data.train], targets, True, batch_size, num_workers=ctx.num_workers)
     lrs, losses, smoothed, best = [], [], 0.0, math.inf
     batches = iter(loader)
     ctx.progress.open("lr range test", total=steps, unit="batch")
@@ -65,10 +94,7 @@ def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 1
         best = min(best, value)
         if step > 5 and (not math.isfinite(value) or value > diverge * best):
             break
-    ctx.progress.close()
-    net.load_state_dict(saved)
-    return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr,
-            "stage": stage.name, "trainable_params": trainable}
+    return lrs, losses
 
 
 def suggest(lrs: list[float], losses: list[float]) -> float:
