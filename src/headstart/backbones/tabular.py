@@ -268,7 +268,6 @@ class MLPBody(Backbone):
         super().__init__()
         self.name, self.hidden, self.dropout = name, tuple(int(h) for h in hidden), float(dropout)
         self.wide = WIDE if wide is None else wide
-        self.starts_linear = self.wide and not pretrained
         self.preprocess = encoder or ColumnEncoder()
         self.pretrained = pretrained
         # Until `adapt` fits the encoder the input width is unknown: a 1-feature placeholder, rebuilt there.
@@ -294,6 +293,10 @@ class MLPBody(Backbone):
         for block in self.blocks:
             deep = block(deep)
         return torch.cat([deep, x], 1) if self.wide else deep
+
+    @property
+    def starts_linear(self) -> bool:  # a property: `compare`'s from-scratch control reinitialises a reused body
+        return self.wide and not self.pretrained
 
     def raw_inputs_of(self, feats: torch.Tensor) -> torch.Tensor:
         if not self.wide:
