@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, register_modality
+from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, looks_multilabel, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -209,7 +209,7 @@ def _random_split(items: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 def load_table_data(source: str | Path, target: str | None, task: str = "auto", val_fraction: float = 0.15,
-                    test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+                    test_fraction: float = 0.15, seed: int = 0, label_separator: str = ";") -> LabeledData:
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
@@ -229,7 +229,8 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     classes = sorted({label_string(v) for v in train_values if str(v).strip() not in gaps}) if task == "classification" else [target]
     if task == "classification" and len(classes) < 2:
         raise UserError(f"{files['train']}: column {target!r} has only one value ({classes[0]!r}); a classifier needs at least two")
-    if requested == "auto" and task == "classification" and len(train_values) >= 20 and len(classes) > len(train_values) / 2:
+    if (requested == "auto" and task == "classification" and len(train_values) >= 20 and len(classes) > len(train_values) / 2
+            and not looks_multilabel(classes, label_separator)):  # sets of labels ("a;b") are many combinations of few
         raise UserError(f"{files['train']}: column {target!r} has {len(classes)} distinct values in {len(train_values)} rows, "
                         f"so most classes would have one example; choose another --target, or pass --task regression "
                         f"(its rows that are not numbers are then skipped) or --task classification")
@@ -352,7 +353,10 @@ class Tables(Modality):
         return f"for a table, name the column to predict: --target COLUMN (columns: {shown})"
 
     def load(self, cfg) -> LabeledData:
-        return load_table_data(cfg.data, cfg.target, cfg.task, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        # multi-label: read as classes ("a;b" one of them) here; fitting turns them into sets of labels (as_multilabel)
+        task = "classification" if cfg.task == "multilabel" else cfg.task
+        return load_table_data(cfg.data, cfg.target, task, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                               cfg.label_separator)
 
     def load_labeled(self, source, model):
         return load_labeled_rows(source, model)
