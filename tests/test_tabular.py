@@ -447,3 +447,5 @@ def test_a_target_of_joined_labels_is_multi_label(tmp_path):
     clear = [i for i, row in enumerate(x) if row[0] > 1 and row[1] > 1.3]  # far inside "a;b"
     rows = hs.load(run.path).predict(str(tmp_path / "t.csv"))
     assert clear and all(set(rows[i]["labels"]) == {"a", "b"} for i in clear), [rows[i] for i in clear]
+    metrics = hs.load(run.path).evaluate(str(tmp_path / "t.csv"), save=False)  # the label sets read back as targets
+    assert metrics["n"] == 200 and metrics["f1_micro"] > 0.75 and [c["class"] for c in metrics["per_class"]] == run.classes

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import headstart as hs
+from headstart.errors import UserError
 from headstart.tasks import make_task
 from headstart.train.batches import balanced_sample_weights
 
@@ -32,6 +33,8 @@ def test_multilabel_fit_predicts_sets_of_labels(tiny_images, tmp_path):
     row = run.predict([str(next((tiny_images / "green").iterdir()))], top_k=2)[0]
     assert set(row["labels"]) == {"green", "cool"}
     assert hs.load(run.path).model.task.name == "multilabel"
+    with pytest.raises(UserError, match="evaluate does not yet read sets of labels for image data"):
+        run.evaluate(str(data))  # a clear error, not scikit-learn's about mixed target types
 
 
 

@@ -118,6 +118,7 @@ class Modality:
     name: str = ""
     default_backbone: str = ""
     input_noun: str = "item"  # for progress bars and summaries ("img", "text", "clip", "row")
+    reads_label_sets: bool = False  # load_labeled gives a multi-label model multi-hot targets ("a;b"): evaluate can score it
 
     def claims(self, source: Path, cfg) -> bool:
         """Whether `source` looks like this modality's data (auto-detection)."""

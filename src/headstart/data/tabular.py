@@ -169,10 +169,11 @@ def _feature_row(row: Row, target: str) -> Row:
 
 
 class _Targets:
-    """Turns target cells into targets: floats (regression) or class indices (classification)."""
+    """Turns target cells into targets: floats (regression), class indices (classification) or multi-hot vectors
+    of labels joined by `separator` (multi-label: what `evaluate` reads for a multi-label model)."""
 
-    def __init__(self, task: str, classes: list[str], gaps: set[str] = frozenset()):
-        self.task, self.index, self.gaps = task, {c: i for i, c in enumerate(classes)}, gaps
+    def __init__(self, task: str, classes: list[str], gaps: set[str] = frozenset(), separator: str = ";"):
+        self.task, self.index, self.gaps, self.separator = task, {c: i for i, c in enumerate(classes)}, gaps, separator
 
     def __call__(self, value) -> tuple[object, str]:
         if value is None:
@@ -183,6 +184,12 @@ class _Targets:
             x = as_number(value)
             return (x, "") if x is not None else (None, f"target {value!r} is not a number")
         label = label_string(value)
+        if self.task == "multilabel":
+            names = [n.strip() for n in label.split(self.separator) if n.strip()]
+            unknown = [n for n in names if n not in self.index]
+            if unknown:
+                return None, f"label {unknown[0]!r} is not one of the labels ({', '.join(self.index)})"
+            return [1.0 if c in names else 0.0 for c in self.index], ""
         if label not in self.index:
             return None, f"label {label!r} is not one of the classes ({', '.join(self.index)})"
         return self.index[label], ""
@@ -291,7 +298,7 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     else:
         files = [root]
     target = _model_target(model)
-    to_target = _Targets(model.task.name, model.classes)
+    to_target = _Targets(model.task.name, model.classes, separator=model.data_options.get("label_separator", ";"))
     items, skipped = [], []
     for path in files:
         columns, rows, wheres = table_rows(path)
@@ -334,6 +341,7 @@ class Tables(Modality):
     name = "tabular"
     default_backbone = "mlp"
     input_noun = "row"
+    reads_label_sets = True
 
     def claims(self, source: Path, cfg) -> bool:
         if not getattr(cfg, "target", None):
