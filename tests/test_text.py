@@ -393,3 +393,19 @@ def test_rank_and_compare_on_text(sentiment_csv, tmp_path):
     assert full["baseline"]["name"] == "TF-IDF + logistic regression"
     assert full["transfer"]["test"] >= full["scratch"]["test"], "pre-trained MiniLM vs the same body from random init"
     assert (tmp_path / "cmp" / "train-1" / "transfer" / "report.html").is_file()
+
+
+def test_a_multi_label_text_model_evaluates_label_sets(tmp_path):
+    """Labels joined by ';' are read back for evaluate as the sets the model predicts (multi-hot targets)."""
+    words = {"good": ["great", "lovely", "superb"], "film": ["film", "movie", "cinema"]}
+    rows = []
+    for i in range(60):
+        tags = [t for t, on in (("good", i % 2 == 0), ("film", i % 3 == 0)) if on] or ["other"]
+        text = " ".join([words["good"][i % 3]] * ("good" in tags) + [words["film"][i % 3]] * ("film" in tags) + ["it was", str(i)])
+        rows.append((text, ";".join(tags)))
+    run = hs.fit(str(write_csv(tmp_path / "tags.csv", rows)), strategy="linear-probe", out=str(tmp_path / "run"), **FAST)
+    assert run.model.task.name == "multilabel" and run.classes == ["film", "good", "other"]
+    metrics = hs.load(run.path).evaluate(str(tmp_path / "tags.csv"), save=False)
+    assert metrics["n"] == 60 and "f1_micro" in metrics and metrics["f1_micro"] > 0.6, metrics
+    with pytest.raises(UserError, match="label 'bad' is not one of the labels"):
+        run.evaluate(str(write_csv(tmp_path / "bad.csv", [("a text", "good;bad")])), save=False)

@@ -194,6 +194,15 @@ def looks_multilabel(classes: list[str], separator: str = ";") -> bool:
     return len(combined) == len(classes) or any(n >= 2 for n in parts.values())
 
 
+def multi_hot(label: str, classes: list[str], separator: str = ";") -> tuple[list[float] | None, str]:
+    """Labels joined by `separator` ("cat;dog") as a vector over `classes`, or (None, why) naming one that is not."""
+    names = [n.strip() for n in str(label).split(separator) if n.strip()]
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        return None, f"label {unknown[0]!r} is not one of the labels ({', '.join(classes)})"
+    return [1.0 if c in names else 0.0 for c in classes], ""
+
+
 def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:
     """Class names like "cat;dog" become two labels: classes are the separate names, targets multi-hot vectors."""
     names = sorted({part.strip() for c in data.classes for part in c.split(separator) if part.strip()})

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, looks_multilabel, register_modality
+from headstart.data.base import (LabeledData, Modality, file_encoding, linear_baseline, looks_multilabel, multi_hot,
+                                register_modality)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -185,11 +186,7 @@ class _Targets:
             return (x, "") if x is not None else (None, f"target {value!r} is not a number")
         label = label_string(value)
         if self.task == "multilabel":
-            names = [n.strip() for n in label.split(self.separator) if n.strip()]
-            unknown = [n for n in names if n not in self.index]
-            if unknown:
-                return None, f"label {unknown[0]!r} is not one of the labels ({', '.join(self.index)})"
-            return [1.0 if c in names else 0.0 for c in self.index], ""
+            return multi_hot(label, list(self.index), self.separator)
         if label not in self.index:
             return None, f"label {label!r} is not one of the classes ({', '.join(self.index)})"
         return self.index[label], ""

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, register_modality
+from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, multi_hot, register_modality
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -216,6 +216,7 @@ class Texts(Modality):
     name = "text"
     default_backbone = "minilm-l6"
     input_noun = "text"
+    reads_label_sets = True
 
     def claims(self, source: Path, cfg) -> bool:
         if getattr(cfg, "target", None) is not None:
@@ -250,6 +251,14 @@ class Texts(Modality):
         rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
+        if model.task.name == "multilabel":  # "cat;dog" -> a multi-hot target over the model's labels
+            separator, items = columns.get("label_separator", ";"), []
+            for where, text, label in rows:
+                target, why = multi_hot(label, model.classes, separator)
+                if target is None:
+                    raise UserError(f"{where}: {why}")
+                items.append((text, target))
+            return items, skipped
         return _items(rows, model.classes), skipped
 
     def classical_baseline(self, train, test, task):
