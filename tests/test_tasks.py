@@ -33,8 +33,18 @@ def test_multilabel_fit_predicts_sets_of_labels(tiny_images, tmp_path):
     row = run.predict([str(next((tiny_images / "green").iterdir()))], top_k=2)[0]
     assert set(row["labels"]) == {"green", "cool"}
     assert hs.load(run.path).model.task.name == "multilabel"
-    with pytest.raises(UserError, match="evaluate does not yet read sets of labels for image data"):
-        run.evaluate(str(data))  # a clear error, not scikit-learn's about mixed target types
+    metrics = hs.load(run.path).evaluate(str(data), save=False)  # the manifest's "green;cool" read back as label sets
+    assert metrics["n"] == len(list(tiny_images.rglob("*.png"))) and metrics["f1_micro"] > 0.8, metrics
+    folders = tiny_images.parent / "sets"  # class folders named by label set
+    for name, tags in TAGS.items():
+        (folders / tags).mkdir(parents=True)
+        for img in (tiny_images / name).iterdir():
+            (folders / tags / img.name).write_bytes(img.read_bytes())
+    assert hs.load(run.path).evaluate(str(folders), save=False)["f1_micro"] == metrics["f1_micro"]
+    (folders / "blue;cold").mkdir()
+    (folders / "blue;cold" / "x.png").write_bytes(next((tiny_images / "blue").iterdir()).read_bytes())
+    with pytest.raises(UserError, match="label 'cold' is not one of the labels"):
+        run.evaluate(str(folders), save=False)
 
 
 

@@ -109,9 +109,6 @@ class Run:
 
     def evaluate(self, data: str | Path, save: bool = True) -> dict:
         """Metrics on any labeled data the run's modality reads; saved under `eval-<name>/` in the run."""
-        if self.model.task.name == "multilabel" and not self.modality.reads_label_sets:
-            raise UserError(f"{data}: evaluate does not yet read sets of labels for {self.modality.name} data (tables and "
-                            "texts do); `predict` gives each input's labels, and the fit's metrics.json has its test scores")
         items, skipped = self.modality.load_labeled(data, self.model)
         preds = self.predict_outputs([x for x, _ in items])
         metrics = self.model.task.metrics([y for _, y in items], preds, self.classes)

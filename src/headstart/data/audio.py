@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, register_modality
+from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, label_separator_of, register_modality
 from headstart.data.files import FileKind, unreadable_files, collect_files, load_file_data, load_labeled_files
 
 # --- decoding, reused by the backbones' datasets -------------------------------------------------------------
@@ -106,7 +106,7 @@ class Audio(Modality):
         return load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
     def load_labeled(self, source, model):
-        return load_labeled_files(source, CLIPS, model.classes)
+        return load_labeled_files(source, CLIPS, model.classes, label_separator_of(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_files(inputs, CLIPS)

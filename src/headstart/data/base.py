@@ -118,7 +118,6 @@ class Modality:
     name: str = ""
     default_backbone: str = ""
     input_noun: str = "item"  # for progress bars and summaries ("img", "text", "clip", "row")
-    reads_label_sets: bool = False  # load_labeled gives a multi-label model multi-hot targets ("a;b"): evaluate can score it
 
     def claims(self, source: Path, cfg) -> bool:
         """Whether `source` looks like this modality's data (auto-detection)."""
@@ -192,6 +191,11 @@ def looks_multilabel(classes: list[str], separator: str = ";") -> bool:
         return False
     parts = Counter(p.strip() for c in classes for p in c.split(separator) if p.strip())
     return len(combined) == len(classes) or any(n >= 2 for n in parts.values())
+
+
+def label_separator_of(model) -> str | None:
+    """A multi-label model's separator (its labels are read back as sets), None for other tasks."""
+    return model.data_options.get("label_separator", ";") if model.task.name == "multilabel" else None
 
 
 def multi_hot(label: str, classes: list[str], separator: str = ";") -> tuple[list[float] | None, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData
+from headstart.data.base import LabeledData, multi_hot
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -191,20 +191,29 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
     return data, facts
 
 
-def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
+                       separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
     """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
-    (else val/), a manifest's test rows (else all of them)."""
+    (else val/), a manifest's test rows (else all of them). `separator` (a multi-label model's): labels are sets
+    joined by it ("cat;dog"), read as multi-hot targets over `classes`."""
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
     root = unwrap(root, kind)
+    own = None if separator else classes  # multi-label: the data's own label strings first, then their sets
     if root.is_file():
-        per_split, _ = manifest_splits(root, classes)
+        per_split, names = manifest_splits(root, own)
         items = per_split.get("test") or [it for split in per_split.values() for it in split]
     elif split_dir(root, "train") and (split_dir(root, "test") or split_dir(root, "val")):
-        items = class_folder_items(split_dir(root, "test") or split_dir(root, "val"), kind, classes)[0]
+        items, names = class_folder_items(split_dir(root, "test") or split_dir(root, "val"), kind, own)
     else:
-        items = class_folder_items(root, kind, classes)[0]
+        items, names = class_folder_items(root, kind, own)
+    if separator:
+        sets = {name: multi_hot(name, classes, separator) for name in names}
+        for path, y in items:
+            if sets[names[y]][0] is None:
+                raise UserError(f"{path}: {sets[names[y]][1]}")
+        items = [(path, sets[names[y]][0]) for path, y in items]
     items, skipped, _ = filter_readable(items, kind)
     if not items:
         raise UserError(f"{root}: no readable labeled {kind.noun} (expected class folders named {', '.join(classes)})")

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from headstart.backbones.base import Preprocess
 from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
-from headstart.data.base import LabeledData, Modality, file_hash, register_modality
+from headstart.data.base import LabeledData, Modality, file_hash, label_separator_of, register_modality
 from headstart.data.files import FileKind, unreadable_files, Item, collect_files, load_file_data, load_labeled_files
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -46,8 +46,8 @@ def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fractio
     return data
 
 
-def load_labeled_items(source: str | Path, classes: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
-    return load_labeled_files(source, IMAGES, classes)
+def load_labeled_items(source: str | Path, classes: list[str], separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
+    return load_labeled_files(source, IMAGES, classes, separator)
 
 
 def collect_image_files(paths: list[str | Path]) -> list[str]:
@@ -148,7 +148,7 @@ class Images(Modality):
         return load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
     def load_labeled(self, source, model):
-        return load_labeled_items(source, model.classes)
+        return load_labeled_items(source, model.classes, label_separator_of(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_image_files(inputs)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import (LabeledData, Modality, file_encoding, linear_baseline, looks_multilabel, multi_hot,
-                                register_modality)
+from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
+                                looks_multilabel, multi_hot, register_modality)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -295,7 +295,7 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     else:
         files = [root]
     target = _model_target(model)
-    to_target = _Targets(model.task.name, model.classes, separator=model.data_options.get("label_separator", ";"))
+    to_target = _Targets(model.task.name, model.classes, separator=label_separator_of(model) or ";")
     items, skipped = [], []
     for path in files:
         columns, rows, wheres = table_rows(path)
@@ -338,7 +338,6 @@ class Tables(Modality):
     name = "tabular"
     default_backbone = "mlp"
     input_noun = "row"
-    reads_label_sets = True
 
     def claims(self, source: Path, cfg) -> bool:
         if not getattr(cfg, "target", None):

@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import LabeledData, Modality, file_encoding, linear_baseline, multi_hot, register_modality
+from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline, multi_hot,
+                                register_modality)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -216,7 +217,6 @@ class Texts(Modality):
     name = "text"
     default_backbone = "minilm-l6"
     input_noun = "text"
-    reads_label_sets = True
 
     def claims(self, source: Path, cfg) -> bool:
         if getattr(cfg, "target", None) is not None:
@@ -251,8 +251,9 @@ class Texts(Modality):
         rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
-        if model.task.name == "multilabel":  # "cat;dog" -> a multi-hot target over the model's labels
-            separator, items = columns.get("label_separator", ";"), []
+        separator = label_separator_of(model)
+        if separator:  # "cat;dog" -> a multi-hot target over the model's labels
+            items = []
             for where, text, label in rows:
                 target, why = multi_hot(label, model.classes, separator)
                 if target is None:
