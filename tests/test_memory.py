@@ -77,6 +77,7 @@ def test_training_out_of_memory_starts_the_stage_again_from_its_weights_at_half_
         note = run.metrics["stages"]["finetune"]
         assert note["memory"] == "out of memory at 8 a step: trained 4 a step x 2 accumulated (8 per optimizer step)"
         assert note["epochs_run"] == 2
+        assert "Stage finetune: out of memory at 8 a step" in (run.path / "report.html").read_text()
     a, b = at_once.model.state_dict(), later.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "the retry started from the weights the stage began with"
     epochs = [row["epoch"] for row in later.history if row["stage"] == "finetune"]
