@@ -19,7 +19,7 @@ from headstart.heads import build_head
 from headstart.model import TransferModel
 from headstart.progress import RunProgress
 from headstart.strategies import STRATEGIES
-from headstart.strategies.auto import BASELINE_MARGIN, baseline_margin, decide
+from headstart.strategies.auto import BASELINE_MARGIN, FEW_VALIDATION_ROWS, baseline_margin, decide
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
 from headstart.train.feature_cache import FeatureCache
@@ -283,7 +283,11 @@ def test_auto_rule_branches():
     Ctx.backbone.pretrained = False
     assert decide(Ctx, {})[0] == "finetune"
     Ctx.backbone.starts_linear = True  # an untrained wide MLP: the linear model on its raw inputs first
+    Ctx.data.val = [None] * FEW_VALIDATION_ROWS
     assert decide(Ctx, {})[0] == "two-stage"
+    Ctx.data.val = [None] * (FEW_VALIDATION_ROWS - 1)  # too few to tell a trained body from the linear model
+    picked, reason = decide(Ctx, {})
+    assert picked == "linear-probe" and f"{FEW_VALIDATION_ROWS - 1} validation rows" in reason
 
 
 def test_auto_picks_and_records_why(tiny_images, tmp_path):

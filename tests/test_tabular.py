@@ -328,7 +328,7 @@ def test_run_source_missing_columns(source_run, tmp_path):
 
 
 def test_cli_fit_and_predict_csv(tmp_path, capsys):
-    data = make_table(tmp_path / "t.csv", n=120)
+    data = make_table(tmp_path / "t.csv", n=240)  # 36 validation rows: enough to judge fine-tuning (auto's rule 1)
     out = tmp_path / "run"
     assert main(["fit", str(data), "--target", "y", "--out", str(out), "--no-progress", "--epochs", "20", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
@@ -339,7 +339,7 @@ def test_cli_fit_and_predict_csv(tmp_path, capsys):
     assert stages["head"]["solver"].startswith("ridge") and stages["finetune"]["epochs_run"] >= 1  # the linear start
     assert main(["predict", str(out), str(data), "--format", "csv"]) == 0
     rows = [r for r in csv.reader(capsys.readouterr().out.splitlines()) if r]
-    assert rows[0] == ["input", "prediction"] and len(rows) == 121 and rows[1][0] == f"{data}:row 2"
+    assert rows[0] == ["input", "prediction"] and len(rows) == 241 and rows[1][0] == f"{data}:row 2"
     float(rows[1][1])
     assert main(["fit", str(data), "--target", "nope", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "columns found: a, b, c, d, y, label" in capsys.readouterr().err
@@ -450,3 +450,16 @@ def test_a_target_of_joined_labels_is_multi_label(tmp_path):
     assert clear and all(set(rows[i]["labels"]) == {"a", "b"} for i in clear), [rows[i] for i in clear]
     metrics = hs.load(run.path).evaluate(str(tmp_path / "t.csv"), save=False)  # the label sets read back as targets
     assert metrics["n"] == 200 and metrics["f1_micro"] > 0.75 and [c["class"] for c in metrics["per_class"]] == run.classes
+
+
+def test_a_small_table_is_fitted_with_the_linear_model_on_every_row(tmp_path):
+    """Too few validation rows to tell a trained body from the linear start: auto keeps the linear model (ridge on the
+    encoded columns) and, nothing chosen on validation, refits it on train + val."""
+    data = make_table(tmp_path / "t.csv", n=60)
+    pd.read_csv(data).drop(columns=["label"]).to_csv(data, index=False)
+    run = hs.fit(str(data), target="y", out=str(tmp_path / "run"), progress=False)
+    auto = run.metrics["stages"]["auto"]
+    assert auto["picked"] == "linear-probe" and "validation rows" in auto["reason"], auto
+    assert run.metrics["refit"]["fitted_once"] and "validation rows" in run.metrics["refit"]["reason"]
+    assert run.metrics["r2"] == pytest.approx(run.metrics["baseline"]["score"], abs=1e-3), "ridge on the same rows"
+    assert run.metrics["refit"]["rows"] == 58 - run.metrics["n"], "every labeled row but the test split's"

@@ -177,18 +177,21 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
 
     Only when no stage chose anything on the validation split (a solved linear head, setfit's one pass over
     pairs): then validation only measured the model, and the refit learns the same way from every label. `auto`
-    does it when labels are few (the smallest class under auto's FEW training examples), where holding out 15 %
-    costs most; `always` whenever it is possible. Asked before any stage trains: with a test split the fit then
+    does it when labels are few (the smallest class under auto's FEW training examples; without classes, fewer
+    than FEW_VALIDATION_ROWS validation rows), where holding out 15 % costs most; `always` whenever it is possible. Asked before any stage trains: with a test split the fit then
     trains once, on train + val (the test split scores it); without one, a train-only fit reports validation and
     a second fit on train + val is saved (never after several processes, DDP).
     """
-    from headstart.strategies.auto import FEW
+    from headstart.strategies.auto import FEW, FEW_VALIDATION_ROWS
 
     if cfg.refit == "never" or not ctx.data.val or any(s.uses_validation(ctx) for s in stages):
         return None
     if cfg.refit == "auto":
-        if ctx.data.task != "classification":
-            return None
+        if ctx.data.task != "classification":  # no classes to count: few rows held out for validation
+            if len(ctx.data.val) >= FEW_VALIDATION_ROWS:
+                return None
+            return (f"{len(ctx.data.val)} validation rows (< {FEW_VALIDATION_ROWS}) and no stage chooses anything on "
+                    "them: the saved model learns from train + val")
         smallest = min(np.bincount([y for _, y in ctx.data.train], minlength=len(ctx.data.classes)))
         if smallest >= FEW:
             return None

@@ -55,7 +55,8 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
         ax.set_xlabel("epoch (whole run)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a refit's solved head may have no score on either split
+            ax.legend(fontsize=8)
     _save(fig, Path(path))
 
 

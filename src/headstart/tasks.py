@@ -150,7 +150,8 @@ class MultiLabel(Task):
         return len(classes)
 
     def targets(self, values) -> torch.Tensor:
-        return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+        rows = [torch.as_tensor(v, dtype=torch.float32) for v in values]
+        return torch.stack(rows) if rows else torch.empty(0, 0)  # a refit on train + val has no validation rows
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         y = y.float() * (1 - label_smoothing) + 0.5 * label_smoothing

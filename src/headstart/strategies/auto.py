@@ -16,8 +16,11 @@ so "strong" means the same on 2 classes and on 100.
 
 The rule, first match wins:
 
-1. untrained body that passes its inputs through      -> two-stage     (the linear model on them, then all
-                                                                          layers; a wide MLP)
+1. untrained body that passes its inputs through (a wide MLP), and
+   fewer than FEW_VALIDATION_ROWS validation rows     -> linear-probe  (the linear model on its raw inputs: too few
+                                                                          rows to tell a fine-tuned body from it)
+   with more                                           -> two-stage     (the linear model first, then all layers,
+                                                                          kept only when validation says so)
    other untrained body                                -> finetune      (no features to transfer)
 2. not classification (regression)                     -> two-stage     (the default; no accuracy signals)
 3. baseline given and max(probe_val, knn) < baseline - margin, margin = max(BASELINE_MARGIN, 2 standard
@@ -55,6 +58,11 @@ if TYPE_CHECKING:
     from headstart.train.context import FitContext
 
 FEW = 20  # examples in the smallest class below which fine-tuning rarely pays
+# Validation rows below which a validation loss cannot tell a body trained from scratch from the linear model it starts
+# from: on Carseats' US == No stores with 20, 40 and 80 training rows (4, 8 and 16 validation rows) two-stage from the
+# linear start lost 0.30, 0.05 and 0.07 R² to ridge on the same rows (benchmarks/tabular.py, 2026-12-06); with 60
+# (benchmarks/tables.py) it was level with the linear model on the linear tables and ahead on the non-linear one.
+FEW_VALIDATION_ROWS = 30
 SOME = 100  # ... below which a strong probe is fine-tuned gently (lp-ft) rather than with two-stage
 STRONG = 0.8  # chance-corrected probe accuracy that counts as "the features already fit"
 BASELINE_MARGIN = 0.05  # accuracy by which the classical baseline must beat the features to call them unfit
@@ -133,6 +141,10 @@ def _signals(ctx: FitContext, train_x: np.ndarray, val_x: np.ndarray | None) -> 
 def decide(ctx: FitContext, s: dict) -> tuple[str, str]:
     """(strategy name, reason) by the rule in this module's docstring."""
     if ctx.backbone.starts_linear:
+        if len(ctx.data.val) < FEW_VALIDATION_ROWS:
+            return "linear-probe", (f"the body is untrained and {len(ctx.data.val)} validation rows (< {FEW_VALIDATION_ROWS}) "
+                                    "cannot tell its training from the linear model on the raw inputs it passes through: "
+                                    "that model (ridge or logistic regression) it is")
         return "two-stage", ("the body is untrained and passes its inputs through: the head is solved on them first (the "
                              "classical linear model), then every layer trains and must beat it on validation")
     if not ctx.backbone.pretrained:
