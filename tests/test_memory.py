@@ -131,3 +131,33 @@ def test_on_the_cpu_out_of_memory_names_a_smaller_batch_instead(monkeypatch, tmp
     with pytest.raises(UserError, match="out of CPU memory training finetune at 8 example.*--batch-size 4 is half"):
         hs.fit(str(tiny_images), strategy="finetune", out=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=8,
                refit="never", progress=False)
+
+
+def test_the_failed_attempts_work_is_planned_again_and_its_weights_put_back(monkeypatch):
+    from types import SimpleNamespace
+
+    from headstart.progress import RunProgress
+
+    monkeypatch.setattr(memory, "keeps_a_copy", lambda device: True)
+    progress = RunProgress(False)
+    progress.plan(100.0)
+    ctx = SimpleNamespace(history=[], progress=progress, device=torch.device("cpu"), cfg=SimpleNamespace(seed=0))
+    layer = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in layer.state_dict().items()}
+    calls = []
+
+    def attempt(batch, accumulate):
+        calls.append((batch, accumulate))
+        progress.advance(0, 30.0)
+        ctx.history.append({"epoch": len(calls)})
+        if batch > 2:
+            with torch.no_grad():
+                layer.weight.add_(1.0)  # a step taken before memory ran out
+            raise out_of_memory()
+
+    note = memory.train_within_memory(ctx, "finetune", layer, 8, attempt)
+    assert calls == [(8, 1), (4, 2), (2, 4)]
+    assert note == "out of memory at 8 a step: trained 2 a step x 4 accumulated (8 per optimizer step)"
+    assert all(torch.equal(start[k], v) for k, v in layer.state_dict().items()), "each retry began from the start"
+    assert ctx.history == [{"epoch": 3}], "only the attempt that finished left history rows"
+    assert (progress.done, progress.total) == (90.0, 160.0), "two failed attempts' 60 units planned again"

@@ -45,6 +45,7 @@ def train_within_memory(ctx: "FitContext", stage_name: str, module: nn.Module, b
     rows = len(ctx.history)
     batch, accumulate = batch_size, 1
     while True:
+        done = ctx.progress.done
         try:
             attempt(batch, accumulate)
             break
@@ -64,6 +65,7 @@ def train_within_memory(ctx: "FitContext", stage_name: str, module: nn.Module, b
         garbage_collection_cuda()
         module.load_state_dict(start)
         del ctx.history[rows:]
+        ctx.progress.plan(ctx.progress.done - done)  # what the failed attempt did is to be done again: the ETA says so
         batch = math.ceil(batch / 2)
         accumulate = math.ceil(batch_size / batch)
         print(f"headstart: out of memory in {stage_name}; starting it again at {batch} example(s) a step, "
