@@ -15,6 +15,7 @@ from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
 from headstart.data.base import as_multilabel, as_regression, looks_multilabel
 from headstart.errors import UserError
+from headstart.evaluate import baseline_comparison
 from headstart.heads import HEADS, build_head
 from headstart.inference import predict_outputs
 from headstart.io_utils import write_json, write_text
@@ -178,9 +179,10 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
     Only when no stage chose anything on the validation split (a solved linear head, setfit's one pass over
     pairs): then validation only measured the model, and the refit learns the same way from every label. `auto`
     does it when labels are few (the smallest class under auto's FEW training examples; without classes, fewer
-    than FEW_VALIDATION_ROWS validation rows), where holding out 15 % costs most; `always` whenever it is possible. Asked before any stage trains: with a test split the fit then
-    trains once, on train + val (the test split scores it); without one, a train-only fit reports validation and
-    a second fit on train + val is saved (never after several processes, DDP).
+    than FEW_VALIDATION_ROWS validation rows), where holding out 15 % costs most; `always` whenever it is possible.
+    Asked before any stage trains: with a test split the fit then trains once, on train + val (the test split scores
+    it); without one, a train-only fit reports validation and a second fit on train + val is saved (never after
+    several processes, DDP).
     """
     from headstart.strategies.auto import FEW, FEW_VALIDATION_ROWS
 
@@ -277,10 +279,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         lines.append(f"  refit     {metrics['refit']['reason']}; the metrics below are of {scored}")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
     if "baseline" in metrics:
-        base, ours = metrics["baseline"], metrics[metrics["baseline"]["metric"]]
-        verdict = "it did better than this model" if base["score"] > ours else "this model did at least as well"
-        lines.append(f"  baseline  {base['name']}, same rows, no pre-trained body to transfer: {metrics['split']} "
-                     f"{'R²' if base['metric'] == 'r2' else 'accuracy'} {base['score']:.4f} against {ours:.4f}; {verdict}")
+        lines.append(f"  baseline  {metrics['baseline']['name']}, same rows, no pre-trained body to transfer: "
+                     f"{metrics['split']} {baseline_comparison(metrics)[0]}")
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
         " confusion_matrix.png" if "confusion_matrix" in metrics else "")
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")

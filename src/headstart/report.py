@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart.evaluate import baseline_comparison
 from headstart.io_utils import write_text
 
 CSS = """
@@ -125,11 +126,9 @@ def render_report(run: str | Path) -> Path:
                      f"The metrics above are of {html.escape(scored)}.</p>")
     baseline = metrics.get("baseline")
     if baseline:  # an untrained body (a table's mlp): the classical model on the same rows is the number to beat
-        ours, what = metrics[baseline["metric"]], "R²" if baseline["metric"] == "r2" else "accuracy"
-        verdict = "it did better than this model" if baseline["score"] > ours else "this model did at least as well"
-        parts.append(f'<p class="{"warn" if baseline["score"] > ours else "ok"}">Classical baseline, '
-                     f'{html.escape(baseline["name"])} on the same rows (no pre-trained body to transfer): {what} '
-                     f'{baseline["score"]:.4f} against {ours:.4f}; {verdict}.</p>')
+        said, ahead = baseline_comparison(metrics)
+        parts.append(f'<p class="{"warn" if ahead else "ok"}">Classical baseline, {html.escape(baseline["name"])} on the '
+                     f'same rows (no pre-trained body to transfer): {html.escape(said)}.</p>')
     for name, note in metrics.get("stages", {}).items():
         if "memory" in note:  # train/memory.py: the stage started again at a smaller batch
             parts.append(f"<p>Stage {html.escape(name)}: {html.escape(note['memory'])}.</p>")
