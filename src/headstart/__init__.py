@@ -6,9 +6,10 @@
     hs.rank("DATA", models=["efficientnet_lite0", "efficientnet_lite1"])  # before training: which body?
     hs.compare("DATA")  # did transfer beat the same model from scratch and a classical baseline?
     hs.export("runs/ants")  # ONNX graph (body + head + softmax), checked with ONNX Runtime; predict(engine="onnx")
+    hs.serve("runs/ants", port=8000)  # predictions over HTTP (FastAPI): POST /predict, /predict/files
 """
 __version__ = "0.1.0"
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "tune", "__version__"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "serve", "tune", "__version__"]
 
 
 def __getattr__(name: str):

@@ -1,8 +1,9 @@
-"""The Python API, with the CLI's names: fit, load, models, export (evaluate/predict are Run methods)."""
+"""The Python API, with the CLI's names: fit, load, models, export, serve (evaluate/predict are Run methods)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from headstart.config import SERVE_MAX_INPUTS
 from headstart.fitting import fit
 from headstart.run import Run, load
 from headstart.select.compare import compare
@@ -14,6 +15,15 @@ def export(run: str | Path | Run, out: str | Path | None = None, format: str = "
            force: bool = False) -> dict:
     """`headstart export`: a run's model as an ONNX graph checked with ONNX Runtime (default RUN/export/)."""
     return (run if isinstance(run, Run) else load(run)).export(out, format=format, opset=opset, force=force)
+
+
+def serve(run: str | Path | Run, host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
+          max_inputs: int = SERVE_MAX_INPUTS) -> None:
+    """`headstart serve`: the run's predictions over HTTP (FastAPI + uvicorn) until interrupted; `create_app` in
+    headstart.deploy.serve gives the app itself, for any ASGI server."""
+    from headstart.deploy.serve import serve as serve_run
+
+    serve_run(run, host=host, port=port, engine=engine, max_inputs=max_inputs)
 
 
 def models() -> list[dict]:
@@ -29,4 +39,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "tune"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "serve", "tune"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from headstart.config import BN_MODES, FLIP_MODES, REFIT_MODES, FitConfig
+from headstart.config import BN_MODES, FLIP_MODES, REFIT_MODES, SERVE_MAX_INPUTS, FitConfig
 from headstart.errors import UserError
 
 DEFAULTS = FitConfig(data="")
@@ -183,6 +183,12 @@ def cmd_tune(args) -> None:
          storage=args.storage, study_name=args.study_name, timeout=args.timeout, **options)
 
 
+def cmd_serve(args) -> None:
+    from headstart.api import serve
+
+    serve(args.run, host=args.host, port=args.port, engine=args.engine, max_inputs=args.max_inputs)
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline, verdict
@@ -268,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="the run's predictions over HTTP (FastAPI): POST /predict (texts, table rows as JSON), "
+                       "/predict/files (images, audio, files); GET /info, /health, /docs")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="onnx: ONNX Runtime on the run's export (`headstart export RUN` first); default %(default)s")
+    p.add_argument("--max-inputs", type=int, default=SERVE_MAX_INPUTS, help="inputs per request at most (default %(default)s)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")

@@ -13,6 +13,7 @@ from headstart.errors import UserError
 
 BN_MODES = ("auto", "frozen", "all-frozen", "train")
 REFIT_MODES = ("auto", "always", "never")
+SERVE_MAX_INPUTS = 256  # inputs in one request to `serve`: more are split by the client, so none holds the model long
 FLIP_MODES = ("auto", "on", "off")
 
 # Training defaults that depend on the body being transferred: None in FitConfig means "the backbone's

@@ -81,6 +81,17 @@ class Run:
         order; a file that cannot be read gets {"input": ..., "error": why} in its place."""
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
+        return self._predict_collected(xs, names, top_k, engine)
+
+    def predict_values(self, values: list, top_k: int = 1, engine: str = "torch") -> list[dict]:
+        """Predictions for inputs given as values: texts (strings) or table rows ({column: value}); a string is never
+        read as a file name (what `serve` answers for JSON)."""
+        xs, names = self.modality.from_values(list(values), self.model)
+        if not xs:
+            raise UserError("no inputs to predict")
+        return self._predict_collected(xs, names, top_k, engine)
+
+    def _predict_collected(self, xs: list, names: list[str], top_k: int, engine: str) -> list[dict]:
         bad = self.modality.unreadable(xs)  # {position: reason}: answered in place, so there is one row per input
         if xs and len(bad) == len(xs):
             raise UserError(f"none of the {len(xs)} input(s) could be read (first, {names[0]}: {bad[0]})")

@@ -139,6 +139,10 @@ class Modality:
         """Unlabeled inputs from command-line arguments (predict): (inputs, a display name for each)."""
         raise NotImplementedError
 
+    def from_values(self, values: list, model) -> tuple[list, list[str]]:
+        """Inputs given as values, never read as file names (`Run.predict_values`, `serve`'s JSON): (inputs, names)."""
+        raise UserError(f"{self.name} models read files: give files, not values (serve: POST them to /predict/files)")
+
     def unreadable(self, inputs: list) -> dict[int, str]:
         """Of collected inputs, those that cannot be read: {position: reason} (predict answers them with the reason)."""
         return {}

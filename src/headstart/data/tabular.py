@@ -368,6 +368,15 @@ class Tables(Modality):
     def collect_inputs(self, inputs, model):
         return collect_table_rows(inputs, model)
 
+    def from_values(self, values, model):
+        target = getattr(model.backbone.preprocess, "target", None)
+        for i, value in enumerate(values):
+            if not isinstance(value, dict):
+                raise UserError(f"input {i + 1} is a {type(value).__name__}, not a row: a tabular model predicts "
+                                "{column: value} objects")
+        return [_feature_row({str(c): clean_value(v) for c, v in row.items()}, target) for row in values], \
+            [f"row {i + 1}" for i in range(len(values))]
+
     def classical_baseline(self, train, test, task):
         """The raw table, encoded as the MLP sees it (standardised numbers, one-hot categories, missing flags), into
         logistic regression (classification) or ridge (regression): the model a statistician would fit first."""

@@ -279,3 +279,9 @@ class Texts(Modality):
         if not texts:
             raise UserError("no texts to predict (give texts, or .csv/.tsv/.jsonl files with a text column, or .txt files)")
         return texts, [_display(t) for t in texts]
+
+    def from_values(self, values, model):
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise UserError(f"input {i + 1} is a {type(value).__name__}, not a text: a text model predicts strings")
+        return list(values), [_display(t) for t in values]
