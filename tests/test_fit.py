@@ -21,7 +21,7 @@ def test_two_stage_run_directory(tiny_run):
     run, _ = tiny_run
     files = {p.name for p in run.path.iterdir()}
     assert {"config.yaml", "model", "metrics.json", "history.csv", "history.png", "confusion_matrix.png", "data.json"} <= files
-    assert {p.name for p in (run.path / "model").iterdir()} == {"model.safetensors", "model.json"}
+    assert {p.name for p in (run.path / "model").iterdir()} == {"model.safetensors", "model.json", "reference.safetensors"}
     spec = json.loads((run.path / "model" / "model.json").read_text())
     assert spec["classes"] == ["blue", "green", "red"] and spec["preprocess"]["input_size"] == 64
     metrics = run.metrics

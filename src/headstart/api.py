@@ -1,4 +1,4 @@
-"""The Python API, with the CLI's names: fit, load, models, export, serve (evaluate/predict are Run methods)."""
+"""The Python API, with the CLI's names: fit, load, models, export, serve, monitor (evaluate/predict are Run methods)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +26,12 @@ def serve(run: str | Path | Run, host: str = "127.0.0.1", port: int = 8000, engi
     serve_run(run, host=host, port=port, engine=engine, max_inputs=max_inputs)
 
 
+def monitor(run: str | Path | Run, inputs: list[str] | str, reference: list[str] | str | None = None,
+            alpha: float = 0.05, out: str | Path | None = None) -> dict:
+    """`headstart monitor`: have `inputs` drifted from the held-out data the run was scored on? (`Run.monitor`)"""
+    return (run if isinstance(run, Run) else load(run)).monitor(inputs, reference=reference, alpha=alpha, out=out)
+
+
 def models() -> list[dict]:
     """The registered backbones: name, modality, parameter count (body only), input, offline?, source."""
     from headstart.backbones import BACKBONES
@@ -39,4 +45,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "rank", "Run", "serve", "tune"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune"]

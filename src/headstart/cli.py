@@ -189,6 +189,21 @@ def cmd_serve(args) -> None:
     serve(args.run, host=args.host, port=args.port, engine=args.engine, max_inputs=args.max_inputs)
 
 
+def cmd_monitor(args) -> int:
+    from headstart.api import monitor
+    from headstart.drift import verdict
+
+    report = monitor(args.run, args.inputs, reference=args.reference, alpha=args.alpha, out=args.out)
+    print(verdict(report))
+    for row in report["unlike_reference"]:
+        print(f"  unlike the reference: {row['input']} (distance {row['distance']:.2f}, "
+              f"threshold {report['novel_threshold']:.2f})")
+    if report["skipped"]:
+        print(f"  {len(report['skipped'])} input(s) could not be read (listed in monitor.json)")
+    print(f"saved to {report['saved_to']}")
+    return 1 if args.fail_on_drift and report["drift"] else 0
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline, verdict
@@ -285,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inputs", type=int, default=SERVE_MAX_INPUTS, help="inputs per request at most (default %(default)s)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("monitor", help="have new inputs drifted from what the run was scored on? feature, output and "
+                       "predicted-class tests, and the inputs unlike any reference input")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("inputs", nargs="+", help="new inputs, as predict reads them: files, folders, CSV files of texts or rows")
+    p.add_argument("--reference", nargs="+", default=None,
+                   help="inputs to compare with (default: the held-out rows the fit kept in model/reference.safetensors)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the drift verdict (default %(default)s)")
+    p.add_argument("--out", default=None, help="folder for monitor.json, inputs.csv, drift.png (default RUN/monitor-<inputs>-<time>)")
+    p.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when drift is found (for cron and CI)")
+    p.set_defaults(func=cmd_monitor)
+
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")
     p.add_argument("--out", default="runs/digits-demo", help="run directory (default %(default)s)")
@@ -297,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except UserError as err:
         print(f"headstart: error: {err}", file=sys.stderr)
         return 2
@@ -309,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
+from headstart.drift import build_reference, save_reference
 from headstart.data.base import as_multilabel, as_regression, looks_multilabel
 from headstart.errors import UserError
 from headstart.evaluate import baseline_comparison
 from headstart.heads import HEADS, build_head
-from headstart.inference import predict_outputs
+from headstart.inference import features_and_outputs, outputs_of_features
 from headstart.io_utils import write_json, write_text
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix, plot_history
@@ -93,7 +94,9 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
     write_text(out / "config.yaml", requested.to_yaml())
 
     model = _model_of(ctx)
-    preds = _eval_predictions(ctx, model, "test" if data.test else "val")
+    split = "test" if data.test else "val"
+    features, preds = _eval_features(ctx, model, split)
+    reference = build_reference(features, preds, split, cfg.seed)  # for `monitor`: what held-out inputs look like
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
     if fit_once:
         metrics["refit"] = {"reason": why_refit, "rows": len(ctx.data.train), "fitted_once": True,
@@ -107,6 +110,9 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         ctx.history += [row | {"stage": f"refit {row['stage']}"} for row in refit_ctx.history]
         backbone.end_run()
         backbone = refit_ctx.backbone
+        # the saved model learned from the validation rows too: its reference is its own view of them
+        reference = build_reference(*features_and_outputs(model, [x for x, _ in eval_items], 2 * cfg.batch_size,
+                                                          ctx.device, ctx.num_workers), "val (refit on it)", cfg.seed)
     if not backbone.pretrained and not backbone_given:
         # nothing was transferred (a table's mlp starts untrained): say how the classical model does on the same rows
         baseline = modality.classical_baseline(ctx.data.train, eval_items, data.task)
@@ -116,6 +122,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
     _write_outputs(out, model, metrics, ctx)
+    save_reference(out / "model", reference)
     write_predictions(out / "predictions.csv", [modality.describe_input(x) for x, _ in eval_items],
                       [y for _, y in eval_items], preds, data.classes, task.name)
     render_report(out)
@@ -223,18 +230,17 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     return refit_ctx
 
 
-def _eval_predictions(ctx: FitContext, model: TransferModel, split: str) -> np.ndarray:
-    """Held-out predictions; from cached features when the backbone never changed (no backbone pass)."""
+def _eval_features(ctx: FitContext, model: TransferModel, split: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Held-out features and predictions; from cached features when the backbone never changed (no backbone pass)."""
     if not ctx.backbone_changed:
-        with torch.no_grad():
-            out = ctx.head.cpu().eval()(cached_features(ctx, split))
-        return ctx.task.predictions(out)
+        features = cached_features(ctx, split)
+        return features, outputs_of_features(model, features)
     inputs = [x for x, _ in getattr(ctx.data, split)]
     ctx.progress.open(f"evaluate ({split})", total=len(inputs), unit=ctx.modality.input_noun)
-    preds = predict_outputs(model, inputs, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
-                            on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
+    result = features_and_outputs(model, inputs, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
+                                  on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
     ctx.progress.close()
-    return preds
+    return result
 
 
 def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitContext) -> None:

@@ -20,3 +20,18 @@ def predict_outputs(model, inputs: list, batch_size: int = 64, device: str | tor
     model.eval().to(device)
     out = map_batches(model, model.backbone, inputs, batch_size, device, num_workers, on_batch)
     return model.task.predictions(out)
+
+
+def features_and_outputs(model, inputs: list, batch_size: int = 64, device: str | torch.device = "cpu",
+                         num_workers: int = 0, on_batch=None) -> tuple[torch.Tensor, np.ndarray]:
+    """The body's pooled features [N, D] (CPU float32) and the task's predictions from them, in one pass."""
+    device = torch.device(device)
+    model.eval().to(device)
+    features = map_batches(model.backbone.forward_features, model.backbone, inputs, batch_size, device, num_workers, on_batch)
+    return features, outputs_of_features(model, features)
+
+
+def outputs_of_features(model, features: torch.Tensor) -> np.ndarray:
+    """The head and the task's post-processing on features already computed (on the CPU: a head is small)."""
+    with torch.no_grad():
+        return model.task.predictions(model.head.cpu()(features))

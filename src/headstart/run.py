@@ -11,7 +11,8 @@ import torch
 from headstart.data import MODALITIES
 from headstart.errors import UserError
 from headstart.inference import predict_outputs
-from headstart.io_utils import write_json
+from headstart.drift import ALPHA
+from headstart.io_utils import write_json, write_text
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix
 
@@ -126,15 +127,84 @@ class Run:
         metrics["data"] = str(data)
         metrics["skipped"] = [{"where": p, "reason": r} for p, r in skipped]
         if save and self.path.is_dir():
-            folder = self.path / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(data)).strip('_')[-60:]}"
+            folder = self.path / f"eval-{_slug(data)}"
             write_json(folder / "metrics.json", metrics)
             if "confusion_matrix" in metrics:
                 plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
             metrics["saved_to"] = str(folder)
         return metrics
 
+    def monitor(self, inputs: list[str] | str, reference: list[str] | str | None = None, alpha: float = ALPHA,
+                out: str | Path | None = None, save: bool = True, progress: bool = True) -> dict:
+        """Whether `inputs` (what `predict` reads) have drifted from the held-out inputs the model was scored on, kept
+        at fit time in model/reference.safetensors (`reference`: inputs to compare with instead); drift.py says how.
+        Saved under RUN/monitor-<name>-<time>/ (monitor.json, inputs.csv, drift.png): one folder per check."""
+        import csv
+        import io
+        import time
+
+        from headstart.drift import build_reference, check_drift, load_reference, plot_drift, require_reference
+
+        xs, names, skipped = self._readable_inputs(inputs)
+        if reference is not None:
+            ref_xs, _, _ = self._readable_inputs(reference)
+            ref = build_reference(*self._features(ref_xs, "reference", progress), f"given: {_listed(reference)}")
+        else:
+            ref = require_reference(load_reference(self.path / "model"), self.path)
+        features, outputs = self._features(xs, "new inputs", progress)
+        task = self.model.task.name
+        report = check_drift(ref, features, outputs, task, self.classes, alpha)
+        distance = report.pop("distance")
+        predicted = [r.get("prediction", ";".join(p["label"] for p in r.get("predictions", [])[:1]))
+                     for r in self.model.task.rows(names, outputs, self.classes, 1)]
+        order = np.argsort(distance)[::-1]
+        report["unlike_reference"] = [{"input": names[i], "distance": round(distance[i], 4)} for i in order[:10]
+                                      if distance[i] > report["novel_threshold"]]
+        report.update(inputs=_listed(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
+        if save and self.path.is_dir():
+            folder = Path(out) if out else self.path / f"monitor-{_slug(_listed(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
+            write_json(folder / "monitor.json", report)
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["input", "predicted", "distance_to_reference", "unlike_reference"])
+            writer.writerows([n, p, round(d, 6), int(d > report["novel_threshold"])] for n, p, d in zip(names, predicted, distance))
+            write_text(folder / "inputs.csv", buf.getvalue())
+            plot_drift(ref, features, outputs, report | {"distance": distance}, task, folder / "drift.png")
+            report["saved_to"] = str(folder)
+        return report
+
+    def _readable_inputs(self, inputs) -> tuple[list, list[str], list[tuple[str, str]]]:
+        args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        xs, names = self.modality.collect_inputs([str(a) for a in args], self.model)
+        bad = self.modality.unreadable(xs)
+        if len(bad) == len(xs):
+            raise UserError(f"none of the {len(xs)} input(s) could be read (first, {names[0]}: {bad[0]})")
+        keep = [i for i in range(len(xs)) if i not in bad]
+        return [xs[i] for i in keep], [names[i] for i in keep], [(names[i], bad[i]) for i in sorted(bad)]
+
+    def _features(self, xs: list, what: str, progress: bool) -> tuple[torch.Tensor, np.ndarray]:
+        from headstart.inference import features_and_outputs
+        from headstart.progress import RunProgress
+
+        bar = RunProgress(progress)
+        bar.plan(len(xs))
+        bar.open(f"features of the {what}", total=len(xs), unit=self.modality.input_noun)
+        try:
+            return features_and_outputs(self.model, xs, 64, _device(), on_batch=lambda n: bar.advance(n, n))
+        finally:
+            bar.close()
+
     def summarize(self, metrics: dict) -> str:
         return self.model.task.summarize(metrics)
+
+
+def _slug(data) -> str:
+    """A folder-name-safe tail of what was given (eval-<slug>, monitor-<slug>-<time>)."""
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(data)).strip('_')[-60:]
+
+
+def _listed(inputs) -> str:
+    return str(inputs) if isinstance(inputs, (str, Path)) else ", ".join(map(str, inputs))
 
 
 def load(path: str | Path) -> Run:
