@@ -8,9 +8,11 @@
     hs.export("runs/ants")  # ONNX graph (body + head + softmax), checked with ONNX Runtime; predict(engine="onnx")
     hs.serve("runs/ants", port=8000)  # predictions over HTTP (FastAPI): POST /predict, /predict/files
     hs.monitor("runs/ants", "incoming/")  # have new inputs drifted from what the model was scored on?
+    hs.update("runs/ants", "NEW_DATA")  # learn new data (new classes too), rehearsing the old; forgetting measured
 """
 __version__ = "0.1.0"
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune", "__version__"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune", "update",
+           "__version__"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""The Python API, with the CLI's names: fit, load, models, export, serve, monitor (evaluate/predict are Run methods)."""
+"""The Python API, with the CLI's names: fit, load, models, export, serve, monitor, update
+(evaluate/predict are Run methods)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from headstart.run import Run, load
 from headstart.select.compare import compare
 from headstart.select.rank import rank
 from headstart.tuning import lr_find, tune
+from headstart.updating import update
 
 
 def export(run: str | Path | Run, out: str | Path | None = None, format: str = "onnx", opset: int | None = None,
@@ -45,4 +47,4 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune", "update"]

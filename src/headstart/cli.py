@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from headstart.config import BN_MODES, FLIP_MODES, REFIT_MODES, SERVE_MAX_INPUTS, FitConfig
@@ -204,6 +205,15 @@ def cmd_monitor(args) -> int:
     return 1 if args.fail_on_drift and report["drift"] else 0
 
 
+def cmd_update(args) -> None:
+    from headstart.api import update
+
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model")}
+    if "model" in vars(args):
+        raise UserError("update starts from the run's own model; --model does not apply (fit --model run:DIR does)")
+    update(args.run, args.data, old_data=args.old_data, replay=args.replay, **options)
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline, verdict
@@ -310,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for monitor.json, inputs.csv, drift.png (default RUN/monitor-<inputs>-<time>)")
     p.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when drift is found (for cron and CI)")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("update", help="learn new labeled data (new classes too) from a run's model, rehearsing its old "
+                       "data, L2-SP towards its weights; forgetting measured on the old test rows")
+    p.add_argument("run", help="a run directory (the --out of a fit)")
+    p.add_argument("data", help="the new labeled data, as for fit")
+    p.add_argument("--old-data", default=None, help="where the run's data is now (default: the path in its config.yaml)")
+    p.add_argument("--replay", type=int, default=None, help="old training rows to rehearse (default: all of them; 0: none)")
+    _add_fit_arguments(p)
+    for action in p._actions:  # options not given keep the run's own (config.yaml), not fit's defaults
+        if action.dest in FitConfig.field_names():
+            action.default = argparse.SUPPRESS
+            action.help = re.sub(r"%\(default\)[sr]", "the run's", action.help or "")
+    p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")

@@ -129,6 +129,11 @@ def render_report(run: str | Path) -> Path:
         said, ahead = baseline_comparison(metrics)
         parts.append(f'<p class="{"warn" if ahead else "ok"}">Classical baseline, {html.escape(baseline["name"])} on the '
                      f'same rows (no pre-trained body to transfer): {html.escape(said)}.</p>')
+    if metrics.get("update"):  # `headstart update`: the run it started from and this one, on the old rows and the new
+        from headstart.updating import summary
+
+        task = "regression" if "r2" in metrics else "classification"
+        parts.append(f"<pre>{html.escape(summary(metrics['update'], task))}</pre>")
     for name, note in metrics.get("stages", {}).items():
         if "memory" in note:  # train/memory.py: the stage started again at a smaller batch
             parts.append(f"<p>Stage {html.escape(name)}: {html.escape(note['memory'])}.</p>")

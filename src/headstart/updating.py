@@ -1,0 +1,134 @@
+"""update: a run learns from new labeled data (new classes too) without forgetting what it knew.
+
+The run's own recipe (config.yaml) fits the new data from the run's body and head (`--model run:RUN`), with two
+guards against forgetting, the two that work without changing the model (De Lange et al.'s continual-learning
+survey, TPAMI 2021, ranks rehearsal first):
+- rehearsal: the run's old training rows, read again from where its config says they are (or --old-data), join the
+  new ones (all of them by default, --replay N for a sample), and its validation and test rows join too;
+- L2-SP (default strategy): the body is pulled towards the run's weights, not towards zero.
+The old model and the updated one are then both scored on the old test rows and on the new ones: forgetting is
+measured, not assumed (metrics.json "update").
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from headstart.config import FitConfig
+from headstart.data import resolve_modality
+from headstart.data.base import LabeledData
+from headstart.errors import UserError
+from headstart.inference import predict_outputs
+from headstart.io_utils import write_json
+from headstart.report import render_report
+from headstart.run import Run, _device, load
+
+# What the run's config.yaml says about its own data and paths, not how to train: not carried to the update.
+NOT_CARRIED = ("data", "model", "strategy", "out", "force", "weights", "resolved")
+
+
+def update(run: str | Path | Run, data: str | Path, out: str | Path | None = None, old_data: str | Path | None = None,
+           replay: int | None = None, strategy: str = "l2-sp", **options) -> Run | None:
+    """`headstart update`: fit `data` from `run`'s model with rehearsal of its old rows; forgetting measured."""
+    run = run if isinstance(run, Run) else load(run)
+    FitConfig.check_options(options)
+    old_cfg = FitConfig.from_yaml(run.path / "config.yaml")
+    carried = {k: v for k, v in dataclasses.asdict(old_cfg).items() if k not in NOT_CARRIED}
+    cfg = FitConfig(data=str(data), model=f"run:{run.path}", strategy=strategy,
+                    out=str(out or f"{run.path}-updated"), **{**carried, **options})
+    new = resolve_modality(cfg).load(cfg)
+    old, where = _old_data(old_cfg, old_data)
+    merged = _merged(new, old, replay, cfg.seed, run)
+    from headstart.fitting import fit_config
+
+    updated = fit_config(cfg, data=merged)
+    if updated is None:  # an extra DDP process
+        return None
+    report = {"from": str(run.path), "old_data": where, "replayed": len(merged.train) - len(new.train), "new_train": len(new.train),
+              "classes_added": [c for c in merged.classes if c not in run.classes],
+              "new": _before_after(run, updated, new, merged.classes)}
+    if old is not None:
+        report["old"] = _before_after(run, updated, old, merged.classes)
+    metrics = updated.metrics | {"update": report}
+    write_json(updated.path / "metrics.json", metrics)
+    render_report(updated.path)
+    print(summary(report, updated.model.task.name), flush=True)
+    return updated
+
+
+def summary(report: dict, task: str) -> str:
+    score = "R²" if task == "regression" else "accuracy"
+    lines = [f"  update    of {report['from']}, from {report['new_train']} new training rows"
+             + (f" and {report['replayed']} old ones replayed" if report["replayed"] else " (no old rows replayed)")
+             + (f"; classes added: {', '.join(report['classes_added'])}" if report["classes_added"] else "")]
+    for key in ("old", "new"):
+        r = report.get(key)
+        if r and r["n"]:
+            change = r["after"] - r["before"]
+            verdict = f"forgot {-change:.4f}" if key == "old" and change < 0 else f"{change:+.4f}"
+            lines.append(f"            {key} {r['split']} (n={r['n']}): {score} {r['before']:.4f} before -> "
+                         f"{r['after']:.4f} after ({verdict})")
+    if "old" not in report:
+        lines.append(f"            old data: forgetting not measured ({report['old_data']})")
+    return "\n".join(lines)
+
+
+def _old_data(old_cfg: FitConfig, given) -> tuple[LabeledData | None, str]:
+    """The run's own data, split as it was split (same options, same seed), or None with the reason."""
+    source = Path(given or old_cfg.data)
+    if not source.exists():
+        if given:
+            raise UserError(f"--old-data {given} does not exist")
+        return None, (f"the run's data, {old_cfg.data}, is not there any more: no rehearsal and no forgetting "
+                      "measured (give --old-data)")
+    cfg = dataclasses.replace(old_cfg, data=str(source), resolved={})
+    return resolve_modality(cfg).load(cfg), str(source)
+
+
+def _merged(new: LabeledData, old: LabeledData | None, replay: int | None, seed: int, run: Run) -> LabeledData:
+    """New rows, the replayed old training rows and every old validation and test row, in one label space: the
+    run's classes first (in its order, so its head's rows keep their meaning), then the new ones."""
+    task = run.model.task.name
+    if task not in ("classification", "regression"):
+        raise UserError(f"update handles classification and regression runs; this one is {task}: fit the new data with "
+                        f"--model run:{run.path} instead")
+    if new.task != task or (old is not None and old.task != task):
+        raise UserError(f"the new data reads as {new.task}, the run is {task}: give the same kind of labels (or --task {task})")
+    classes = list(run.classes) + [c for c in new.classes if c not in run.classes] if task == "classification" else new.classes
+    train, val, test = _relabeled(new.train, new, classes), _relabeled(new.val, new, classes), _relabeled(new.test, new, classes)
+    if old is not None:
+        kept = old.train
+        if replay is not None and replay < len(kept):
+            kept = [kept[i] for i in np.sort(np.random.default_rng(seed).choice(len(kept), max(0, replay), replace=False))]
+        train += _relabeled(kept, old, classes)
+        val += _relabeled(old.val, old, classes)
+        test += _relabeled(old.test, old, classes)
+    layout = f"update: {new.layout}" + (f" + replayed {old.layout}" if old is not None else "")
+    return LabeledData(new.modality, task, classes, train, val, test, layout, new.skipped, new.info)
+
+
+def _relabeled(items: list, data: LabeledData, classes: list[str]) -> list:
+    if data.task != "classification":
+        return list(items)
+    index = {c: i for i, c in enumerate(classes)}
+    return [(x, index[data.classes[y]]) for x, y in items]
+
+
+def _before_after(before: Run, after: Run, data: LabeledData, classes: list[str]) -> dict:
+    """The held-out rows of one data set (test, else val) scored by the run and by its update (accuracy, or R²)."""
+    split = "test" if data.test else "val"
+    items = _relabeled(getattr(data, split), data, classes)
+    if not items:
+        return {"n": 0, "split": split}
+    task = after.model.task
+    xs, ys = [x for x, _ in items], [y for _, y in items]
+    scores = []
+    for run in (before, after):
+        preds = predict_outputs(run.model, xs, device=_device())
+        if task.name == "classification" and preds.shape[1] < len(classes):  # the old model cannot name a new class
+            preds = np.pad(preds, ((0, 0), (0, len(classes) - preds.shape[1])))
+        m = task.metrics(ys, preds, classes)
+        scores.append(float(m["r2"] if task.name == "regression" else m["accuracy"]))
+    return {"n": len(items), "split": split, "before": scores[0], "after": scores[1]}

@@ -1,0 +1,88 @@
+"""`headstart update`: new data and new classes from a run's model, its old rows rehearsed, forgetting measured."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+import headstart as hs
+from headstart.cli import main
+from headstart.errors import UserError
+
+from conftest import make_images
+from test_tabular import FAST as TABLE_FAST, make_table
+
+
+def make_colour(folder: Path, name: str, rgb: tuple, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.clip(np.array(rgb) + rng.normal(0, 35, (32, 32, 3)), 0, 255).astype(np.uint8)).save(
+            folder / name / f"{name}_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("update")
+    data = make_images(root / "old", per_class=20)
+    run = hs.fit(str(data), strategy="linear-probe", out=str(root / "run"), image_size=64, progress=False)
+    new = make_colour(make_images(root / "new", classes=("red",), per_class=15, seed=4), "yellow", (210, 200, 30), 20, 5)
+    return run, root, data, new
+
+
+def test_a_new_class_is_learned_and_the_old_ones_are_kept(old_run):
+    run, root, _, new = old_run
+    updated = hs.update(run, str(new), out=str(root / "updated"), epochs=1, progress=False)
+    assert updated.classes == ["blue", "green", "red", "yellow"]  # the run's order first: its head rows keep their meaning
+    report = updated.metrics["update"]
+    old_sizes = json.loads((run.path / "data.json").read_text())["sizes"]
+    assert report["classes_added"] == ["yellow"] and report["replayed"] == old_sizes["train"]  # every old training row
+    assert report["old"]["n"] == run.metrics["n"] and report["old"]["before"] == run.metrics["accuracy"]
+    assert report["old"]["after"] >= report["old"]["before"] - 0.1
+    assert report["new"]["before"] < 0.8 < report["new"]["after"]  # the run could not name a yellow square
+    assert yaml.safe_load((updated.path / "config.yaml").read_text())["image_size"] == 64  # the run's recipe carried
+    assert "old test" in (updated.path / "report.html").read_text()
+    assert updated.predict([str(next((new / "yellow").iterdir()))])[0]["predictions"][0]["label"] == "yellow"
+
+
+def test_cli_replays_a_sample_and_refuses_a_model(old_run, capsys):
+    run, root, _, new = old_run
+    assert main(["update", str(run.path), str(new), "--out", str(root / "cli"), "--replay", "10", "--epochs", "1",
+                 "--no-progress"]) == 0
+    assert "10 old ones replayed" in capsys.readouterr().out
+    assert json.loads((root / "cli" / "metrics.json").read_text())["update"]["replayed"] == 10
+    assert main(["update", str(run.path), str(new), "--model", "efficientnet_lite1"]) == 2
+    assert "--model does not apply" in capsys.readouterr().err
+
+
+def test_without_the_old_data_it_says_forgetting_is_not_measured(old_run, tmp_path, capsys):
+    run, root, data, new = old_run
+    moved = tmp_path / "run"
+    shutil.copytree(run.path, moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    (moved / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(tmp_path / "gone")}))
+    updated = hs.update(moved, str(new), out=str(tmp_path / "u"), epochs=1, progress=False)
+    assert updated.metrics["update"]["replayed"] == 0 and "old" not in updated.metrics["update"]
+    assert "forgetting not measured" in capsys.readouterr().out
+    again = hs.update(moved, str(new), out=str(tmp_path / "u2"), old_data=str(data), epochs=1, progress=False)
+    assert again.metrics["update"]["old"]["n"] == run.metrics["n"]
+    with pytest.raises(UserError, match="does not exist"):
+        hs.update(moved, str(new), out=str(tmp_path / "u3"), old_data=str(tmp_path / "nowhere"))
+
+
+def test_a_regression_run_is_updated_on_shifted_rows(tmp_path):
+    table = pd.read_csv(make_table(tmp_path / "all.csv", n=400)).drop(columns=["label"])
+    table[:250].to_csv(tmp_path / "old.csv", index=False)
+    later = table[250:].copy()
+    later["y"] += 1.5  # the world moved: the same inputs now mean a larger target
+    later.to_csv(tmp_path / "new.csv", index=False)
+    run = hs.fit(str(tmp_path / "old.csv"), target="y", strategy="finetune", out=str(tmp_path / "run"), **TABLE_FAST)
+    updated = hs.update(run, str(tmp_path / "new.csv"), out=str(tmp_path / "updated"), strategy="finetune", epochs=20,
+                        progress=False)
+    report = updated.metrics["update"]
+    assert report["new"]["after"] > report["new"]["before"] and report["old"]["n"] > 0
