@@ -205,13 +205,17 @@ def cmd_monitor(args) -> int:
     return 1 if args.fail_on_drift and report["drift"] else 0
 
 
+def _carried_options(args) -> dict:
+    """The fit options given on an update command line (the others keep the run's)."""
+    if "model" in vars(args):
+        raise UserError(f"{args.command} starts from the run's own model; --model does not apply (fit --model run:DIR does)")
+    return {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model")}
+
+
 def cmd_update(args) -> None:
     from headstart.api import update
 
-    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model")}
-    if "model" in vars(args):
-        raise UserError("update starts from the run's own model; --model does not apply (fit --model run:DIR does)")
-    update(args.run, args.data, old_data=args.old_data, replay=args.replay, **options)
+    update(args.run, args.data, old_data=args.old_data, replay=args.replay, **_carried_options(args))
 
 
 def cmd_demo(args) -> None:
@@ -226,6 +230,15 @@ def cmd_demo(args) -> None:
     strategy = f"{args.strategy} -> {picked}" if picked else args.strategy
     print(f"\ndigits test accuracy: headstart {strategy} {acc:.4f} vs raw-pixel logistic regression {baseline:.4f}: "
           f"{verdict(acc, baseline, run.metrics['n'])}")
+
+
+def _add_carried_fit_arguments(p: argparse.ArgumentParser) -> None:
+    """fit's options, for commands that start from a run: one not given keeps the run's (config.yaml), not fit's default."""
+    _add_fit_arguments(p)
+    for action in p._actions:
+        if action.dest in FitConfig.field_names():
+            action.default = argparse.SUPPRESS
+            action.help = re.sub(r"%\(default\)[sr]", "the run's", action.help or "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,11 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="the new labeled data, as for fit")
     p.add_argument("--old-data", default=None, help="where the run's data is now (default: the path in its config.yaml)")
     p.add_argument("--replay", type=int, default=None, help="old training rows to rehearse (default: all of them; 0: none)")
-    _add_fit_arguments(p)
-    for action in p._actions:  # options not given keep the run's own (config.yaml), not fit's defaults
-        if action.dest in FitConfig.field_names():
-            action.default = argparse.SUPPRESS
-            action.help = re.sub(r"%\(default\)[sr]", "the run's", action.help or "")
+    _add_carried_fit_arguments(p)
     p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")

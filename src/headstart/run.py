@@ -145,10 +145,10 @@ class Run:
 
         from headstart.drift import build_reference, check_drift, load_reference, plot_drift, require_reference
 
-        xs, names, skipped = self._readable_inputs(inputs)
+        xs, names, skipped = self.read_inputs(inputs)
         if reference is not None:
-            ref_xs, _, _ = self._readable_inputs(reference)
-            ref = build_reference(*self._features(ref_xs, "reference", progress), f"given: {_listed(reference)}")
+            ref_xs, _, _ = self.read_inputs(reference)
+            ref = build_reference(*self._features(ref_xs, "reference", progress), f"given: {listed_inputs(reference)}")
         else:
             ref = require_reference(load_reference(self.path / "model"), self.path)
         features, outputs = self._features(xs, "new inputs", progress)
@@ -160,9 +160,9 @@ class Run:
         order = np.argsort(distance)[::-1]
         report["unlike_reference"] = [{"input": names[i], "distance": round(distance[i], 4)} for i in order[:10]
                                       if distance[i] > report["novel_threshold"]]
-        report.update(inputs=_listed(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
+        report.update(inputs=listed_inputs(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
         if save and self.path.is_dir():
-            folder = Path(out) if out else self.path / f"monitor-{_slug(_listed(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
+            folder = Path(out) if out else self.path / f"monitor-{_slug(listed_inputs(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
             write_json(folder / "monitor.json", report)
             buf = io.StringIO()
             writer = csv.writer(buf)
@@ -173,7 +173,8 @@ class Run:
             report["saved_to"] = str(folder)
         return report
 
-    def _readable_inputs(self, inputs) -> tuple[list, list[str], list[tuple[str, str]]]:
+    def read_inputs(self, inputs) -> tuple[list, list[str], list[tuple[str, str]]]:
+        """What `predict` reads from `inputs`, less the unreadable: (inputs, names, [(name, why unreadable)])."""
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) for a in args], self.model)
         bad = self.modality.unreadable(xs)
@@ -203,7 +204,7 @@ def _slug(data) -> str:
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(data)).strip('_')[-60:]
 
 
-def _listed(inputs) -> str:
+def listed_inputs(inputs) -> str:
     return str(inputs) if isinstance(inputs, (str, Path)) else ", ".join(map(str, inputs))
 
 

@@ -33,13 +33,21 @@ def update(run: str | Path | Run, data: str | Path, out: str | Path | None = Non
            replay: int | None = None, strategy: str = "l2-sp", **options) -> Run | None:
     """`headstart update`: fit `data` from `run`'s model with rehearsal of its old rows; forgetting measured."""
     run = run if isinstance(run, Run) else load(run)
+    cfg = carried_config(run, data, out or f"{run.path}-updated", strategy, options)
+    return update_with(run, resolve_modality(cfg).load(cfg), cfg, old_data, replay)
+
+
+def carried_config(run: Run, data, out, strategy: str, options: dict) -> FitConfig:
+    """The run's own recipe (config.yaml) for a fit of `data` from its model; `options` win."""
     FitConfig.check_options(options)
     old_cfg = FitConfig.from_yaml(run.path / "config.yaml")
     carried = {k: v for k, v in dataclasses.asdict(old_cfg).items() if k not in NOT_CARRIED}
-    cfg = FitConfig(data=str(data), model=f"run:{run.path}", strategy=strategy,
-                    out=str(out or f"{run.path}-updated"), **{**carried, **options})
-    new = resolve_modality(cfg).load(cfg)
-    old, where = _old_data(old_cfg, old_data)
+    return FitConfig(data=str(data), model=f"run:{run.path}", strategy=strategy, out=str(out), **{**carried, **options})
+
+
+def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, replay: int | None = None) -> Run | None:
+    """The update of `run` on data already loaded (rows from anywhere: a loader, pseudo-labels, a stream)."""
+    old, where = _old_data(FitConfig.from_yaml(run.path / "config.yaml"), old_data)
     merged = _merged(new, old, replay, cfg.seed, run)
     from headstart.fitting import fit_config
 
@@ -51,8 +59,7 @@ def update(run: str | Path | Run, data: str | Path, out: str | Path | None = Non
               "new": _before_after(run, updated, new, merged.classes)}
     if old is not None:
         report["old"] = _before_after(run, updated, old, merged.classes)
-    metrics = updated.metrics | {"update": report}
-    write_json(updated.path / "metrics.json", metrics)
+    write_json(updated.path / "metrics.json", updated.metrics | {"update": report})
     render_report(updated.path)
     print(summary(report, updated.model.task.name), flush=True)
     return updated
