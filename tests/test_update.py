@@ -68,7 +68,8 @@ def test_without_the_old_data_it_says_forgetting_is_not_measured(old_run, tmp_pa
     (moved / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(tmp_path / "gone")}))
     updated = hs.update(moved, str(new), out=str(tmp_path / "u"), epochs=1, progress=False)
     assert updated.metrics["update"]["replayed"] == 0 and "old" not in updated.metrics["update"]
-    assert "forgetting not measured" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "forgetting not measured" in said and "the old ones are forgotten" in said  # yellow is new, nothing rehearsed
     again = hs.update(moved, str(new), out=str(tmp_path / "u2"), old_data=str(data), epochs=1, progress=False)
     assert again.metrics["update"]["old"]["n"] == run.metrics["n"]
     with pytest.raises(UserError, match="does not exist"):

@@ -79,6 +79,9 @@ def summary(report: dict, task: str) -> str:
                          f"{r['after']:.4f} after ({verdict})")
     if "old" not in report:
         lines.append(f"            old data: forgetting not measured ({report['old_data']})")
+    if not report["replayed"] and report["classes_added"]:
+        lines.append("            warning: new classes and no old rows rehearsed: the head learns only the classes it is "
+                     "shown, so the old ones are forgotten (benchmarks/lifecycle.py: 0.000 on them); give the old data")
     return "\n".join(lines)
 
 
