@@ -17,12 +17,9 @@ import math
 import numpy as np
 import torch
 
-from lightning.pytorch.utilities.memory import garbage_collection_cuda
-
-from headstart.errors import UserError
 from headstart.model import TransferModel
 from headstart.train.batches import labeled_loader, to_device
-from headstart.train.memory import is_out_of_memory
+from headstart.train.memory import halving_batches
 from headstart.train.module import adamw
 
 
@@ -42,22 +39,13 @@ def lr_range_test(ctx, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 1
     trainable = sum(p.numel() for g in groups for p in g["params"])
     saved = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
     targets = ctx.task.targets(y for _, y in ctx.data.train)
-    batch = cfg.batch_size
-    while True:
-        try:
-            lrs, losses = _sweep(ctx, net, groups, ratios, eval_norms, targets, batch, min_lr, max_lr, steps, beta, diverge)
-            break
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            if batch == 1:
-                raise UserError("out of memory in the learning-rate range test at 1 example a step: give --lr instead "
-                                "of auto") from error
-        # Out of memory: the sweep starts again from the saved weights at half the batch (its losses are compared
-        # only with each other, so no accumulation is needed). The weights were saved anyway, on any device.
-        garbage_collection_cuda()
-        net.load_state_dict(saved)
-        batch = math.ceil(batch / 2)
+    # Out of memory, the sweep starts again from the saved weights at half the batch (its losses are compared only
+    # with each other, so no accumulation is needed). The weights are saved anyway, on any device.
+    (lrs, losses), batch = halving_batches(
+        lambda b: _sweep(ctx, net, groups, ratios, eval_norms, targets, b, min_lr, max_lr, steps, beta, diverge),
+        cfg.batch_size,
+        lambda b: "out of memory in the learning-rate range test at 1 example a step: give --lr instead of auto" if b == 1 else None,
+        lambda b: net.load_state_dict(saved))
     ctx.progress.close()
     net.load_state_dict(saved)
     return {"lrs": lrs, "losses": losses, "suggestion": suggest(lrs, losses), "min_lr": min_lr, "max_lr": max_lr,

@@ -8,7 +8,7 @@ says what counts as out of memory (CUDA, cuDNN, the CPU allocator) and frees the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda, is_oom_error
@@ -19,6 +19,8 @@ from headstart.train.engine import seed_stage
 
 if TYPE_CHECKING:
     from headstart.train.context import FitContext
+
+T = TypeVar("T")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -33,6 +35,26 @@ def keeps_a_copy(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+def halving_batches(attempt: Callable[[int], T], batch_size: int, refusal: Callable[[int], str | None],
+                    start_again: Callable[[int], None]) -> tuple[T, int]:
+    """(`attempt(batch)`, the batch it ran at): out of memory, `refusal(batch)` says why not to go on (a UserError), or
+    `start_again(half)` puts back what the failed attempt changed and it runs again at half the batch."""
+    batch = batch_size
+    while True:
+        try:
+            return attempt(batch), batch
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            why = refusal(batch)
+            if why:
+                raise UserError(why) from error
+        # Outside the except clause: the error's traceback, which holds the failed step's activations, is gone.
+        garbage_collection_cuda()
+        batch = math.ceil(batch / 2)
+        start_again(batch)
+
+
 def train_within_memory(ctx: "FitContext", stage_name: str, module: nn.Module, batch_size: int,
                         attempt: Callable[[int, int], None]) -> str | None:
     """Run `attempt(batch, accumulate)`, one whole training of a stage. Out of memory, the module's weights and
@@ -42,37 +64,33 @@ def train_within_memory(ctx: "FitContext", stage_name: str, module: nn.Module, b
     start = None
     if keeps_a_copy(ctx.device):  # before Lightning moves the module: host memory; LoRA's adapters included
         start = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-    rows = len(ctx.history)
-    batch, accumulate = batch_size, 1
-    while True:
-        done = ctx.progress.done
-        try:
-            attempt(batch, accumulate)
-            break
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            where = f"out of {ctx.device.type.upper()} memory training {stage_name} at {batch} example(s) a step"
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                raise UserError(f"{where} on one of several processes (they cannot shrink alone): give a smaller "
-                                f"--batch-size (--batch-size {max(1, batch // 2)} is half)") from error
-            if start is None:
-                raise UserError(f"{where}: give a smaller --batch-size (--batch-size {max(1, batch // 2)} is half)") from error
-            if batch == 1:
-                raise UserError(f"{where}: the model does not fit; try --precision bf16-mixed, a smaller --image-size "
-                                "or --max-length, --strategy lora, or a smaller --model") from error
-        # Outside the except clause: the error's traceback, which holds the failed step's activations, is gone.
-        garbage_collection_cuda()
+    rows, done = len(ctx.history), [ctx.progress.done]
+
+    def refusal(batch: int) -> str | None:
+        where = f"out of {ctx.device.type.upper()} memory training {stage_name} at {batch} example(s) a step"
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return (f"{where} on one of several processes (they cannot shrink alone): give a smaller --batch-size "
+                    f"(--batch-size {max(1, batch // 2)} is half)")
+        if start is None:
+            return f"{where}: give a smaller --batch-size (--batch-size {max(1, batch // 2)} is half)"
+        if batch == 1:
+            return (f"{where}: the model does not fit; try --precision bf16-mixed, a smaller --image-size or "
+                    "--max-length, --strategy lora, or a smaller --model")
+        return None
+
+    def start_again(batch: int) -> None:
         module.load_state_dict(start)
         del ctx.history[rows:]
-        ctx.progress.plan(ctx.progress.done - done)  # what the failed attempt did is to be done again: the ETA says so
-        batch = math.ceil(batch / 2)
-        accumulate = math.ceil(batch_size / batch)
+        ctx.progress.plan(ctx.progress.done - done[0])  # what the failed attempt did is to be done again: the ETA says so
+        done[0] = ctx.progress.done
         print(f"headstart: out of memory in {stage_name}; starting it again at {batch} example(s) a step, "
-              f"{accumulate} steps accumulated", flush=True)
+              f"{math.ceil(batch_size / batch)} steps accumulated", flush=True)
         seed_stage(ctx.cfg.seed, stage_name)  # the new attempt draws as a first one would
-    if accumulate == 1:
+
+    _, batch = halving_batches(lambda b: attempt(b, math.ceil(batch_size / b)), batch_size, refusal, start_again)
+    if batch == batch_size:
         return None
+    accumulate = math.ceil(batch_size / batch)
     return (f"out of memory at {batch_size} a step: trained {batch} a step x {accumulate} accumulated "
             f"({batch * accumulate} per optimizer step)")
 
