@@ -144,6 +144,23 @@ def require_reference(reference: dict | None, run_path: Path) -> dict:
     return reference
 
 
+def save_check(folder: Path, report: dict, reference: dict, features: torch.Tensor, outputs: np.ndarray, task: str,
+               names: list[str], predicted: list, distance: np.ndarray) -> None:
+    """One check's folder: monitor.json (the report), inputs.csv (each input's prediction and distance), drift.png."""
+    import csv
+    import io
+
+    from headstart.io_utils import write_json, write_text
+
+    write_json(folder / "monitor.json", report)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["input", "predicted", "distance_to_reference", "unlike_reference"])
+    writer.writerows([n, p, round(float(d), 6), int(d > report["novel_threshold"])] for n, p, d in zip(names, predicted, distance))
+    write_text(folder / "inputs.csv", buf.getvalue())
+    plot_drift(reference, features, outputs, report | {"distance": distance}, task, folder / "drift.png")
+
+
 def plot_drift(reference: dict, features: torch.Tensor, outputs: np.ndarray, report: dict, task: str, path: Path) -> None:
     """Three panels: the most shifted component, the outputs (confidence or value), the distances to the reference."""
     from headstart.plots import _save, plt

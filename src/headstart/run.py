@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from headstart.data import MODALITIES
+from headstart.drift import ALPHA
 from headstart.errors import UserError
 from headstart.inference import predict_outputs
-from headstart.drift import ALPHA
-from headstart.io_utils import write_json, write_text
+from headstart.io_utils import write_json
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix
 
@@ -139,11 +139,9 @@ class Run:
         """Whether `inputs` (what `predict` reads) have drifted from the held-out inputs the model was scored on, kept
         at fit time in model/reference.safetensors (`reference`: inputs to compare with instead); drift.py says how.
         Saved under RUN/monitor-<name>-<time>/ (monitor.json, inputs.csv, drift.png): one folder per check."""
-        import csv
-        import io
         import time
 
-        from headstart.drift import build_reference, check_drift, load_reference, plot_drift, require_reference
+        from headstart.drift import build_reference, check_drift, load_reference, require_reference, save_check
 
         xs, names, skipped = self.read_inputs(inputs)
         if reference is not None:
@@ -155,21 +153,15 @@ class Run:
         task = self.model.task.name
         report = check_drift(ref, features, outputs, task, self.classes, alpha)
         distance = report.pop("distance")
-        predicted = [r.get("prediction", ";".join(p["label"] for p in r.get("predictions", [])[:1]))
-                     for r in self.model.task.rows(names, outputs, self.classes, 1)]
         order = np.argsort(distance)[::-1]
         report["unlike_reference"] = [{"input": names[i], "distance": round(distance[i], 4)} for i in order[:10]
                                       if distance[i] > report["novel_threshold"]]
         report.update(inputs=listed_inputs(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
         if save and self.path.is_dir():
             folder = Path(out) if out else self.path / f"monitor-{_slug(listed_inputs(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
-            write_json(folder / "monitor.json", report)
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(["input", "predicted", "distance_to_reference", "unlike_reference"])
-            writer.writerows([n, p, round(d, 6), int(d > report["novel_threshold"])] for n, p, d in zip(names, predicted, distance))
-            write_text(folder / "inputs.csv", buf.getvalue())
-            plot_drift(ref, features, outputs, report | {"distance": distance}, task, folder / "drift.png")
+            predicted = [r.get("prediction", ";".join(p["label"] for p in r.get("predictions", [])))
+                         for r in self.model.task.rows(names, outputs, self.classes, 1)]
+            save_check(folder, report, ref, features, outputs, task, names, predicted, distance)
             report["saved_to"] = str(folder)
         return report
 

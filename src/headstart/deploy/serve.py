@@ -24,11 +24,15 @@ from headstart.run import Run, load
 
 
 def _fastapi():
+    from importlib.util import find_spec
+
     try:
         import fastapi
         import pydantic
     except ImportError as err:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'headstart[serve]'") from err
+    if not (find_spec("python_multipart") or find_spec("multipart")):  # FastAPI reads uploads with it
+        raise UserError("serving file uploads needs python-multipart: pip install 'headstart[serve]'")
     return fastapi, pydantic
 
 
