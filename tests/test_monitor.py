@@ -37,14 +37,15 @@ def colours(tmp_path_factory):
     return run, root
 
 
-def test_a_fit_keeps_the_evaluation_split_as_its_reference(colours):
+def test_a_fit_keeps_its_held_out_rows_as_its_reference(colours):
     run, _ = colours
     reference = load_reference(run.path / "model")
-    assert reference["split"] == "test" and len(reference["features"]) == run.metrics["n"]
+    sizes = json.loads((run.path / "data.json").read_text())["sizes"]
+    assert reference["split"] == "test + val" and len(reference["features"]) == sizes["test"] + sizes["val"]
     assert reference["features"].shape[1] == run.model.backbone.feature_dim
-    with open(run.path / "predictions.csv") as f:
-        confidence = sorted(float(r["confidence"]) for r in csv.DictReader(f))
-    assert sorted(reference["outputs"].max(1).values.tolist()) == pytest.approx(confidence, abs=1e-5)
+    with open(run.path / "predictions.csv") as f:  # the test rows come first, as the fit scored them
+        confidence = [float(r["confidence"]) for r in csv.DictReader(f)]
+    assert reference["outputs"][:sizes["test"]].max(1).values.tolist() == pytest.approx(confidence, abs=1e-5)
 
 
 def test_inputs_like_the_training_data_show_no_drift(colours):
@@ -84,7 +85,7 @@ def test_cli_writes_the_check_and_fails_on_drift_when_asked(colours, capsys):
     assert status == 1 and "DRIFT" in capsys.readouterr().out
     assert {"monitor.json", "inputs.csv", "drift.png"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "monitor.json").read_text())
-    assert saved["drift"] and saved["reference_rows"] == run.metrics["n"]
+    assert saved["drift"] and saved["reference_rows"] == len(load_reference(run.path / "model")["features"])
     with open(out / "inputs.csv") as f:
         assert len(list(csv.DictReader(f))) == 45
     assert main(["monitor", str(run.path), str(root / "same"), "--fail-on-drift", "--out", str(root / "check2")]) == 0

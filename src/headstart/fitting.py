@@ -81,6 +81,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
     stages = [t for s in stages for t in s.expand(ctx)]  # auto measures and picks here, on train and val
     why_refit = None if backbone_given else refit_reason(cfg, ctx, stages)
     fit_once = bool(why_refit and data.test)  # the test split scores the model: no train-only fit is needed first
+    if data.test and not fit_once:
+        ctx.progress.plan(len(data.val) * EVAL_COST)  # the validation rows join monitor's reference (_reference)
     if fit_once:
         for stage in stages:
             stage.decide_on_validation(ctx)  # e.g. the augmentation check, while the split exists
@@ -96,7 +98,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
     model = _model_of(ctx)
     split = "test" if data.test else "val"
     features, preds = _eval_features(ctx, model, split)
-    reference = build_reference(features, preds, split, cfg.seed)  # for `monitor`: what held-out inputs look like
+    reference = _reference(ctx, model, split, features, preds)
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
     if fit_once:
         metrics["refit"] = {"reason": why_refit, "rows": len(ctx.data.train), "fitted_once": True,
@@ -241,6 +243,16 @@ def _eval_features(ctx: FitContext, model: TransferModel, split: str) -> tuple[t
                                   on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
     ctx.progress.close()
     return result
+
+
+def _reference(ctx: FitContext, model: TransferModel, split: str, features: torch.Tensor, preds: np.ndarray) -> dict:
+    """For `monitor`: what held-out inputs look like to the saved model. The test rows, and the validation rows too
+    where training never saw them (one more inference pass, from the cache for a frozen body): a denser reference
+    sharpens the per-input novelty threshold."""
+    if split == "test" and ctx.data.val:
+        val_features, val_preds = _eval_features(ctx, model, "val")
+        features, preds, split = torch.cat([features, val_features]), np.concatenate([preds, val_preds]), "test + val"
+    return build_reference(features, preds, split, ctx.cfg.seed)
 
 
 def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitContext) -> None:
