@@ -1,8 +1,8 @@
 """update: a run learns from new labeled data (new classes too) without forgetting what it knew.
 
 The run's own recipe (config.yaml) fits the new data from the run's body and head (`--model run:RUN`), with two
-guards against forgetting, the two that work without changing the model (De Lange et al.'s continual-learning
-survey, TPAMI 2021, ranks rehearsal first):
+guards against forgetting that need no change to the model (Avalanche's Replay and, for the body, a stand-in for
+its EWC that needs no Fisher information):
 - rehearsal: the run's old training rows, read again from where its config says they are (or --old-data), join the
   new ones (all of them by default, --replay N for a sample), and its validation and test rows join too;
 - L2-SP (default strategy): the body is pulled towards the run's weights, not towards zero.
