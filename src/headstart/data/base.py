@@ -211,6 +211,14 @@ def multi_hot(label: str, classes: list[str], separator: str = ";") -> tuple[lis
     return [1.0 if c in names else 0.0 for c in classes], ""
 
 
+def required_multi_hot(label: str, classes: list[str], separator: str, where: str) -> list[float]:
+    """`multi_hot`, or a UserError naming `where` (a file, a row) when a label is not one of `classes` (evaluate)."""
+    target, why = multi_hot(label, classes, separator)
+    if target is None:
+        raise UserError(f"{where}: {why}")
+    return target
+
+
 def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:
     """Class names like "cat;dog" become two labels: classes are the separate names, targets multi-hot vectors."""
     names = sorted({part.strip() for c in data.classes for part in c.split(separator) if part.strip()})

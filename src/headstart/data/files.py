@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData, multi_hot
+from headstart.data.base import LabeledData, required_multi_hot
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -209,11 +209,7 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
     else:
         items, names = class_folder_items(root, kind, own)
     if separator:
-        sets = {name: multi_hot(name, classes, separator) for name in names}
-        for path, y in items:
-            if sets[names[y]][0] is None:
-                raise UserError(f"{path}: {sets[names[y]][1]}")
-        items = [(path, sets[names[y]][0]) for path, y in items]
+        items = [(path, required_multi_hot(names[y], classes, separator, path)) for path, y in items]
     items, skipped, _ = filter_readable(items, kind)
     if not items:
         raise UserError(f"{root}: no readable labeled {kind.noun} (expected class folders named {', '.join(classes)})")

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline, multi_hot,
-                                register_modality)
+from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
+                                register_modality, required_multi_hot)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -253,13 +253,7 @@ class Texts(Modality):
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
         separator = label_separator_of(model)
         if separator:  # "cat;dog" -> a multi-hot target over the model's labels
-            items = []
-            for where, text, label in rows:
-                target, why = multi_hot(label, model.classes, separator)
-                if target is None:
-                    raise UserError(f"{where}: {why}")
-                items.append((text, target))
-            return items, skipped
+            return [(text, required_multi_hot(label, model.classes, separator, where)) for where, text, label in rows], skipped
         return _items(rows, model.classes), skipped
 
     def classical_baseline(self, train, test, task):
