@@ -1,4 +1,4 @@
-"""The Python API, with the CLI's names: fit, load, models, export, serve, monitor, update
+"""The Python API, with the CLI's names: fit, load, models, pretrain, export, serve, monitor, update
 (evaluate/predict are Run methods)."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from headstart.config import SERVE_MAX_INPUTS
 from headstart.fitting import fit
+from headstart.pretraining import pretrain
 from headstart.run import Run, load
 from headstart.select.compare import compare
 from headstart.select.rank import rank
@@ -47,4 +48,5 @@ def models() -> list[dict]:
     return rows
 
 
-__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "rank", "Run", "serve", "tune", "update"]
+__all__ = ["compare", "export", "fit", "load", "lr_find", "models", "monitor", "pretrain", "rank", "Run", "serve", "tune",
+           "update"]

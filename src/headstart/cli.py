@@ -5,7 +5,8 @@ import argparse
 import re
 import sys
 
-from headstart.config import BN_MODES, FLIP_MODES, REFIT_MODES, SERVE_MAX_INPUTS, FitConfig
+from headstart.config import (BN_MODES, FLIP_MODES, NOT_PRETRAIN_OPTIONS, PRETRAIN_EPOCHS, REFIT_MODES, SERVE_MAX_INPUTS,
+                              FitConfig, PretrainConfig)
 from headstart.errors import UserError
 
 DEFAULTS = FitConfig(data="")
@@ -218,6 +219,39 @@ def cmd_update(args) -> None:
     update(args.run, args.data, old_data=args.old_data, replay=args.replay, **_carried_options(args))
 
 
+def cmd_pretrain(args) -> None:
+    from headstart.api import pretrain
+
+    options = {k: v for k, v in vars(args).items() if k in PretrainConfig.field_names() and k not in ("data", "model", "inputs", "out")}
+    pretrain(args.inputs, model=args.model, out=args.out, **options)
+
+
+def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    """fit's options that apply without labels, and pretrain's own; the others are hidden, and refused when given."""
+    _add_fit_arguments(p)
+    helps = {
+        "model": "the body to continue pre-training: a bundled name (see `headstart models`), timm:NAME, hf:NAME, or run:DIR",
+        "out": "run directory (default runs/pretrain-<inputs>-<time>)",
+        "flip": "images: horizontal flips among the views (auto = on: without labels nothing can check them; "
+                "off for digits, letters, charts)",
+        "crop_scale": "images: the views are random crops keeping this to all of the area (auto = 0.35; 0.8 where a "
+                      "small crop hides what matters: digits, small images)",
+        "epochs": f"passes over the inputs (default {PRETRAIN_EPOCHS})",
+        "lr": "peak rate; the body trains at lr x 0.4 (default: the backbone's, else 0.001)",
+    }
+    for action in p._actions:
+        if action.dest in NOT_PRETRAIN_OPTIONS:
+            action.default, action.help = argparse.SUPPRESS, argparse.SUPPRESS
+        elif action.dest in helps:
+            action.help = helps[action.dest]
+    defaults = PretrainConfig(data="")
+    g = p.add_argument_group("self-supervised")
+    g.add_argument("--temperature", type=float, default=defaults.temperature,
+                   help="NT-Xent temperature: lower sharpens the choice among the batch's other inputs (default %(default)s)")
+    g.add_argument("--holdout", type=float, default=defaults.holdout,
+                   help="share of the inputs held out; their loss picks the epoch kept (default %(default)s)")
+
+
 def cmd_demo(args) -> None:
     from headstart.api import fit
     from headstart.demo import export_digits, raw_pixel_baseline, verdict
@@ -342,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", type=int, default=None, help="old training rows to rehearse (default: all of them; 0: none)")
     _add_carried_fit_arguments(p)
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("pretrain", help="continue a body's pre-training on unlabeled inputs (self-supervised, "
+                       "contrastive: SimCLR, SimCSE), for `fit --model run:OUT`; source and target inputs together adapt it "
+                       "to a new domain")
+    p.add_argument("inputs", nargs="+", help="unlabeled inputs, as predict reads them: image or audio files and folders "
+                   "(class folders are read through, labels ignored), text files (.txt lines, a CSV's text column)")
+    _add_pretrain_arguments(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="the offline demo: scikit-learn's digits as images, the default fit vs a raw-pixel baseline")
     p.add_argument("--data", default="demo_data/digits", help="where to export the digits (default %(default)s)")

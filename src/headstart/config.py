@@ -161,3 +161,37 @@ class FitConfig:
             hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
                      for name in unknown]
             raise UserError(f"unknown option(s): {', '.join(hints)}; `headstart fit --help` lists them")
+
+
+PRETRAIN_EPOCHS = 10  # pretrain's passes over the inputs: a fit's fine-tuning epochs; contrastive training gains slowly
+# FitConfig's options that mean nothing without labels or a strategy: refused by name, not silently ignored.
+NOT_PRETRAIN_OPTIONS = ("strategy", "head", "task", "label_column", "label_separator", "balance", "target",
+                        "val_fraction", "test_fraction", "head_epochs", "head_lr", "head_patience", "lr_mult",
+                        "patience", "label_smoothing", "bn", "ulmfit_factor", "l2sp_alpha", "pair_rounds",
+                        "pair_batch_size", "refit", "lora_rank", "lora_alpha", "lora_targets")
+
+
+@dataclass
+class PretrainConfig(FitConfig):
+    """A fit's config (engine, input, epochs, lr, ...) plus what self-supervised training adds."""
+
+    inputs: list = field(default_factory=list)  # every path given (`data` is the first)
+    temperature: float = 0.1  # NT-Xent: SimCLR's and MoCo v2's 0.1-0.2; lower sharpens the choice among negatives
+    holdout: float = 0.1  # share of the inputs set aside to pick the epoch on (its loss)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr == "auto":
+            raise UserError("--lr auto sweeps a classification loss; pretrain has no labels: give --lr (its body runs at lr x 0.4)")
+        if not 0 <= self.holdout < 0.5:
+            raise UserError(f"--holdout must be in [0, 0.5), not {self.holdout}")
+        if self.temperature <= 0:
+            raise UserError(f"--temperature must be positive, not {self.temperature}")
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        refused = sorted(set(options) & set(NOT_PRETRAIN_OPTIONS))
+        if refused:
+            raise UserError(f"pretrain has no labels or strategy: {', '.join(refused)} do not apply "
+                            "(give them to the `fit` that reuses the body)")
+        super().check_options(options)

@@ -1,6 +1,8 @@
 """New tops for a cut backbone, registered by name (`--head linear|mlp`)."""
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from headstart.registry import Registry
@@ -26,4 +28,8 @@ def sole_linear_layer(head: nn.Module) -> nn.Linear | None:
 
 
 def build_head(name: str, in_dim: int, n_out: int) -> nn.Module:
+    if n_out == 0:  # a body without a task (`pretrain`): no outputs, nothing to initialise (torch warns it is a no-op)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return HEADS.get(name)(in_dim, n_out)
     return HEADS.get(name)(in_dim, n_out)

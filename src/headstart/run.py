@@ -70,16 +70,24 @@ class Run:
 
         engine="onnx" computes them with ONNX Runtime from the run's export (`Run.export`), same preprocessing.
         """
+        self.require_head()
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         runner = self._onnx_runner() if engine == "onnx" else None
         return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device(), runner=runner)
+
+    def require_head(self) -> None:
+        """One clear error where a run has no head to predict with: a body from `pretrain`."""
+        if not self.classes:
+            raise UserError(f"{self.path} holds a pre-trained body (headstart pretrain) and no head to predict with: "
+                            f"fit labeled data from it with --model run:{self.path}")
 
     predict_proba = predict_outputs  # the scikit-learn name, for classification runs
 
     def predict(self, inputs: list[str] | str, top_k: int = 1, engine: str = "torch") -> list[dict]:
         """Predictions for files, folders, texts or table rows (what the run's modality reads), a row per input in
         order; a file that cannot be read gets {"input": ..., "error": why} in its place."""
+        self.require_head()
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
         return self._predict_collected(xs, names, top_k, engine)
@@ -105,6 +113,7 @@ class Run:
         """The model as an ONNX graph (body + head + post-processing), checked with ONNX Runtime; default RUN/export."""
         from headstart.deploy import export_onnx
 
+        self.require_head()
         if format != "onnx":
             raise UserError(f"unknown export format {format!r}; headstart exports onnx")
         folder = Path(out) if out else self.path / EXPORT_DIR
@@ -143,6 +152,7 @@ class Run:
 
         from headstart.drift import build_reference, check_drift, load_reference, require_reference, save_check
 
+        self.require_head()
         xs, names, skipped = self.read_inputs(inputs)
         if reference is not None:
             ref_xs, _, _ = self.read_inputs(reference)

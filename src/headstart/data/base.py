@@ -20,6 +20,7 @@ from headstart.errors import UserError
 from headstart.registry import Registry
 
 Item = tuple[Any, Any]  # (input, target)
+MIN_UNLABELED = 8  # pretrain: fewer inputs give too few negatives in a batch to learn from
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
@@ -147,6 +148,14 @@ class Modality:
         """Of collected inputs, those that cannot be read: {position: reason} (predict answers them with the reason)."""
         return {}
 
+    def unlabeled(self, cfg) -> LabeledData:
+        """Inputs without labels (`pretrain`): what `predict` reads from `cfg.inputs`, less the unreadable (listed as
+        skipped)."""
+        xs, names = self.collect_inputs(cfg.inputs, None)
+        bad = self.unreadable(xs)
+        return split_unlabeled(self.name, [x for i, x in enumerate(xs) if i not in bad],
+                               [(names[i], reason) for i, reason in sorted(bad.items())], cfg)
+
     def classical_baseline(self, train: list[Item], test: list[Item], task: str) -> tuple[str, float] | None:
         """A model without transfer on the same rows (raw pixels, TF-IDF, the raw table): (name, test score)."""
         return None
@@ -167,6 +176,18 @@ class Modality:
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
+
+
+def split_unlabeled(modality: str, inputs: list, skipped: list[tuple[str, str]], cfg) -> LabeledData:
+    """Unlabeled inputs as data without classes: a random `cfg.holdout` share set aside as `val` to judge the training
+    objective on, every target 0."""
+    if len(inputs) < MIN_UNLABELED:
+        raise UserError(f"{len(inputs)} readable input(s) in {', '.join(map(str, cfg.inputs))}: pre-training contrasts "
+                        f"each input with the others of its batch and needs at least {MIN_UNLABELED}")
+    order = np.random.default_rng(cfg.seed).permutation(len(inputs))
+    n_val = min(len(inputs) // 2, max(2, round(cfg.holdout * len(inputs)))) if cfg.holdout > 0 else 0
+    return LabeledData(modality, "classification", [], [(inputs[i], 0) for i in order[n_val:]],
+                       [(inputs[i], 0) for i in order[:n_val]], [], "unlabeled inputs", skipped)
 
 
 def linear_baseline(x_train, y_train, x_test, y_test, task: str) -> float | None:

@@ -32,6 +32,7 @@ def check_image(path: str) -> tuple[int | None, str]:
         return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
 
 
+NATIVE_SIZE_SAMPLE = 500  # unlabeled images whose size is read for the input size (all are checked readable)
 IMAGES = FileKind("images", frozenset(IMAGE_EXTENSIONS), check_image)
 
 
@@ -156,6 +157,12 @@ class Images(Modality):
 
     def unreadable(self, inputs):
         return unreadable_files(inputs, IMAGES)
+
+    def unlabeled(self, cfg):
+        data = super().unlabeled(cfg)
+        sample = [x for x, _ in data.train][:: max(1, len(data.train) // NATIVE_SIZE_SAMPLE)]
+        data.info["native_size"] = int(statistics.median(side for side, _ in map(check_image, sample) if side))
+        return data
 
     def input_key(self, x: str) -> str:
         return f"{DECODING}-{file_hash(x)}"

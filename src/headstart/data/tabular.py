@@ -368,6 +368,10 @@ class Tables(Modality):
     def collect_inputs(self, inputs, model):
         return collect_table_rows(inputs, model)
 
+    def unlabeled(self, cfg):
+        raise UserError("pretrain: a table body (mlp) learns its column encoding with its target, so pre-training one "
+                        "without labels is not built yet; fit the labeled rows, or reuse a run with --model run:DIR")
+
     def from_values(self, values, model):
         target = getattr(model.backbone.preprocess, "target", None)
         for i, value in enumerate(values):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
-                                register_modality, required_multi_hot)
+                                register_modality, required_multi_hot, split_unlabeled)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -190,12 +190,13 @@ def header_columns(path: Path) -> list[str]:
         return []
 
 
-def _texts_of_file(path: Path) -> list[str]:
+def _texts_of_file(path: Path, column: str = "text") -> list[str]:
+    """A .txt file's non-empty lines, or a table's `column` (its only column, where it has one)."""
     if path.suffix.lower() == ".txt":
         with _open(path) as f:
             return [t for t in (line.rstrip("\r\n") for line in f) if t.strip() and _decodes(t)]
     columns = header_columns(path)
-    column = "text" if "text" in columns or len(columns) != 1 else columns[0]
+    column = column if column in columns or len(columns) != 1 else columns[0]
     return [text for _, text, _ in read_rows(path, column, None)[0]]
 
 
@@ -273,6 +274,11 @@ class Texts(Modality):
         if not texts:
             raise UserError("no texts to predict (give texts, or .csv/.tsv/.jsonl files with a text column, or .txt files)")
         return texts, [_display(t) for t in texts]
+
+    def unlabeled(self, cfg):
+        """Texts without labels (`pretrain`): files' --text-column (.txt: every line), or the arguments themselves."""
+        texts = [t for arg in cfg.inputs for t in (_texts_of_file(Path(arg), cfg.text_column) if _is_text_file(arg) else [str(arg)])]
+        return split_unlabeled(self.name, texts, [], cfg)
 
     def from_values(self, values, model):
         for i, value in enumerate(values):

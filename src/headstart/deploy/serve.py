@@ -42,6 +42,7 @@ def create_app(run: str | Path | Run, engine: str = "torch", max_inputs: int = M
     from fastapi import File, HTTPException, Query, UploadFile
 
     run = run if isinstance(run, Run) else load(run)
+    run.require_head()
     if engine == "onnx":
         run._onnx_runner()  # no export: fail at start, with the export command, not at the first request
     elif engine != "torch":

@@ -1,0 +1,99 @@
+"""`headstart pretrain`: a body trained self-supervised on unlabeled inputs, reused by `fit --model run:DIR`."""
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+import headstart as hs
+from headstart.backbones import create_backbone
+from headstart.cli import main
+from headstart.errors import UserError
+from headstart.train.self_supervised import nt_xent
+
+from conftest import make_images
+from test_tabular import make_table
+
+
+def test_nt_xent_is_low_when_each_view_finds_its_partner():
+    n, tau = 4, 0.1
+    views = torch.eye(n)  # n inputs, orthogonal; rows i and i + n are its two views
+    matched = nt_xent(torch.cat([views, views]), tau)
+    # the partner at similarity 1, the 2n - 2 others at 0: -log(e^(1/tau) / (e^(1/tau) + (2n - 2)))
+    assert matched.item() == pytest.approx(-math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 2 * n - 2)), rel=1e-3)  # float32
+    shuffled = nt_xent(torch.cat([views, views[[1, 2, 3, 0]]]), tau)  # each view's twin is another input's
+    assert shuffled.item() > 10 * matched.item()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    inputs = make_images(root / "unlabeled", per_class=16)
+    (inputs / "red" / "broken.png").write_bytes(b"not an image")
+    run = hs.pretrain(str(inputs), out=str(root / "pre"), image_size=64, epochs=3, batch_size=16, progress=False)
+    return run, root, inputs
+
+
+def test_pretrain_trains_the_body_and_writes_a_run(pretrained):
+    run, root, _ = pretrained
+    for name in ("config.yaml", "data.json", "metrics.json", "history.csv", "history.png", "model/model.json"):
+        assert (run.path / name).is_file(), name
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    note = metrics["pretrain"]
+    assert metrics["inputs"] == {"train": 43, "held_out": 5} and metrics["skipped"] == 1  # 48 readable, 10 % held out
+    assert [s["where"] for s in json.loads((run.path / "data.json").read_text())["skipped"]][0].endswith("broken.png")
+    assert note["held_out_loss_best"] < note["held_out_loss_first"]  # the views of a square grew easier to pair
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert config["strategy"] == "pretrain" and config["temperature"] == 0.1 and config["resolved"]["input_size"] == 64
+    original = create_backbone("efficientnet_lite0").state_dict()
+    body = hs.load(run.path).model.backbone.state_dict()
+    moved = [k for k in original if "running_mean" in k and not torch.allclose(original[k], body[k])]
+    assert moved  # BatchNorm trained on batch statistics: its running means moved to the squares
+    assert max((original[k] - body[k]).abs().max().item() for k in original if k.endswith("conv_stem.weight")) > 0
+
+
+def test_fit_reuses_the_pretrained_body_and_the_body_alone_cannot_predict(pretrained, tmp_path):
+    run, root, inputs = pretrained
+    labeled = make_images(tmp_path / "labeled", per_class=12, seed=3)
+    fitted = hs.fit(str(labeled), model=f"run:{run.path}", strategy="linear-probe", out=str(tmp_path / "fit"), progress=False)
+    assert fitted.classes == ["blue", "green", "red"] and fitted.metrics["accuracy"] > 0.8
+    with pytest.raises(UserError, match="no head to predict with: fit labeled data from it with --model run:"):
+        hs.load(run.path).predict([str(inputs / "red" / "red_000.png")])
+    with pytest.raises(UserError, match="no head"):
+        hs.export(run.path)
+
+
+def test_text_pretrain_reads_the_text_column(tmp_path):
+    texts = [f"the {w} {n} arrived late again" for w in ("parcel", "card", "refund", "transfer") for n in range(6)]
+    csv = tmp_path / "texts.csv"
+    csv.write_text("id,body\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    run = hs.pretrain(str(csv), text_column="body", out=str(tmp_path / "pre"), epochs=1, batch_size=8, holdout=0.2,
+                      progress=False)
+    assert run.metrics["inputs"] == {"train": 19, "held_out": 5} and run.model.modality == "text"
+    with pytest.raises(UserError, match="no column 'text'"):
+        hs.pretrain(str(csv), model="minilm-l6", out=str(tmp_path / "again"), epochs=1, progress=False)
+
+
+def test_cli_pretrain_hides_and_refuses_label_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    assert "--temperature" in text and "--holdout" in text and "--strategy" not in text and "--label-column" not in text
+    inputs = make_images(tmp_path / "unlabeled", per_class=4)
+    assert main(["pretrain", str(inputs), "--strategy", "setfit"]) == 2
+    assert "pretrain has no labels or strategy: strategy do not apply" in capsys.readouterr().err
+    assert main(["pretrain", str(make_images(tmp_path / "few", classes=("red",), per_class=5))]) == 2
+    assert "needs at least 8" in capsys.readouterr().err
+    table = make_table(tmp_path / "rows.csv")
+    assert main(["pretrain", str(table), "--modality", "tabular", "--out", str(tmp_path / "t")]) == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_cli_pretrain_names_the_next_steps(tmp_path, capsys):
+    inputs = make_images(tmp_path / "unlabeled", per_class=4)
+    assert main(["pretrain", str(inputs), "--out", str(tmp_path / "pre"), "--image-size", "64", "--epochs", "1",
+                 "--flip", "off", "--crop-scale", "0.8", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"headstart rank LABELED --models efficientnet_lite0,run:{tmp_path / 'pre'}" in out
+    assert yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())["crop_scale"] == 0.8
