@@ -13,6 +13,7 @@ from headstart.errors import UserError
 from headstart.train.self_supervised import nt_xent
 
 from conftest import make_images
+from test_audio import make_tones
 from test_tabular import make_table
 
 
@@ -97,3 +98,10 @@ def test_cli_pretrain_names_the_next_steps(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"headstart rank LABELED --models efficientnet_lite0,run:{tmp_path / 'pre'}" in out
     assert yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())["crop_scale"] == 0.8
+
+
+def test_audio_pretrain_sizes_its_clips_from_the_inputs(tmp_path):
+    clips = make_tones(tmp_path / "tones", per_class=4)
+    run = hs.pretrain(str(clips), out=str(tmp_path / "pre"), epochs=1, batch_size=8, image_size=64, progress=False)
+    resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
+    assert run.model.modality == "audio" and resolved["clip_seconds_reason"].startswith("auto: 95th percentile")

@@ -77,20 +77,26 @@ def _check(path: str) -> tuple[tuple[float, int] | None, str]:
     return (None if reason else (seconds, rate)), reason
 
 
+CLIP_SAMPLE = 500  # unlabeled clips whose length is read for the clip length (all are checked readable)
 CLIPS = FileKind("clips", frozenset(AUDIO_EXTENSIONS), _check)
 
 
 def load_audio_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
     """The layouts of data/files.py with clips; the data summary records their durations and native rate."""
     data, facts = load_file_data(source, CLIPS, "audio", val_fraction, test_fraction, seed)
+    data.info.update(clip_summary(facts))
+    return data
+
+
+def clip_summary(facts: list[tuple[float, int]]) -> dict:
+    """What the body adapts to, of (seconds, native rate) per clip: durations and the median native rate."""
     seconds, rates = [s for s, _ in facts], [r for _, r in facts]
-    data.info.update({
+    return {
         "median_seconds": round(statistics.median(seconds), 3),
         "p95_seconds": round(float(np.percentile(seconds, 95)), 3),
         "max_seconds": round(max(seconds), 3),
         "native_sample_rate": int(statistics.median(rates)),
-    })
-    return data
+    }
 
 
 @register_modality
@@ -114,6 +120,12 @@ class Audio(Modality):
 
     def unreadable(self, inputs):
         return unreadable_files(inputs, CLIPS)
+
+    def unlabeled(self, cfg):
+        data = super().unlabeled(cfg)
+        clips = [x for x, _ in data.train + data.val]
+        data.info.update(clip_summary([check_clip(x)[:2] for x in clips[:: max(1, len(clips) // CLIP_SAMPLE)]]))
+        return data
 
     def input_key(self, x: str) -> str:
         return file_hash(x)

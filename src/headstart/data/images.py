@@ -160,7 +160,8 @@ class Images(Modality):
 
     def unlabeled(self, cfg):
         data = super().unlabeled(cfg)
-        sample = [x for x, _ in data.train][:: max(1, len(data.train) // NATIVE_SIZE_SAMPLE)]
+        images = [x for x, _ in data.train + data.val]
+        sample = images[:: max(1, len(images) // NATIVE_SIZE_SAMPLE)]
         data.info["native_size"] = int(statistics.median(side for side, _ in map(check_image, sample) if side))
         return data
 
