@@ -170,3 +170,8 @@ def test_input_size_on_a_gpu_is_the_backbones_own():
     pre, reason = choose_preprocess(default, 32, None, gpu=True)
     assert pre.input_size == 224 and "GPU" in reason and pre.crop_pct == 1.0  # 32-px images are resized whole
     assert choose_preprocess(default, 32, 96, gpu=True)[0].input_size == 96, "a requested size still wins"
+
+
+def test_input_size_of_a_body_trained_below_the_floor_says_so():
+    pre, reason = choose_preprocess(Preprocess(64, (0.5,) * 3, (0.5,) * 3), 8, None)  # a run: body fitted at 64 px
+    assert pre.input_size == 64 and "64 px" in reason and "[96" not in reason

@@ -27,7 +27,9 @@ def choose_preprocess(default: Preprocess, native_size: int, requested: int | No
     else:
         wanted = MULTIPLE * math.ceil(UPSCALE * max(native_size, 1) / MULTIPLE)
         size = min(default.input_size, max(MIN_SIZE, wanted))
-        why = f"auto: {UPSCALE}x the median native {native_size} px, within [{MIN_SIZE}, backbone's {default.input_size}]"
+        why = (f"auto: {UPSCALE}x the median native {native_size} px, within [{MIN_SIZE}, backbone's {default.input_size}]"
+               if default.input_size >= MIN_SIZE else  # a body from a run trained below the floor: its size is the cap
+               f"auto: the backbone's own {default.input_size} px (it was trained at that size, below the {MIN_SIZE} px floor)")
     pre = default.with_size(size)
     if native_size and native_size < size:
         pre = Preprocess(size, pre.mean, pre.std, pre.interpolation, 1.0)
