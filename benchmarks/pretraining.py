@@ -1,6 +1,6 @@
 """Does `headstart pretrain` on unlabeled inputs help a fit from few labels? Measured side by side.
 
-    python benchmarks/pretraining.py                    # digits (scikit-learn), + ag_news, tf_flowers from ../shared/data
+    python benchmarks/pretraining.py                    # digits (scikit-learn), + ag_news, tf_flowers, carseats from ../shared/data
     python benchmarks/pretraining.py --sets digits --draws 0
 
 Each set has a pool of unlabeled inputs and a test split the pre-training never sees. The bundled body, and that
@@ -16,6 +16,8 @@ scored on the test split.
   flowers-shift  domain adaptation: tf_flowers' 400 labeled train photos, scored on its 200 val photos made grey and
            blurred; the pre-training pool is both (the target's inputs, never its labels), 128 px, 3 fine-tuning
            epochs; one draw (all labels are used).
+  carseats High = Sales > 8 (ISLR's classification), 10 labels per class from the train split's 320 rows (the pool,
+           without High), 80 test rows; the mlp body, random init against SCARF pre-training on the pool.
 
 Prints a markdown table per set: test accuracy (mean ± std over the draws) and seconds.
 """
@@ -108,15 +110,39 @@ def flowers_shift_set(root: Path, shots: int, draws: list[int]):
         {"pretrain (source + target)": {}}
 
 
+def carseats_set(root: Path, shots: int, draws: list[int]):
+    """ISLR's classification of Carseats: High = Sales > 8, Sales itself dropped; the pool is the train split's rows
+    without High."""
+    import numpy as np
+    import pandas as pd
+
+    tables = {}
+    for split in ("train", "test"):
+        df = pd.read_csv(SHARED / "carseats" / f"{split}.csv")
+        tables[split] = df.assign(High=np.where(df["Sales"] > 8, "Yes", "No")).drop(columns=["Sales"])
+    root.mkdir(parents=True, exist_ok=True)
+    tables["train"].drop(columns=["High"]).to_csv(root / "pool.csv", index=False)
+    labeled = {}
+    for draw in draws:
+        folder = root / f"labeled{draw}"
+        folder.mkdir()
+        tables["train"].groupby("High").sample(shots, random_state=draw).to_csv(folder / "train.csv", index=False)
+        tables["test"].to_csv(folder / "test.csv", index=False)
+        labeled[draw] = folder
+    return root / "pool.csv", labeled, {"target": "High"}, "mlp", {"pretrain (SCARF views)": {}}
+
+
 # name: (builder, labels per class, draws it runs: None = all)
-SETS = {"digits": (digits_set, 10, None), "ag_news": (ag_news_set, 8, None), "flowers-shift": (flowers_shift_set, 80, [0])}
+SETS = {"digits": (digits_set, 10, None), "ag_news": (ag_news_set, 8, None), "flowers-shift": (flowers_shift_set, 80, [0]),
+        "carseats": (carseats_set, 10, None)}
+UNTRAINED = {"mlp": "mlp (random init)"}  # a body headstart trains itself: nothing shipped to start from
 
 
 def measure(name: str, root: Path, draws: list[int]) -> list[list[str]]:
     make, shots, only = SETS[name]
     draws = only or draws
     pool, labeled, options, body, variants = make(root, shots, draws)
-    bodies = {f"{body} (bundled)": (body, 0.0)}
+    bodies = {UNTRAINED.get(body, f"{body} (bundled)"): (body, 0.0)}
     for label, extra in variants.items():
         start = time.perf_counter()
         settings = {k: v for k, v in {**options, **extra}.items() if k != "epochs"}  # pretrain keeps its own epochs
@@ -142,7 +168,7 @@ def measure(name: str, root: Path, draws: list[int]) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="digits,ag_news,flowers-shift")
+    parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--draws", default="0,1,2")
     args = parser.parse_args()
     draws = [int(d) for d in args.draws.split(",")]

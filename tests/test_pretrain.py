@@ -2,12 +2,14 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 import headstart as hs
 from headstart.backbones import create_backbone
+from headstart.backbones.tabular import ColumnEncoder, CorruptedRows
 from headstart.cli import main
 from headstart.errors import UserError
 from headstart.train.self_supervised import nt_xent
@@ -86,9 +88,9 @@ def test_cli_pretrain_hides_and_refuses_label_options(tmp_path, capsys):
     assert "pretrain has no labels or strategy: strategy do not apply" in capsys.readouterr().err
     assert main(["pretrain", str(make_images(tmp_path / "few", classes=("red",), per_class=5))]) == 2
     assert "needs at least 8" in capsys.readouterr().err
-    table = make_table(tmp_path / "rows.csv")
-    assert main(["pretrain", str(table), "--modality", "tabular", "--out", str(tmp_path / "t")]) == 2
-    assert "not built yet" in capsys.readouterr().err
+    table = make_table(tmp_path / "rows.csv")  # no text column, no --target: nothing says it is a table
+    assert main(["pretrain", str(table), "--out", str(tmp_path / "t")]) == 2
+    assert "cannot tell what kind of inputs these are; pass --model" in capsys.readouterr().err
 
 
 def test_cli_pretrain_names_the_next_steps(tmp_path, capsys):
@@ -105,3 +107,33 @@ def test_audio_pretrain_sizes_its_clips_from_the_inputs(tmp_path):
     run = hs.pretrain(str(clips), out=str(tmp_path / "pre"), epochs=1, batch_size=8, image_size=64, progress=False)
     resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
     assert run.model.modality == "audio" and resolved["clip_seconds_reason"].startswith("auto: 95th percentile")
+
+
+def test_table_views_replace_whole_columns_with_other_rows_values(tmp_path):
+    rows = [{k: (None if pd.isna(v) else v) for k, v in r.items() if k not in ("y", "label")}
+            for r in pd.read_csv(make_table(tmp_path / "rows.csv")).to_dict("records")]
+    encoder = ColumnEncoder().fit(rows)
+    features = encoder.transform(rows)
+    spans = encoder.spans()
+    assert [s.stop - s.start for s in spans] == [2, 1, 4, 1]  # a with its gap flag, b, c one-hot + other, d
+    views = CorruptedRows(features, spans, rate=0.3)
+    changed = 0
+    for i in range(len(views)):
+        view = views[i]
+        for span in spans:  # each column is the row's own, or another row's whole (a one-hot block stays one-hot)
+            assert (features[:, span] == view[span]).all(dim=1).any()
+        changed += not torch.equal(view, features[i])
+    assert 0.5 * len(views) < changed < len(views)  # 1 - 0.7^4 = 76 % of rows lose at least one column (if donors differ)
+
+
+def test_table_pretrain_leaves_the_label_out_and_a_fit_reuses_the_body(tmp_path):
+    table = make_table(tmp_path / "rows.csv")
+    pd.read_csv(table).drop(columns=["y"]).to_csv(table, index=False)
+    run = hs.pretrain(str(table), model="mlp", target="label", out=str(tmp_path / "pre"), progress=False)
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert run.model.backbone.preprocess.names == ["a", "b", "c", "d"]  # the label column is not a feature
+    assert config["resolved"]["training_defaults"]["epochs"] == 50 == run.metrics["pretrain"]["epochs_run"]
+    assert run.metrics["pretrain"]["held_out_loss_best"] < run.metrics["pretrain"]["held_out_loss_first"]
+    fitted = hs.fit(str(table), target="label", model=f"run:{run.path}", out=str(tmp_path / "fit"), progress=False)
+    resolved = yaml.safe_load((fitted.path / "config.yaml").read_text())["resolved"]
+    assert fitted.metrics["accuracy"] > 0.75 and "encoder kept from the reused body" in resolved["input"]

@@ -236,7 +236,9 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                 "off for digits, letters, charts)",
         "crop_scale": "images: the views are random crops keeping this to all of the area (auto = 0.35; 0.8 where a "
                       "small crop hides what matters: digits, small images)",
-        "epochs": f"passes over the inputs (default {PRETRAIN_EPOCHS})",
+        "target": "tables: the inputs' label column, where they have one: left out of the features (a later fit "
+                  "predicts it)",
+        "epochs": f"passes over the inputs (default: the body's, {PRETRAIN_EPOCHS} for the bundled ones)",
         "lr": "peak rate; the body trains at lr x 0.4 (default: the backbone's, else 0.001)",
     }
     for action in p._actions:

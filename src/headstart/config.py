@@ -165,7 +165,7 @@ class FitConfig:
 
 PRETRAIN_EPOCHS = 10  # pretrain's passes over the inputs: a fit's fine-tuning epochs; contrastive training gains slowly
 # FitConfig's options that mean nothing without labels or a strategy: refused by name, not silently ignored.
-NOT_PRETRAIN_OPTIONS = ("strategy", "head", "task", "label_column", "label_separator", "balance", "target",
+NOT_PRETRAIN_OPTIONS = ("strategy", "head", "task", "label_column", "label_separator", "balance",
                         "val_fraction", "test_fraction", "head_epochs", "head_lr", "head_patience", "lr_mult",
                         "patience", "label_smoothing", "bn", "ulmfit_factor", "l2sp_alpha", "pair_rounds",
                         "pair_batch_size", "refit", "lora_rank", "lora_alpha", "lora_targets")

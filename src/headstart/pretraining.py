@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning as L
 
-from headstart.config import PRETRAIN_EPOCHS, PretrainConfig
+from headstart.config import PretrainConfig
 from headstart.data import MODALITIES, resolve_modality
 from headstart.errors import UserError
 from headstart.io_utils import write_json, write_text
@@ -34,8 +34,6 @@ def pretrain(inputs: str | Path | list, model: str = "auto", out: str | Path | N
     paths = [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
         raise UserError("no inputs to pre-train on")
-    if options.get("epochs") is None:
-        options["epochs"] = PRETRAIN_EPOCHS
     cfg = PretrainConfig(data=paths[0], inputs=paths, model=model, strategy="pretrain", out=str(out) if out else None,
                          **options)
     with collecting_only_new_objects():
@@ -58,6 +56,9 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
         if primary and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+    defaults = cfg.resolved["training_defaults"]
+    if "epochs" in defaults:  # not given: the body's pre-training epochs, not its fine-tuning ones
+        cfg.epochs = defaults["epochs"] = ctx.backbone.pretrain_epochs
     requested = dataclasses.replace(cfg, resolved={})
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())

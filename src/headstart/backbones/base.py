@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
+from headstart.config import PRETRAIN_EPOCHS
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -57,6 +59,7 @@ class Backbone(nn.Module):
     # before the body trains (the classical linear model), and fine-tuning must beat that start on validation.
     starts_linear: bool = False
     default_hparams: dict = {}  # training defaults suited to this body (lr, epochs, ...; see config.TRAINING_DEFAULTS)
+    pretrain_epochs: int = PRETRAIN_EPOCHS  # `pretrain`'s passes over unlabeled inputs, unless --epochs says otherwise
     cpu_bf16: bool = False  # True: mostly matmuls, so bf16 autocast pays on a CPU with native bf16 (engine.resolve_precision)
 
     def forward_features(self, x) -> torch.Tensor:  # a collated batch -> [N, D]
@@ -76,6 +79,11 @@ class Backbone(nn.Module):
     def dataset(self, inputs: list, train: bool) -> Dataset:
         """A Dataset of model-ready tensors for raw inputs; `train=True` adds the training augmentation."""
         raise NotImplementedError
+
+    def views(self, inputs: list) -> Dataset:
+        """Random views of inputs, a new draw on every access, for self-supervised training (`pretrain`): the
+        training augmentation unless a body has a better one (a table's rows have none: they corrupt columns)."""
+        return self.dataset(inputs, train=True)
 
     def collate(self, batch: list):
         """Stack a list of `dataset` items into one batch (text pads dynamically here)."""

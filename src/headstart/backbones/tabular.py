@@ -213,6 +213,11 @@ class ColumnEncoder:
             j += self._width(col)
         return torch.from_numpy(out)
 
+    def spans(self) -> list[slice]:
+        """Each column's slice of the encoded features (a one-hot block; a number or date with its gap flag)."""
+        ends = np.cumsum([self._width(c) for c in self.columns or []])
+        return [slice(int(end - self._width(c)), int(end)) for c, end in zip(self.columns or [], ends)]
+
     def to_dict(self) -> dict:
         return {"kind": "columns", "target": self.target, "columns": self.columns, "ignored": self.ignored}
 
@@ -249,6 +254,29 @@ class EncodedRows(Dataset):
         return self.features[i]
 
 
+class CorruptedRows(Dataset):
+    """SCARF's views of encoded rows (Bahri et al. 2022): on every access a random `rate` share of a row's columns take
+    another random row's values, i.e. draws from each column's own distribution in the data, whole columns at a time
+    (a one-hot block stays one-hot). Two such views of a row differ in about half of its columns at 0.3, the share
+    SCARF corrupts in its one corrupted view (0.6)."""
+
+    def __init__(self, features: torch.Tensor, spans: list[slice], rate: float):
+        self.features, self.spans, self.rate = features, spans, rate
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        row = self.features[i].clone()
+        donors = torch.randint(len(self.features), (len(self.spans),))
+        for k in torch.nonzero(torch.rand(len(self.spans)) < self.rate).flatten().tolist():
+            row[self.spans[k]] = self.features[donors[k], self.spans[k]]
+        return row
+
+
+CORRUPTION = 0.3  # per view: the share of a row's columns replaced (CorruptedRows)
+
+
 class MLPBody(Backbone):
     """An MLP over the encoded columns, trained by headstart, wide and deep: its features are the last block's
     output beside the encoded columns themselves. Untrained, the head is first solved on the columns alone (ridge or
@@ -262,6 +290,7 @@ class MLPBody(Backbone):
     # give a 16-row table 10 optimizer steps. Chosen on Carseats' US == Yes stores only, simulating 20 and 80
     # training rows there (benchmarks/tabular.py): 200 epochs with patience 20 at 3e-3 beat 10 and 100 epochs.
     default_hparams = {"epochs": 200, "patience": 20, "lr": 3e-3}
+    pretrain_epochs = 50  # contrastive learning gains slowly (SCARF trains for hundreds), and the body costs little
 
     def __init__(self, name: str = "mlp", hidden=HIDDEN, dropout: float = DROPOUT, encoder: ColumnEncoder | None = None,
                  pretrained: bool = False, wide: bool | None = None):
@@ -310,6 +339,9 @@ class MLPBody(Backbone):
 
     def dataset(self, inputs: list, train: bool) -> Dataset:
         return EncodedRows(self.preprocess.transform(inputs))
+
+    def views(self, inputs: list) -> Dataset:
+        return CorruptedRows(self.preprocess.transform(inputs), self.preprocess.spans(), CORRUPTION)
 
     def adapt(self, data, cfg) -> dict:
         """A fresh body fits the encoder to the training rows and sizes its input layer; a reused one keeps both."""

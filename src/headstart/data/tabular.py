@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
-                                looks_multilabel, multi_hot, register_modality)
+                                looks_multilabel, multi_hot, register_modality, split_unlabeled)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -308,9 +308,8 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     return items, skipped
 
 
-def collect_table_rows(inputs: list[str], model) -> tuple[list[Row], list[str]]:
+def collect_table_rows(inputs: list[str], target: str | None) -> tuple[list[Row], list[str]]:
     """Rows of CSV/TSV/Parquet files (the target column, when present, is dropped); names "file:row N"."""
-    target = getattr(model.backbone.preprocess, "target", None)
     rows, names = [], []
     for arg in inputs:
         path = Path(arg)
@@ -366,11 +365,15 @@ class Tables(Modality):
         return load_labeled_rows(source, model)
 
     def collect_inputs(self, inputs, model):
-        return collect_table_rows(inputs, model)
+        return collect_table_rows(inputs, getattr(model.backbone.preprocess, "target", None))
 
     def unlabeled(self, cfg):
-        raise UserError("pretrain: a table body (mlp) learns its column encoding with its target, so pre-training one "
-                        "without labels is not built yet; fit the labeled rows, or reuse a run with --model run:DIR")
+        """Rows without labels (`pretrain`): every column is a feature but `--target`, the label column of rows that
+        have one (a later fit predicts it: the body must not read it)."""
+        rows, _ = collect_table_rows(cfg.inputs, cfg.target)
+        data = split_unlabeled(self.name, rows, [], cfg)
+        data.info["columns"] = [c for c in rows[0] if all(c in r for r in rows)]  # files may differ: what all share
+        return data
 
     def from_values(self, values, model):
         target = getattr(model.backbone.preprocess, "target", None)
