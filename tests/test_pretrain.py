@@ -65,6 +65,8 @@ def test_fit_reuses_the_pretrained_body_and_the_body_alone_cannot_predict(pretra
         hs.load(run.path).predict([str(inputs / "red" / "red_000.png")])
     with pytest.raises(UserError, match="no head"):
         hs.export(run.path)
+    scores = hs.rank(str(labeled), ["efficientnet_lite0", f"run:{run.path}"], image_size=64, progress=False)
+    assert sorted(row["model"] for row in scores) == sorted(["efficientnet_lite0", f"run:{run.path}"])  # summary's advice
 
 
 def test_text_pretrain_reads_the_text_column(tmp_path):
