@@ -8,7 +8,7 @@ body after `pretrain` on the pool, are each fitted from K labeled examples per c
 0-2), with `--strategy linear-probe` (how good the features are) and the default `auto` (what a user gets), and
 scored on the test split.
 
-  digits   scikit-learn's 8x8 digits as images (1,257 pool, 540 test), 10 labels per class; 96 px. Strokes are far
+  digits   scikit-learn's 8x8 digits as images (1,258 pool, 539 test), 10 labels per class; 96 px. Strokes are far
            from ImageNet's photos: the case continued pre-training is for. Two pre-trainings: the default views
            (crops of 0.35-1 of the area, flips) and views kept legible (--flip off --crop-scale 0.8).
   ag_news  2,000 news texts of its train split as the pool, 8 labels per class (SetFit's setting), 1,000 test texts;
