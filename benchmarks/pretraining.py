@@ -57,12 +57,12 @@ def digits_set(root: Path, shots: int, draws: list[int]):
         test += files[:cut]
         pool += files[cut:]
     link(pool, root / "pool")
+    by_class = {}
+    for f in pool:
+        by_class.setdefault(f.parent.name, []).append(f)
     labeled = {}
     for draw in draws:
         r = random.Random(draw)
-        by_class = {}
-        for f in pool:
-            by_class.setdefault(f.parent.name, []).append(f)
         link([f for c in sorted(by_class) for f in r.sample(by_class[c], shots)], root / f"labeled{draw}" / "train")
         link(test, root / f"labeled{draw}" / "test")
         labeled[draw] = root / f"labeled{draw}"
@@ -76,14 +76,14 @@ def ag_news_set(root: Path, shots: int, draws: list[int], pool_size: int = 2000,
     test = random.Random(1).sample(test_rows, test_size)
     root.mkdir(parents=True, exist_ok=True)
     (root / "pool.txt").write_text("".join(" ".join(t.split()) + "\n" for t, _ in pool))
+    by_class = {}
+    for t, y in pool:
+        by_class.setdefault(y, []).append((t, y))
     labeled = {}
     for draw in draws:
         r = random.Random(draw)
         folder = root / f"labeled{draw}"
         folder.mkdir()
-        by_class = {}
-        for t, y in pool:
-            by_class.setdefault(y, []).append((t, y))
         write_rows(folder / "train.csv", [row for y in sorted(by_class) for row in r.sample(by_class[y], shots)])
         write_rows(folder / "test.csv", test)
         labeled[draw] = folder

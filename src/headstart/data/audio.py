@@ -16,7 +16,8 @@ import torch
 from scipy.signal import resample_poly
 
 from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, label_separator_of, register_modality
-from headstart.data.files import FileKind, unreadable_files, collect_files, load_file_data, load_labeled_files
+from headstart.data.files import (FileKind, collect_files, load_file_data, load_labeled_files, unlabeled_files,
+                                 unreadable_files)
 
 # --- decoding, reused by the backbones' datasets -------------------------------------------------------------
 
@@ -77,7 +78,6 @@ def _check(path: str) -> tuple[tuple[float, int] | None, str]:
     return (None if reason else (seconds, rate)), reason
 
 
-CLIP_SAMPLE = 500  # unlabeled clips whose length is read for the clip length (all are checked readable)
 CLIPS = FileKind("clips", frozenset(AUDIO_EXTENSIONS), _check)
 
 
@@ -122,9 +122,8 @@ class Audio(Modality):
         return unreadable_files(inputs, CLIPS)
 
     def unlabeled(self, cfg):
-        data = super().unlabeled(cfg)
-        clips = [x for x, _ in data.train + data.val]
-        data.info.update(clip_summary([check_clip(x)[:2] for x in clips[:: max(1, len(clips) // CLIP_SAMPLE)]]))
+        data, facts = unlabeled_files(cfg, CLIPS, self.name)
+        data.info.update(clip_summary(facts))
         return data
 
     def input_key(self, x: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData, required_multi_hot
+from headstart.data.base import LabeledData, required_multi_hot, split_unlabeled
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -220,6 +220,14 @@ def unreadable_files(paths: list[str], kind: FileKind) -> dict[int, str]:
     """{position: reason} for the files that do not decode (the check fit uses: truncated, corrupt, not this kind)."""
     reasons = dict(filter_readable([(p, 0) for p in dict.fromkeys(paths)], kind)[1])
     return {i: reasons[p] for i, p in enumerate(paths) if p in reasons}
+
+
+def unlabeled_files(cfg, kind: FileKind, modality: str) -> tuple[LabeledData, list]:
+    """`pretrain`'s files, collected as predict collects them and checked once (the unreadable skipped, with why),
+    held out by `split_unlabeled`; also each readable file's fact (from `kind.check`), for the data summary."""
+    files = collect_files(cfg.inputs, kind)
+    good, skipped, facts = filter_readable([(f, 0) for f in files], kind)
+    return split_unlabeled(modality, [f for f, _ in good], skipped, cfg), facts
 
 
 def collect_files(paths: list[str | Path], kind: FileKind) -> list[str]:

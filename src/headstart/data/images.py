@@ -14,7 +14,8 @@ from torchvision import transforms as T
 from headstart.backbones.base import Preprocess
 from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.base import LabeledData, Modality, file_hash, label_separator_of, register_modality
-from headstart.data.files import FileKind, unreadable_files, Item, collect_files, load_file_data, load_labeled_files
+from headstart.data.files import (FileKind, Item, collect_files, load_file_data, load_labeled_files, unlabeled_files,
+                                 unreadable_files)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -32,7 +33,6 @@ def check_image(path: str) -> tuple[int | None, str]:
         return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
 
 
-NATIVE_SIZE_SAMPLE = 500  # unlabeled images whose size is read for the input size (all are checked readable)
 IMAGES = FileKind("images", frozenset(IMAGE_EXTENSIONS), check_image)
 
 
@@ -159,10 +159,8 @@ class Images(Modality):
         return unreadable_files(inputs, IMAGES)
 
     def unlabeled(self, cfg):
-        data = super().unlabeled(cfg)
-        images = [x for x, _ in data.train + data.val]
-        sample = images[:: max(1, len(images) // NATIVE_SIZE_SAMPLE)]
-        data.info["native_size"] = int(statistics.median(side for side, _ in map(check_image, sample) if side))
+        data, sizes = unlabeled_files(cfg, IMAGES, self.name)
+        data.info["native_size"] = int(statistics.median(sizes))
         return data
 
     def input_key(self, x: str) -> str:
