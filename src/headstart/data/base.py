@@ -150,11 +150,8 @@ class Modality:
 
     def unlabeled(self, cfg) -> LabeledData:
         """Inputs without labels (`pretrain`): what `predict` reads from `cfg.inputs`, less the unreadable (listed as
-        skipped)."""
-        xs, names = self.collect_inputs(cfg.inputs, None)
-        bad = self.unreadable(xs)
-        return split_unlabeled(self.name, [x for i, x in enumerate(xs) if i not in bad],
-                               [(names[i], reason) for i, reason in sorted(bad.items())], cfg)
+        skipped), held out by `split_unlabeled` (files: data/files.py's `unlabeled_files`)."""
+        raise UserError(f"pretrain does not read {self.name} inputs yet")
 
     def classical_baseline(self, train: list[Item], test: list[Item], task: str) -> tuple[str, float] | None:
         """A model without transfer on the same rows (raw pixels, TF-IDF, the raw table): (name, test score)."""
