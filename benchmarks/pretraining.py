@@ -9,13 +9,15 @@ body after `pretrain` on the pool, are each fitted from K labeled examples per c
 scored on the test split.
 
   digits   scikit-learn's 8x8 digits as images (1,258 pool, 539 test), 10 labels per class; 96 px. Strokes are far
-           from ImageNet's photos: the case continued pre-training is for. Two pre-trainings: the default views
-           (crops of 0.35-1 of the area, flips) and views kept legible (--flip off --crop-scale 0.8).
+           from ImageNet's photos: the case continued pre-training is for. Four pre-trainings: the photo views
+           (crops of 0.35-1 of the area, flips) and views kept legible (--flip off --crop-scale 0.8), each with and
+           without SimCLR's colour distortion and blur (the defaults: --colour 0.5 --blur 0.5).
   ag_news  2,000 news texts of its train split as the pool, 8 labels per class (SetFit's setting), 1,000 test texts;
            minilm-l6, whose sentence embedding was already trained contrastively on a billion pairs.
   flowers-shift  domain adaptation: tf_flowers' 400 labeled train photos, scored on its 200 val photos made grey and
            blurred; the pre-training pool is both (the target's inputs, never its labels), 128 px, 3 fine-tuning
-           epochs; one draw (all labels are used).
+           epochs; one draw (all labels are used). Pre-trained with crops and flips alone, with the default colour
+           distortion and blur, and with SimCLR's ImageNet strength (--colour 1).
   carseats High = Sales > 8 (ISLR's classification), 10 labels per class from the train split's 320 rows (the pool,
            without High), 80 test rows; the mlp body, random init against SCARF pre-training on the pool.
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, machine_line, markdown_table, mean_std, read_rows, write_rows  # noqa: E402
 
 STRATEGIES = ("linear-probe", "auto")
+NO_DISTORTION = {"colour": 0.0, "blur": 0.0}  # the images' views before colour distortion and blur (2026-12-06)
 
 
 def link(files: list[Path], folder: Path) -> None:
@@ -66,7 +69,10 @@ def digits_set(root: Path, shots: int, draws: list[int]):
         link([f for c in sorted(by_class) for f in r.sample(by_class[c], shots)], root / f"labeled{draw}" / "train")
         link(test, root / f"labeled{draw}" / "test")
         labeled[draw] = root / f"labeled{draw}"
-    variants = {"pretrain (default views)": {}, "pretrain (--flip off --crop-scale 0.8)": {"flip": "off", "crop_scale": 0.8}}
+    legible = {"flip": "off", "crop_scale": 0.8}
+    variants = {"pretrain (crops and flips: --colour 0 --blur 0)": NO_DISTORTION, "pretrain (default views)": {},
+                "pretrain (--flip off --crop-scale 0.8 --colour 0 --blur 0)": {**legible, **NO_DISTORTION},
+                "pretrain (--flip off --crop-scale 0.8)": legible}
     return root / "pool", labeled, {"image_size": 96}, "efficientnet_lite0", variants
 
 
@@ -107,7 +113,8 @@ def flowers_shift_set(root: Path, shots: int, draws: list[int]):
     link(sorted((flowers / "train").rglob("*.jpg")), labeled / "train")
     link(sorted(target.rglob("*.jpg")), labeled / "test")
     return root / "pool", {d: labeled for d in draws}, {"image_size": 128, "epochs": 3}, "efficientnet_lite0", \
-        {"pretrain (source + target)": {}}
+        {"pretrain (source + target, crops and flips: --colour 0 --blur 0)": NO_DISTORTION,
+         "pretrain (source + target, default views)": {}, "pretrain (source + target, --colour 1)": {"colour": 1.0}}
 
 
 def carseats_set(root: Path, shots: int, draws: list[int]):

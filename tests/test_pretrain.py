@@ -1,4 +1,5 @@
 """`headstart pretrain`: a body trained self-supervised on unlabeled inputs, reused by `fit --model run:DIR`."""
+import dataclasses
 import json
 import math
 
@@ -11,8 +12,9 @@ import headstart as hs
 from headstart.backbones import create_backbone
 from headstart.backbones.tabular import ColumnEncoder, CorruptedRows
 from headstart.cli import main
+from headstart.config import PretrainConfig
 from headstart.errors import UserError
-from headstart.train.self_supervised import nt_xent
+from headstart.train.self_supervised import TwoViews, nt_xent
 
 from conftest import make_images
 from test_audio import make_tones
@@ -27,6 +29,18 @@ def test_nt_xent_is_low_when_each_view_finds_its_partner():
     assert matched.item() == pytest.approx(-math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 2 * n - 2)), rel=1e-3)  # float32
     shuffled = nt_xent(torch.cat([views, views[[1, 2, 3, 0]]]), tau)  # each view's twin is another input's
     assert shuffled.item() > 10 * matched.item()
+
+
+def test_held_out_views_are_the_same_pairs_on_every_access(tmp_path):
+    paths = [str(p) for p in sorted((make_images(tmp_path / "red", classes=("red",), per_class=2) / "red").iterdir())]
+    body = create_backbone("efficientnet_lite0")
+    views = body.views(paths, PretrainConfig(data=""))
+    fixed, drawn = TwoViews(views, seed=3), TwoViews(views)
+    a, b = fixed[1]
+    assert not torch.equal(a, b)  # still two different views of the input
+    assert all(torch.equal(x, y) for x, y in zip(fixed[1], fixed[1]))  # ... drawn alike each epoch
+    assert not torch.equal(fixed[0][0], fixed[1][0])
+    assert not torch.equal(drawn[1][0], drawn[1][0])  # training views: a new draw on each access
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +123,34 @@ def test_audio_pretrain_sizes_its_clips_from_the_inputs(tmp_path):
     run = hs.pretrain(str(clips), out=str(tmp_path / "pre"), epochs=1, batch_size=8, image_size=64, progress=False)
     resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
     assert run.model.modality == "audio" and resolved["clip_seconds_reason"].startswith("auto: 95th percentile")
+
+
+@pytest.mark.parametrize("cache_gb", ["4", "0"])  # cached uint8 tensors and the uncached PIL path alike
+def test_image_views_distort_colour_and_blur_but_a_fit_does_not(tmp_path, monkeypatch, cache_gb):
+    monkeypatch.setenv("HEADSTART_IMAGE_CACHE_GB", cache_gb)
+    paths = [str(p) for p in sorted((make_images(tmp_path / "red", classes=("red",), per_class=1, size=64) / "red").iterdir())]
+    body = create_backbone("efficientnet_lite0")
+    body.preprocess = dataclasses.replace(body.preprocess, input_size=64)
+    mean, std = torch.tensor(body.preprocess.mean).view(3, 1, 1), torch.tensor(body.preprocess.std).view(3, 1, 1)
+
+    def draws(dataset, n=60):
+        return [dataset[0] * std + mean for _ in range(n)]  # back to 0-1 pixels
+
+    def grey(x):
+        return torch.allclose(x[0], x[1], atol=1e-3) and torch.allclose(x[1], x[2], atol=1e-3)
+
+    coloured = draws(body.views(paths, PretrainConfig(data="", colour=1.0, blur=0.0)))
+    assert 0 < sum(map(grey, coloured)) < len(coloured)  # greyed with p 0.2: 0.8^60 to draw none
+    assert min(x[0].mean() - x[1].mean() for x in coloured) < 0.05  # the jitter's hue can turn red away from red
+    plain = draws(body.views(paths, PretrainConfig(data="", colour=0.0, blur=0.0)))
+    fitting = draws(body.dataset(paths, train=True))  # a fit's augmentation: crops and flips, colour left as it is
+    for x in plain + fitting:
+        assert not grey(x) and x[0].mean() - x[1].mean() > 0.3
+    blurred = draws(body.views(paths, PretrainConfig(data="", colour=0.0, blur=1.0)))
+    noise = lambda xs: sum(x.std(dim=(1, 2)).mean() for x in xs) / len(xs)  # noqa: E731 - the squares' pixel noise
+    assert noise(blurred) < 0.8 * noise(plain)
+    with pytest.raises(UserError, match="--blur"):
+        PretrainConfig(data="", blur=1.5)
 
 
 def test_table_views_replace_whole_columns_with_other_rows_values(tmp_path):

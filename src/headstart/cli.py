@@ -252,6 +252,11 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="NT-Xent temperature: lower sharpens the choice among the batch's other inputs (default %(default)s)")
     g.add_argument("--holdout", type=float, default=defaults.holdout,
                    help="share of the inputs held out; their loss picks the epoch kept (default %(default)s)")
+    g.add_argument("--colour", "--color", dest="colour", type=float, default=defaults.colour,
+                   help="images: colour distortion of the views, SimCLR's strength (jitter with p 0.8, grey with p 0.2; "
+                        "0 = none, 1 = SimCLR's ImageNet; default %(default)s)")
+    g.add_argument("--blur", type=float, default=defaults.blur,
+                   help="images: probability of a Gaussian blur on each view (default %(default)s)")
 
 
 def cmd_demo(args) -> None:

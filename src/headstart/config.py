@@ -178,6 +178,10 @@ class PretrainConfig(FitConfig):
     inputs: list = field(default_factory=list)  # every path given (`data` is the first)
     temperature: float = 0.1  # NT-Xent: SimCLR's and MoCo v2's 0.1-0.2; lower sharpens the choice among negatives
     holdout: float = 0.1  # share of the inputs set aside to pick the epoch on (its loss)
+    # Images' views add SimCLR's distortions (data/augmentation.py). Its small-image strength (CIFAR-10: 0.5, against
+    # ImageNet's 1.0 from scratch): the body starts pre-trained, and strong jitter moves it further from its photos.
+    colour: float = 0.5
+    blur: float = 0.5  # SimCLR's ImageNet probability
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -187,6 +191,10 @@ class PretrainConfig(FitConfig):
             raise UserError(f"--holdout must be in [0, 0.5), not {self.holdout}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be positive, not {self.temperature}")
+        if not 0 <= self.colour <= 2:
+            raise UserError(f"--colour is a strength in [0, 2] (0: no colour distortion), not {self.colour}")
+        if not 0 <= self.blur <= 1:
+            raise UserError(f"--blur is a probability in [0, 1], not {self.blur}")
 
     @classmethod
     def check_options(cls, options: dict) -> None:

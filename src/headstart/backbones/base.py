@@ -80,9 +80,10 @@ class Backbone(nn.Module):
         """A Dataset of model-ready tensors for raw inputs; `train=True` adds the training augmentation."""
         raise NotImplementedError
 
-    def views(self, inputs: list) -> Dataset:
-        """Random views of inputs, a new draw on every access, for self-supervised training (`pretrain`): the
-        training augmentation unless a body has a better one (a table's rows have none: they corrupt columns)."""
+    def views(self, inputs: list, cfg) -> Dataset:
+        """Random views of inputs, a new draw on every access, for self-supervised training (`pretrain`, whose
+        config `cfg` holds the views' options): the training augmentation unless a body has a better one (images add
+        colour distortion and blur; a table's rows have no augmentation: they corrupt columns)."""
         return self.dataset(inputs, train=True)
 
     def collate(self, batch: list):

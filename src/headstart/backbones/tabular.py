@@ -340,7 +340,7 @@ class MLPBody(Backbone):
     def dataset(self, inputs: list, train: bool) -> Dataset:
         return EncodedRows(self.preprocess.transform(inputs))
 
-    def views(self, inputs: list) -> Dataset:
+    def views(self, inputs: list, cfg) -> Dataset:
         return CorruptedRows(self.preprocess.transform(inputs), self.preprocess.spans(), CORRUPTION)
 
     def adapt(self, data, cfg) -> dict:

@@ -1,6 +1,8 @@
 """Any timm architecture as a headstart backbone; layer groups come from timm's own `group_matcher`."""
 from __future__ import annotations
 
+import dataclasses
+
 import timm
 import torch
 from timm.models import group_parameters
@@ -46,6 +48,11 @@ class TimmBackbone(Backbone):
 
     def dataset(self, inputs: list[str], train: bool):
         return CachedImageDataset(inputs, self.preprocess, train, self.image_cache, self.augmentation)
+
+    def views(self, inputs: list[str], cfg):
+        """Fine-tuning's crops and flips plus SimCLR's colour distortion and blur (`--colour`, `--blur`)."""
+        aug = dataclasses.replace(self.augmentation, colour=cfg.colour, blur=cfg.blur)
+        return CachedImageDataset(inputs, self.preprocess, True, self.image_cache, aug)
 
     def example_batch(self, n: int = 2) -> torch.Tensor:
         size = self.preprocess.input_size

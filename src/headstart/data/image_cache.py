@@ -149,6 +149,7 @@ class CachedImageDataset(Dataset):
             v2.RandomResizedCrop(pre.input_size, scale=(aug.min_scale, 1.0),
                                  interpolation=T.InterpolationMode(pre.interpolation), antialias=True),
             *([v2.RandomHorizontalFlip()] if aug.flip else []),
+            *aug.distortions(pre.input_size),
         ]) if train else None
         self.normalize = T.Normalize(pre.mean, pre.std)
 

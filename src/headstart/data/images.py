@@ -71,10 +71,12 @@ def eval_transform(pre: Preprocess) -> T.Compose:
 
 
 def train_transform(pre: Preprocess, aug: Augmentation = STANDARD_AUGMENTATION) -> T.Compose:
-    """The fine-tuning augmentation on a PIL image: random-resized crop, then (unless turned off) a flip."""
+    """The training augmentation on a PIL image: random-resized crop, then (unless turned off) a flip, then the
+    views' colour distortion and blur where `aug` has them."""
     return T.Compose([
         T.RandomResizedCrop(pre.input_size, scale=(aug.min_scale, 1.0), interpolation=T.InterpolationMode(pre.interpolation)),
         *([T.RandomHorizontalFlip()] if aug.flip else []),
+        *aug.distortions(pre.input_size),
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
     ])

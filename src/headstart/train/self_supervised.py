@@ -47,16 +47,24 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 class TwoViews(Dataset):
-    """Each item of a training dataset (random augmentation on every access) drawn twice: two views."""
+    """Each item of a training dataset (random augmentation on every access) drawn twice: two views.
 
-    def __init__(self, items: Dataset):
-        self.items = items
+    With a `seed`, item i's two views are the same on every access (torch's generator, which every body's views
+    draw from, seeded with seed + i): the held-out inputs then judge each epoch on the same pairs, so the epoch kept
+    is the one that paired them best, not the one that drew the easiest views."""
+
+    def __init__(self, items: Dataset, seed: int | None = None):
+        self.items, self.seed = items, seed
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        return self.items[i], self.items[i]
+        if self.seed is None:
+            return self.items[i], self.items[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + i)
+            return self.items[i], self.items[i]
 
 
 class ViewBatches:
@@ -111,8 +119,8 @@ class SelfSupervised(FineTune):
         param_groups.append({"params": list(projection.parameters()), "lr": self.head_lr(ctx)})
         peak_lr = param_groups[0]["lr"]
         task = ViewTask(backbone, projection, param_groups, cfg.weight_decay, cfg.warmup, self.temperature)
-        train = TwoViews(backbone.views([x for x, _ in ctx.data.train]))
-        held_out = TwoViews(backbone.views([x for x, _ in ctx.data.val]))  # views: the objective's own
+        train = TwoViews(backbone.views([x for x, _ in ctx.data.train], cfg))
+        held_out = TwoViews(backbone.views([x for x, _ in ctx.data.val], cfg), seed=cfg.seed)  # the same pairs each epoch
         workers, start, runs = ctx.num_workers, time.perf_counter(), []
 
         def loader(items: Dataset, batch: int, shuffle: bool) -> DataLoader:
