@@ -8,7 +8,9 @@ A run learns three tf_flowers classes (daisy, dandelion, roses: 80 training phot
 classes, of the new ones, and of all five:
 
   update        `headstart update RUN NEW`: the old training photos rehearsed, L2-SP towards the run (the default)
-  update-noreplay  the same with --replay 0: L2-SP alone guards the old classes
+  update-noold  --replay 0, as when the old data is gone: the run's reference (the features and labels of its held-out
+                photos) is replayed to the head, the body kept (linear-probe, update's default then)
+  update-noreplay  --replay 0 --strategy l2-sp: nothing replayed, L2-SP alone guards the old classes
   fit-run       `headstart fit NEW --model run:RUN` (l2-sp too): what reusing a run gives without update - a model of
                 the two new classes only, which cannot name an old one (catastrophic forgetting, by construction)
   joint         one fit on all five classes from the bundled weights: what rehearsal of every old photo approaches
@@ -68,7 +70,9 @@ def update_arms(root: Path, flowers: Path, options: dict, seed: int) -> dict:
                        time.perf_counter() - started)}
     arms = {
         "update": lambda: hs.update(run, str(new_train), out=str(root / "update"), **opts),
-        "update-noreplay": lambda: hs.update(run, str(new_train), out=str(root / "noreplay"), replay=0, **opts),
+        "update-noold": lambda: hs.update(run, str(new_train), out=str(root / "noold"), replay=0, **opts),
+        "update-noreplay": lambda: hs.update(run, str(new_train), out=str(root / "noreplay"), replay=0, strategy="l2-sp",
+                                             **opts),
         "fit-run": lambda: hs.fit(str(new_train), model=f"run:{run.path}", strategy="l2-sp", out=str(root / "fit-run"), **opts),
         "joint": lambda: hs.fit(str(link_classes(flowers / "train", OLD + NEW, root / "all")), out=str(root / "joint"), **opts),
     }

@@ -59,6 +59,7 @@ def test_pretrain_trains_the_body_and_writes_a_run(pretrained):
     metrics = json.loads((run.path / "metrics.json").read_text())
     note = metrics["pretrain"]
     assert metrics["inputs"] == {"train": 43, "held_out": 5} and metrics["skipped"] == 1  # 48 readable, 10 % held out
+    assert "caveat" not in metrics  # an ImageNet classifier's body: nothing to warn about
     assert [s["where"] for s in json.loads((run.path / "data.json").read_text())["skipped"]][0].endswith("broken.png")
     assert note["held_out_loss_best"] < note["held_out_loss_first"]  # the views of a square grew easier to pair
     config = yaml.safe_load((run.path / "config.yaml").read_text())
@@ -90,6 +91,8 @@ def test_text_pretrain_reads_the_text_column(tmp_path):
     run = hs.pretrain(str(csv), text_column="body", out=str(tmp_path / "pre"), epochs=1, batch_size=8, holdout=0.2,
                       progress=False)
     assert run.metrics["inputs"] == {"train": 19, "held_out": 5} and run.model.modality == "text"
+    assert "sentence-transformers body" in run.metrics["caveat"]  # minilm-l6 was trained contrastively already
+    assert hs.load(run.path).model.backbone.sentence_model  # ... and so is its saved body, pre-trained again
     with pytest.raises(UserError, match="no column 'text'"):
         hs.pretrain(str(csv), model="minilm-l6", out=str(tmp_path / "again"), epochs=1, progress=False)
 

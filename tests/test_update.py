@@ -11,6 +11,7 @@ from PIL import Image
 
 import headstart as hs
 from headstart.cli import main
+from headstart.drift import load_reference
 from headstart.errors import UserError
 
 from conftest import make_images
@@ -60,18 +61,43 @@ def test_cli_replays_a_sample_and_refuses_a_model(old_run, capsys):
     assert "--model does not apply" in capsys.readouterr().err
 
 
-def test_without_the_old_data_it_says_forgetting_is_not_measured(old_run, tmp_path, capsys):
+def _named(run, folder: Path) -> float:
+    """Share of the images in folder/<class>/ that `run` names as their class."""
+    files = [(str(f), c.name) for c in sorted(folder.iterdir()) for f in sorted(c.iterdir())]
+    predicted = [p["predictions"][0]["label"] for p in run.predict([f for f, _ in files])]
+    return float(np.mean([p == c for p, (_, c) in zip(predicted, files)]))
+
+
+def test_without_the_old_data_its_reference_features_stand_in(old_run, tmp_path, capsys):
     run, root, data, new = old_run
     moved = tmp_path / "run"
     shutil.copytree(run.path, moved)
     config = yaml.safe_load((moved / "config.yaml").read_text())
     (moved / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(tmp_path / "gone")}))
     updated = hs.update(moved, str(new), out=str(tmp_path / "u"), epochs=1, progress=False)
-    assert updated.metrics["update"]["replayed"] == 0 and "old" not in updated.metrics["update"]
+    report = updated.metrics["update"]
+    reference = load_reference(moved / "model")
+    assert report["replayed"] == 0 and "old" not in report
+    assert report["replayed_features"]["rows"] == len(reference["labels"]) > 0
+    assert report["replayed_features"]["strategy"] == "linear-probe" and updated.metrics["stages"]["head"]["replayed_rows"] > 0
     said = capsys.readouterr().out
-    assert "forgetting not measured" in said and "the old ones are forgotten" in said  # yellow is new, nothing rehearsed
+    assert "forgetting not measured" in said and "the old ones are forgotten" not in said
+    blue_green = tmp_path / "blue_green"
+    for c in ("blue", "green"):  # old classes absent from the new data
+        shutil.copytree(data / c, blue_green / c)
+    assert _named(updated, blue_green) >= 0.9  # the head still names them: their features were replayed
+    assert _named(updated, new) >= 0.9
+    kept = load_reference(updated.path / "model")  # the next update without data replays blue and green too
+    assert {updated.classes.index("blue"), updated.classes.index("green")} <= set(kept["labels"].tolist())
+    assert kept["outputs"].shape[1] == len(updated.classes)
+
+    forgot = hs.update(moved, str(new), out=str(tmp_path / "l2sp"), strategy="l2-sp", epochs=1, progress=False)
+    assert "replayed_features" not in forgot.metrics["update"]  # a body that trains cannot reuse the run's features
+    assert "the old ones are forgotten" in capsys.readouterr().out
+    assert _named(forgot, blue_green) < 0.2  # nothing asked its head to name them
+
     again = hs.update(moved, str(new), out=str(tmp_path / "u2"), old_data=str(data), epochs=1, progress=False)
-    assert again.metrics["update"]["old"]["n"] == run.metrics["n"]
+    assert again.metrics["update"]["old"]["n"] == run.metrics["n"] and "replayed_features" not in again.metrics["update"]
     with pytest.raises(UserError, match="does not exist"):
         hs.update(moved, str(new), out=str(tmp_path / "u3"), old_data=str(tmp_path / "nowhere"))
 

@@ -376,11 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("update", help="learn new labeled data (new classes too) from a run's model, rehearsing its old "
-                       "data, L2-SP towards its weights; forgetting measured on the old test rows")
+                       "data, L2-SP towards its weights (without the old data: its held-out rows' features, body kept); "
+                       "forgetting measured on the old test rows")
     p.add_argument("run", help="a run directory (the --out of a fit)")
     p.add_argument("data", help="the new labeled data, as for fit")
     p.add_argument("--old-data", default=None, help="where the run's data is now (default: the path in its config.yaml)")
-    p.add_argument("--replay", type=int, default=None, help="old training rows to rehearse (default: all of them; 0: none)")
+    p.add_argument("--replay", type=int, default=None,
+                   help="old training rows to rehearse (default: all of them). 0, or no old data: the run's held-out "
+                        "rows' features (its monitor reference) are replayed to the head instead, the body kept as it "
+                        "is (--strategy linear-probe; give another strategy for no replay at all)")
     _add_carried_fit_arguments(p)
     p.set_defaults(func=cmd_update)
 

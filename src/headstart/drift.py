@@ -31,15 +31,20 @@ NOVEL_QUANTILE = 0.99
 ALPHA = 0.05
 
 
-def build_reference(features: torch.Tensor, outputs: np.ndarray, split: str, seed: int = 0) -> dict:
+def build_reference(features: torch.Tensor, outputs: np.ndarray, split: str, seed: int = 0,
+                    labels: list | torch.Tensor | None = None) -> dict:
     """The reference of a model: features [N, D] and outputs [N, ...] of rows it did not train on, at most
-    REFERENCE_ROWS of them (features in float16: 2.5 MB for EfficientNet-Lite0's 1280 at most)."""
+    REFERENCE_ROWS of them (features in float16: 2.5 MB for EfficientNet-Lite0's 1280 at most), and their `labels`
+    where known (class indices, or regression values): `update` without the old data replays them to the head."""
     idx = np.arange(len(features))
     if len(idx) > REFERENCE_ROWS:
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), REFERENCE_ROWS, replace=False))
-    return {"features": features[idx].to(torch.float16),
-            "outputs": torch.as_tensor(np.asarray(outputs)[idx], dtype=torch.float32).reshape(len(idx), -1),
-            "split": split}
+    reference = {"features": features[idx].to(torch.float16),
+                 "outputs": torch.as_tensor(np.asarray(outputs)[idx], dtype=torch.float32).reshape(len(idx), -1),
+                 "split": split}
+    if labels is not None:
+        reference["labels"] = torch.as_tensor(np.asarray(labels))[idx]
+    return reference
 
 
 def save_reference(folder: str | Path, reference: dict) -> None:

@@ -43,14 +43,15 @@ def fit(data: str | Path, model: str = "auto", strategy: str = "auto", **options
     return fit_config(cfg)
 
 
-def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=()) -> Run | None:
+def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=(), replayed=None) -> Run | None:
     """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (`compare`: subsets, scratch);
-    `callbacks` join every training stage's Lightning callbacks (`tune`: pruning)."""
+    `callbacks` join every training stage's Lightning callbacks (`tune`: pruning); `replayed` (features, labels)
+    join the head stage's training rows (`update` without the old data)."""
     with collecting_only_new_objects():
-        return _fit(cfg, data, backbone, callbacks)
+        return _fit(cfg, data, backbone, callbacks, replayed)
 
 
-def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
+def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None:
     started = time.perf_counter()
     backbone_given = backbone is not None  # a given body (compare's scratch arm) cannot be rebuilt for a refit
     recipe = STRATEGIES.get(cfg.strategy)
@@ -68,6 +69,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         raise
     data, modality, task, backbone, head = ctx.data, ctx.modality, ctx.task, ctx.backbone, ctx.head
     ctx.extra_callbacks = list(callbacks)
+    ctx.replayed = replayed
     requested = dataclasses.replace(cfg, resolved={})  # config.yaml keeps what was asked (--lr auto), beside what it became
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())
@@ -114,7 +116,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks) -> Run | None:
         backbone = refit_ctx.backbone
         # the saved model learned from the validation rows too: its reference is its own view of them
         reference = build_reference(*features_and_outputs(model, [x for x, _ in eval_items], 2 * cfg.batch_size,
-                                                          ctx.device, ctx.num_workers), "val (refit on it)", cfg.seed)
+                                                          ctx.device, ctx.num_workers), "val (refit on it)", cfg.seed,
+                                    _replayable_labels(data.task, eval_items))
     if not backbone.pretrained and not backbone_given:
         # nothing was transferred (a table's mlp starts untrained): say how the classical model does on the same rows
         baseline = modality.classical_baseline(ctx.data.train, eval_items, data.task)
@@ -203,7 +206,8 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
                 return None
             return (f"{len(ctx.data.val)} validation rows (< {FEW_VALIDATION_ROWS}) and no stage chooses anything on "
                     "them: the saved model learns from train + val")
-        smallest = min(np.bincount([y for _, y in ctx.data.train], minlength=len(ctx.data.classes)))
+        labels = [y for _, y in ctx.data.train] + (list(ctx.replayed[1]) if ctx.replayed is not None else [])
+        smallest = min(np.bincount(labels, minlength=len(ctx.data.classes)))
         if smallest >= FEW:
             return None
         return (f"{smallest} training examples in the smallest class (< {FEW}) and no stage chooses anything on the "
@@ -222,7 +226,7 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # the new head starts from the validated fit's draw
     refit_ctx = build_context(cfg, data=_val_joins_train(ctx.data), progress=False)
     cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
-    refit_ctx.progress, refit_ctx.extra_callbacks = ctx.progress, ctx.extra_callbacks
+    refit_ctx.progress, refit_ctx.extra_callbacks, refit_ctx.replayed = ctx.progress, ctx.extra_callbacks, ctx.replayed
     picked = ctx.model_notes.get("picked")
     stages = STRATEGIES.get(picked or cfg.strategy).stages()
     refit_ctx.model_notes = {**ctx.model_notes, "refit": "train + val"}
@@ -249,10 +253,17 @@ def _reference(ctx: FitContext, model: TransferModel, split: str, features: torc
     """For `monitor`: what held-out inputs look like to the saved model. The test rows, and the validation rows too
     where training never saw them (one more inference pass, from the cache for a frozen body): a denser reference
     sharpens the per-input novelty threshold."""
+    rows = list(getattr(ctx.data, split))
     if split == "test" and ctx.data.val:
         val_features, val_preds = _eval_features(ctx, model, "val")
         features, preds, split = torch.cat([features, val_features]), np.concatenate([preds, val_preds]), "test + val"
-    return build_reference(features, preds, split, ctx.cfg.seed)
+        rows += ctx.data.val
+    return build_reference(features, preds, split, ctx.cfg.seed, _replayable_labels(ctx.data.task, rows))
+
+
+def _replayable_labels(task: str, rows: list) -> list | None:
+    """The reference rows' labels where `update` can replay them (classification, regression)."""
+    return [y for _, y in rows] if task in ("classification", "regression") else None
 
 
 def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitContext) -> None:

@@ -63,6 +63,9 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())
         write_json(out / "data.json", data.summary())
+    caveat = ctx.backbone.pretrain_caveat()
+    if caveat and primary:
+        print(f"headstart pretrain: caveat: {caveat}", flush=True)  # before the wait, not only after it
     stage = SelfSupervised(cfg.temperature)
     ctx.progress.plan(stage.cost(ctx))
     run_stage(stage, ctx)
@@ -77,6 +80,8 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
     model.cpu().save(out / "model")
     metrics = {"pretrain": note, "inputs": {"train": len(data.train), "held_out": len(data.val)},
                "skipped": len(data.skipped), "seconds": round(time.perf_counter() - started, 1)}
+    if caveat:
+        metrics["caveat"] = caveat
     write_json(out / "metrics.json", metrics)
     write_history_csv(out / "history.csv", ctx.history)
     plot_history(ctx.history, out / "history.png")
@@ -110,6 +115,7 @@ def _summary(cfg: PretrainConfig, data, note: dict, metrics: dict, out: Path) ->
         f"  trained   {note['objective']}; {note['epochs_run']} epoch{'s' if note['epochs_run'] != 1 else ''} at lr {note['lr']:.2g}, "
         f"{note['trainable_params']:,} params, {format_seconds(note['seconds'])}",
         f"  judged    {held}",
+        *([f"  caveat    {metrics['caveat']}"] if "caveat" in metrics else []),
         "  next      did it help? on labeled data, before training: "
         f"headstart rank LABELED --models {cfg.resolved['model'].split(' ')[0]},run:{out}",
         f"            then: headstart fit LABELED --model run:{out}",

@@ -6,6 +6,11 @@ its EWC that needs no Fisher information):
 - rehearsal: the run's old training rows, read again from where its config says they are (or --old-data), join the
   new ones (all of them by default, --replay N for a sample), and its validation and test rows join too;
 - L2-SP (default strategy): the body is pulled towards the run's weights, not towards zero.
+Without the old data (gone, or --replay 0) the run's reference stands in for it: the features and labels of its
+held-out rows, which every fit saves for `monitor`. They are features of the run's own body, so the body stays as
+it is (linear-probe, the default then) and the head learns the new rows beside them: feature replay, as SLCA's and
+FeTrIL's classifier alignment on a frozen pre-trained body, with real features instead of sampled ones. The updated
+run's reference keeps them, so the next update without data still knows the oldest classes.
 The old model and the updated one are then both scored on the old test rows and on the new ones: forgetting is
 measured, not assumed (metrics.json "update").
 """
@@ -15,12 +20,14 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
 from headstart.data.base import LabeledData
 from headstart.errors import UserError
-from headstart.inference import predict_outputs
+from headstart.drift import build_reference, load_reference, save_reference
+from headstart.inference import outputs_of_features, predict_outputs
 from headstart.io_utils import write_json
 from headstart.report import render_report
 from headstart.run import Run, _device, load
@@ -29,12 +36,16 @@ from headstart.run import Run, _device, load
 NOT_CARRIED = ("data", "model", "strategy", "out", "force", "weights", "resolved")
 
 
+REHEARSAL_STRATEGY, REPLAY_STRATEGY = "l2-sp", "linear-probe"  # the defaults with old rows, and with the reference
+
+
 def update(run: str | Path | Run, data: str | Path, out: str | Path | None = None, old_data: str | Path | None = None,
-           replay: int | None = None, strategy: str = "l2-sp", **options) -> Run | None:
-    """`headstart update`: fit `data` from `run`'s model with rehearsal of its old rows; forgetting measured."""
+           replay: int | None = None, strategy: str | None = None, **options) -> Run | None:
+    """`headstart update`: fit `data` from `run`'s model with rehearsal of its old rows (else of its reference's
+    features); forgetting measured. `strategy`: l2-sp with old rows, linear-probe without them, unless given."""
     run = run if isinstance(run, Run) else load(run)
-    cfg = carried_config(run, data, out or f"{run.path}-updated", strategy, options)
-    return update_with(run, resolve_modality(cfg).load(cfg), cfg, old_data, replay)
+    cfg = carried_config(run, data, out or f"{run.path}-updated", strategy or REHEARSAL_STRATEGY, options)
+    return update_with(run, resolve_modality(cfg).load(cfg), cfg, old_data, replay, strategy_given=strategy is not None)
 
 
 def carried_config(run: Run, data, out, strategy: str, options: dict) -> FitConfig:
@@ -45,20 +56,34 @@ def carried_config(run: Run, data, out, strategy: str, options: dict) -> FitConf
     return FitConfig(data=str(data), model=f"run:{run.path}", strategy=strategy, out=str(out), **{**carried, **options})
 
 
-def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, replay: int | None = None) -> Run | None:
+def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, replay: int | None = None,
+                strategy_given: bool = True) -> Run | None:
     """The update of `run` on data already loaded (rows from anywhere: a loader, pseudo-labels, a stream)."""
     old, where = _old_data(FitConfig.from_yaml(run.path / "config.yaml"), old_data)
     merged = _merged(new, old, replay, cfg.seed, run)
+    rehearsed = len(merged.train) - len(new.train)
+    reference = None if rehearsed else _replayable_reference(run)
+    if reference is not None and not strategy_given:
+        cfg.strategy = REPLAY_STRATEGY
+    if reference is not None and not _keeps_body(cfg.strategy):
+        reference = None  # a body that trains makes the reference's features another body's
     from headstart.fitting import fit_config
 
-    updated = fit_config(cfg, data=merged)
+    replayed = (reference["features"].float(), reference["labels"].tolist()) if reference is not None else None
+    updated = fit_config(cfg, data=merged, replayed=replayed)
     if updated is None:  # an extra DDP process
         return None
-    report = {"from": str(run.path), "old_data": where, "replayed": len(merged.train) - len(new.train), "new_train": len(new.train),
+    report = {"from": str(run.path), "old_data": where, "replayed": rehearsed, "new_train": len(new.train),
               "classes_added": [c for c in merged.classes if c not in run.classes],
               "new": _before_after(run, updated, new, merged.classes)}
+    if reference is not None:
+        report["replayed_features"] = {"rows": len(replayed[1]), "from": f"the run's reference ({reference['split']})",
+                                       "strategy": cfg.strategy}
+        _keep_replayed(updated, reference, cfg.seed)
     if old is not None:
         report["old"] = _before_after(run, updated, old, merged.classes)
+        if reference is not None:  # the reference holds the run's own test (else val) rows, which score it here
+            report["old"]["seen"] = "its rows' features were replayed from the reference: not an unseen measure"
     write_json(updated.path / "metrics.json", updated.metrics | {"update": report})
     render_report(updated.path)
     print(summary(report, updated.model.task.name), flush=True)
@@ -67,8 +92,11 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
 
 def summary(report: dict, task: str) -> str:
     score = "R²" if task == "regression" else "accuracy"
+    features = report.get("replayed_features")
     lines = [f"  update    of {report['from']}, from {report['new_train']} new training rows"
-             + (f" and {report['replayed']} old ones replayed" if report["replayed"] else " (no old rows replayed)")
+             + (f" and {report['replayed']} old ones replayed" if report["replayed"] else
+                f" and the features of {features['rows']} held-out old rows (the run's reference; body kept, "
+                f"{features['strategy']})" if features else " (no old rows replayed)")
              + (f"; classes added: {', '.join(report['classes_added'])}" if report["classes_added"] else "")]
     for key in ("old", "new"):
         r = report.get(key)
@@ -76,13 +104,42 @@ def summary(report: dict, task: str) -> str:
             change = r["after"] - r["before"]
             verdict = f"forgot {-change:.4f}" if key == "old" and change < 0 else f"{change:+.4f}"
             lines.append(f"            {key} {r['split']} (n={r['n']}): {score} {r['before']:.4f} before -> "
-                         f"{r['after']:.4f} after ({verdict})")
+                         f"{r['after']:.4f} after ({verdict})" + (" (seen: its features were replayed)" if "seen" in r else ""))
     if "old" not in report:
         lines.append(f"            old data: forgetting not measured ({report['old_data']})")
-    if not report["replayed"] and report["classes_added"]:
+    if not report["replayed"] and not features and report["classes_added"]:
         lines.append("            warning: new classes and no old rows rehearsed: the head learns only the classes it is "
                      "shown, so the old ones are forgotten (benchmarks/lifecycle.py: 0.000 on them); give the old data")
     return "\n".join(lines)
+
+
+def _replayable_reference(run: Run) -> dict | None:
+    """The run's reference, where it holds labels (runs saved since 2026-12-06) of the run's task."""
+    reference = load_reference(run.path / "model")
+    if reference is None or "labels" not in reference or not len(reference["labels"]):
+        return None
+    return reference
+
+
+def _keeps_body(strategy: str) -> bool:
+    """Whether every stage of `strategy` trains the head on the frozen body's features (the reference's body)."""
+    from headstart.strategies import STRATEGIES
+    from headstart.train.stages import HeadOnFeatures
+
+    return all(type(stage) is HeadOnFeatures for stage in STRATEGIES.get(strategy).stages())
+
+
+def _keep_replayed(updated: Run, reference: dict, seed: int) -> None:
+    """The updated run's reference with the replayed rows added (their outputs now the updated model's): a later
+    update without data replays the oldest classes too."""
+    own = load_reference(updated.path / "model")
+    if own is None or "labels" not in own:
+        return
+    features = torch.cat([own["features"], reference["features"]])
+    outputs = np.concatenate([own["outputs"].numpy(), outputs_of_features(updated.model, reference["features"].float())])
+    labels = torch.cat([own["labels"], reference["labels"].to(own["labels"].dtype)])
+    save_reference(updated.path / "model", build_reference(features, outputs, f"{own['split']} + replayed {reference['split']}",
+                                                           seed, labels))
 
 
 def _old_data(old_cfg: FitConfig, given) -> tuple[LabeledData | None, str]:

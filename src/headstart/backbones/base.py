@@ -86,6 +86,10 @@ class Backbone(nn.Module):
         colour distortion and blur; a table's rows have no augmentation: they corrupt columns)."""
         return self.dataset(inputs, train=True)
 
+    def pretrain_caveat(self) -> str | None:
+        """What a user should know before continuing this body's pre-training (pretrain prints it), or None."""
+        return None
+
     def collate(self, batch: list):
         """Stack a list of `dataset` items into one batch (text pads dynamically here)."""
         return default_collate(batch)

@@ -33,6 +33,9 @@ class FitContext:
     extra_callbacks: list = field(default_factory=list)  # Lightning callbacks every training stage adds (tune's pruning)
     is_global_zero: bool = True  # False in the extra processes of a multi-device run
     frozen_probe: nn.Module | None = None  # auto's probe on the frozen features, as a head (the augmentation check's judge)
+    # Features and labels of rows no longer at hand (update without the old data: the run's reference), from this
+    # same frozen body: the head stage learns from them beside the training rows' cached features.
+    replayed: tuple[torch.Tensor, list] | None = None
 
     @property
     def num_workers(self) -> int:

@@ -4,14 +4,14 @@ SimCLR's objective (Chen et al. 2020, NT-Xent): each input is seen twice, as two
 (through a small projection that is thrown away afterwards, SimCLR's finding: the body's own features stay more
 general) learns to pick an input's other view among the 2N - 2 views of the other inputs in its batch. The views
 come from the body's own training data: an image's random-resized crops and flips (the fine-tuning augmentation,
-`--crop-scale`, `--flip`); for a transformer the same text twice, told apart by dropout alone (SimCSE, Gao et al.
+`--crop-scale`, `--flip`) with SimCLR's colour distortion and blur (`--colour`, `--blur`); for a transformer the same text twice, told apart by dropout alone (SimCSE, Gao et al.
 2021); for a table's rows some columns replaced by other rows' values (SCARF, Bahri et al. 2022): each body's
 `views`. Starting from pre-trained weights, this continues pre-training on the user's domain (Reed et al. 2022,
 "Self-Supervised Pretraining Improves Self-Supervised Pretraining"), and on source and target inputs together it is
 a domain adaptation (Shen et al. 2022, "Connect, Not Collapse").
 
 BatchNorm trains on batch statistics, as in SimCLR: its running statistics move to the new domain. The held-out
-inputs' loss picks the epoch kept.
+inputs' loss, on the same views every epoch, picks the epoch kept.
 """
 from __future__ import annotations
 

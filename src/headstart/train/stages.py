@@ -151,10 +151,15 @@ class HeadOnFeatures(TrainingStage):
             ctx.stage_notes[self.name] = {"skipped": "untrained body: the head trains with it in fine-tuning"}
             return
         train = TensorDataset(cached_features(ctx, "train"), _targets(ctx, "train"))
+        if ctx.replayed is not None:
+            features, labels = ctx.replayed
+            train = TensorDataset(torch.cat([train.tensors[0], features.to(train.tensors[0].dtype)]),
+                                  torch.cat([train.tensors[1], ctx.task.targets(labels)]))
         val = TensorDataset(cached_features(ctx, "val"), _targets(ctx, "val"))
         layer = sole_linear_layer(ctx.head)
         if layer is not None:
             self._solve(ctx, layer, train, val)
+            self._note_replayed(ctx)
             return
         for p in ctx.head.parameters():
             p.requires_grad_(True)
@@ -166,6 +171,11 @@ class HeadOnFeatures(TrainingStage):
             max(cfg.batch_size, 64), cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
         )
         ctx.head_trained = True
+        self._note_replayed(ctx)
+
+    def _note_replayed(self, ctx: FitContext) -> None:
+        if ctx.replayed is not None:
+            ctx.stage_notes[self.name]["replayed_rows"] = len(ctx.replayed[1])
 
 
     def _solve(self, ctx: FitContext, layer: nn.Linear, train: TensorDataset, val: TensorDataset) -> None:
