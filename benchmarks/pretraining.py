@@ -2,6 +2,7 @@
 
     python benchmarks/pretraining.py                    # digits (scikit-learn), + ag_news, tf_flowers, carseats from ../shared/data
     python benchmarks/pretraining.py --sets digits --draws 0
+    python benchmarks/pretraining.py --sets flowers-shift --variants 'crops and flips,default views'
 
 Each set has a pool of unlabeled inputs and a test split the pre-training never sees. The bundled body, and that
 body after `pretrain` on the pool, are each fitted from K labeled examples per class drawn from the pool (draws
@@ -16,8 +17,9 @@ scored on the test split.
            minilm-l6, whose sentence embedding was already trained contrastively on a billion pairs.
   flowers-shift  domain adaptation: tf_flowers' 400 labeled train photos, scored on its 200 val photos made grey and
            blurred; the pre-training pool is both (the target's inputs, never its labels), 128 px, 3 fine-tuning
-           epochs; one draw (all labels are used). Pre-trained with crops and flips alone, with the default colour
-           distortion and blur, and with SimCLR's ImageNet strength (--colour 1).
+           epochs; all labels are used, so a draw is a seed of the pre-training and of the fit. Pre-trained with crops
+           and flips alone, with the default colour distortion and blur, and with SimCLR's ImageNet strength
+           (--colour 1).
   carseats High = Sales > 8 (ISLR's classification), 10 labels per class from the train split's 320 rows (the pool,
            without High), 80 test rows; the mlp body, random init against SCARF pre-training on the pool.
 
@@ -139,29 +141,37 @@ def carseats_set(root: Path, shots: int, draws: list[int]):
     return root / "pool.csv", labeled, {"target": "High"}, "mlp", {"pretrain (SCARF views)": {}}
 
 
-# name: (builder, labels per class, draws it runs: None = all)
-SETS = {"digits": (digits_set, 10, None), "ag_news": (ag_news_set, 8, None), "flowers-shift": (flowers_shift_set, 80, [0]),
-        "carseats": (carseats_set, 10, None)}
+# name: (builder, labels per class, what a draw varies): "labels", each draw fits its own labeled rows from one
+# pre-training; "seed", every label is used, so each draw is a seed of both the pre-training and the fit.
+SETS = {"digits": (digits_set, 10, "labels"), "ag_news": (ag_news_set, 8, "labels"),
+        "flowers-shift": (flowers_shift_set, 80, "seed"), "carseats": (carseats_set, 10, "labels")}
 UNTRAINED = {"mlp": "mlp (random init)"}  # a body headstart trains itself: nothing shipped to start from
 
 
-def measure(name: str, root: Path, draws: list[int]) -> list[list[str]]:
-    make, shots, only = SETS[name]
-    draws = only or draws
+def measure(name: str, root: Path, draws: list[int], wanted: list[str]) -> list[list[str]]:
+    make, shots, varies = SETS[name]
     pool, labeled, options, body, variants = make(root, shots, draws)
-    bodies = {UNTRAINED.get(body, f"{body} (bundled)"): (body, 0.0)}
+    if wanted:
+        variants = {k: v for k, v in variants.items() if any(w in k for w in wanted)}
+    seeds = draws if varies == "seed" else draws[:1]
+    bodies = {UNTRAINED.get(body, f"{body} (bundled)"): ({d: body for d in draws}, 0.0)}
     for label, extra in variants.items():
-        start = time.perf_counter()
         settings = {k: v for k, v in {**options, **extra}.items() if k != "epochs"}  # pretrain keeps its own epochs
-        run = hs.pretrain(str(pool), model=body, out=str(root / f"pre-{len(bodies)}"), progress=False, **settings)
-        bodies[label] = (f"run:{run.path}", time.perf_counter() - start)
+        models, spent = {}, []
+        for seed in seeds:
+            start = time.perf_counter()
+            run = hs.pretrain(str(pool), model=body, out=str(root / f"pre-{len(bodies)}-{seed}"), seed=seed,
+                              progress=False, **settings)
+            models[seed] = f"run:{run.path}"
+            spent.append(time.perf_counter() - start)
+        bodies[label] = ({d: models.get(d, models[seeds[0]]) for d in draws}, mean_std(spent)[0])
     rows = []
-    for label, (model, pretrain_seconds) in bodies.items():
+    for label, (model_of, pretrain_seconds) in bodies.items():
         for strategy in STRATEGIES:
             scores, seconds, picked = [], [], []
             for draw in draws:
                 start = time.perf_counter()
-                run = hs.fit(str(labeled[draw]), model=model, strategy=strategy, seed=draw, progress=False,
+                run = hs.fit(str(labeled[draw]), model=model_of[draw], strategy=strategy, seed=draw, progress=False,
                              out=str(root / "fits" / f"{len(rows)}-{draw}"), **options)
                 seconds.append(time.perf_counter() - start)
                 scores.append(run.metrics["accuracy"])
@@ -177,16 +187,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--draws", default="0,1,2")
+    parser.add_argument("--variants", default="", help="pre-trainings to run: comma-separated parts of their labels "
+                        "(default: all)")
     args = parser.parse_args()
     draws = [int(d) for d in args.draws.split(",")]
     print(machine_line())
-    print(f"command: python benchmarks/pretraining.py --sets {args.sets} --draws {args.draws}\n")
+    variants = f" --variants '{args.variants}'" if args.variants else ""
+    print(f"command: python benchmarks/pretraining.py --sets {args.sets} --draws {args.draws}{variants}\n")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets.split(","):
             if name != "digits" and not SHARED.is_dir():
                 print(f"{name}: {SHARED} is absent, skipped\n")
                 continue
-            rows = measure(name, Path(tmp) / name, draws)
+            rows = measure(name, Path(tmp) / name, draws, [v for v in args.variants.split(",") if v])
             print(f"### {name} ({SETS[name][1]} labels per class)\n")
             print(markdown_table(["body", "strategy", "test accuracy", "per draw", "pretrain s", "fit s"], rows))
             print(flush=True)

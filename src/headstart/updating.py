@@ -67,6 +67,10 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
         cfg.strategy = REPLAY_STRATEGY
     if reference is not None and not _keeps_body(cfg.strategy):
         reference = None  # a body that trains makes the reference's features another body's
+    if reference is not None and merged.task == "classification" and cfg.balance is None:
+        # a few held-out rows stand for each old class beside every new row: without class weights the head
+        # learns that the new classes are the likely ones (class-incremental learning's bias towards the new)
+        cfg.balance = "weights"
     from headstart.fitting import fit_config
 
     replayed = (reference["features"].float(), reference["labels"].tolist()) if reference is not None else None
@@ -78,7 +82,7 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
               "new": _before_after(run, updated, new, merged.classes)}
     if reference is not None:
         report["replayed_features"] = {"rows": len(replayed[1]), "from": f"the run's reference ({reference['split']})",
-                                       "strategy": cfg.strategy}
+                                       "strategy": cfg.strategy, "balance": cfg.balance}
         _keep_replayed(updated, reference, cfg.seed)
     if old is not None:
         report["old"] = _before_after(run, updated, old, merged.classes)

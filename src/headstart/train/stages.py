@@ -155,6 +155,8 @@ class HeadOnFeatures(TrainingStage):
             features, labels = ctx.replayed
             train = TensorDataset(torch.cat([train.tensors[0], features.to(train.tensors[0].dtype)]),
                                   torch.cat([train.tensors[1], ctx.task.targets(labels)]))
+            if ctx.task.name == "classification" and ctx.task.class_weights is not None:
+                ctx.cfg.resolved["class_weights"] = ctx.task.balance(train.tensors[1].tolist(), len(ctx.data.classes))
         val = TensorDataset(cached_features(ctx, "val"), _targets(ctx, "val"))
         layer = sole_linear_layer(ctx.head)
         if layer is not None:
