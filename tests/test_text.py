@@ -241,8 +241,10 @@ def test_sentence_embedding_is_read_from_modules_json(tmp_path, backbone):
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
-    assert sentence_embedding(tmp_path) == {"pooling": "cls", "normalize": False}
-    assert sentence_embedding(tmp_path / "elsewhere") == {"pooling": "mean", "normalize": False}  # no modules.json
+    assert sentence_embedding(tmp_path) == {"pooling": "cls", "normalize": False, "sentence_model": True}
+    assert backbone.sentence_model  # minilm-l6: pre-train warns before continuing it (test_pretrain.py)
+    # no modules.json: a plain transformer, mean pooling
+    assert sentence_embedding(tmp_path / "elsewhere") == {"pooling": "mean", "normalize": False, "sentence_model": False}
 
 
 def test_embedding_modes_ignore_padding_and_change_the_cache_key(backbone):

@@ -1,8 +1,9 @@
 """Has the data moved away from what the model was trained and scored on? (`headstart monitor`)
 
 A fit keeps a reference (model/reference.safetensors): the saved model's body features and outputs on its held-out
-rows (the test split, and the validation split where training never saw it). `monitor` passes new inputs through the same body and compares, as Rabanser et al.
-("Failing Loudly", NeurIPS 2019) found works best on real shifts:
+rows (the test split, and the validation split where training never saw it), and their labels (for `update`, which
+replays them when the old data is gone). `monitor` passes new inputs through the same body and compares, as
+Rabanser et al. ("Failing Loudly", NeurIPS 2019) found works best on real shifts:
 
 - features: a two-sample Kolmogorov-Smirnov test on each of the reference features' top principal components
   (COMPONENTS at most, and at most a quarter of the reference rows), Bonferroni-corrected over them;

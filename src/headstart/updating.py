@@ -8,9 +8,10 @@ its EWC that needs no Fisher information):
 - L2-SP (default strategy): the body is pulled towards the run's weights, not towards zero.
 Without the old data (gone, or --replay 0) the run's reference stands in for it: the features and labels of its
 held-out rows, which every fit saves for `monitor`. They are features of the run's own body, so the body stays as
-it is (linear-probe, the default then) and the head learns the new rows beside them: feature replay, as SLCA's and
-FeTrIL's classifier alignment on a frozen pre-trained body, with real features instead of sampled ones. The updated
-run's reference keeps them, so the next update without data still knows the oldest classes.
+it is (linear-probe, the default then) and the head learns the new rows beside them, class-weighted (a few held-out
+rows stand for each old class, every row for each new one): feature replay, as SLCA's and FeTrIL's classifier
+alignment on a frozen pre-trained body, with real features instead of sampled ones. The updated run's reference
+keeps them, so the next update without data still knows the oldest classes.
 The old model and the updated one are then both scored on the old test rows and on the new ones: forgetting is
 measured, not assumed (metrics.json "update").
 """
