@@ -68,6 +68,8 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
         cfg.strategy = REPLAY_STRATEGY
     if reference is not None and not _keeps_body(cfg.strategy):
         reference = None  # a body that trains makes the reference's features another body's
+    if reference is not None and old is not None:  # --replay 0: the old held-out rows are in the reference already
+        merged = _merged(new, None, replay, cfg.seed, run)
     if reference is not None and merged.task == "classification" and cfg.balance is None:
         # a few held-out rows stand for each old class beside every new row: without class weights the head
         # learns that the new classes are the likely ones (class-incremental learning's bias towards the new)
