@@ -102,6 +102,18 @@ def test_without_the_old_data_its_reference_features_stand_in(old_run, tmp_path,
         hs.update(moved, str(new), out=str(tmp_path / "u3"), old_data=str(tmp_path / "nowhere"))
 
 
+def test_replay_0_replays_the_reference_and_keeps_its_rows_out_of_the_splits(old_run):
+    run, root, _, new = old_run
+    updated = hs.update(run, str(new), out=str(root / "replay0"), replay=0, progress=False)
+    report = updated.metrics["update"]
+    assert report["replayed"] == 0 and report["replayed_features"]["rows"] > 0
+    assert "seen" in report["old"]  # the old test rows it is scored on are the reference's: said, not hidden
+    sizes = json.loads((updated.path / "data.json").read_text())["sizes"]
+    alone = hs.update(run, str(new), out=str(root / "new-only"), replay=0, strategy="l2-sp", epochs=1, progress=False)
+    alone_sizes = json.loads((alone.path / "data.json").read_text())["sizes"]
+    assert sizes["test"] + sizes["val"] < alone_sizes["test"] + alone_sizes["val"]  # the old held-out rows are left out
+
+
 def test_a_regression_run_is_updated_on_shifted_rows(tmp_path):
     table = pd.read_csv(make_table(tmp_path / "all.csv", n=400)).drop(columns=["label"])
     table[:250].to_csv(tmp_path / "old.csv", index=False)
