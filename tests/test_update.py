@@ -125,3 +125,8 @@ def test_a_regression_run_is_updated_on_shifted_rows(tmp_path):
                         progress=False)
     report = updated.metrics["update"]
     assert report["new"]["after"] > report["new"]["before"] and report["old"]["n"] > 0
+    replayed = hs.update(run, str(tmp_path / "new.csv"), out=str(tmp_path / "replayed"), replay=0, progress=False)
+    report = replayed.metrics["update"]  # the reference's rows and values replayed to a ridge head, body kept
+    assert report["replayed_features"]["rows"] > 0 and report["replayed_features"]["balance"] is None  # no classes
+    kept = load_reference(replayed.path / "model")
+    assert kept["outputs"].shape == (len(kept["labels"]), 1) and len(kept["labels"]) > report["replayed_features"]["rows"]

@@ -143,7 +143,8 @@ def _keep_replayed(updated: Run, reference: dict, seed: int) -> None:
     if own is None or "labels" not in own:
         return
     features = torch.cat([own["features"], reference["features"]])
-    outputs = np.concatenate([own["outputs"].numpy(), outputs_of_features(updated.model, reference["features"].float())])
+    replayed = np.asarray(outputs_of_features(updated.model, reference["features"].float())).reshape(len(reference["features"]), -1)
+    outputs = np.concatenate([own["outputs"].numpy(), replayed])
     labels = torch.cat([own["labels"], reference["labels"].to(own["labels"].dtype)])
     save_reference(updated.path / "model", build_reference(features, outputs, f"{own['split']} + replayed {reference['split']}",
                                                            seed, labels))
