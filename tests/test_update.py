@@ -93,7 +93,7 @@ def test_without_the_old_data_its_reference_features_stand_in(old_run, tmp_path,
 
     forgot = hs.update(moved, str(new), out=str(tmp_path / "l2sp"), strategy="l2-sp", epochs=1, progress=False)
     assert "replayed_features" not in forgot.metrics["update"]  # a body that trains cannot reuse the run's features
-    assert "the old ones are forgotten" in capsys.readouterr().out
+    assert "leave --strategy out: the run's reference is then replayed" in capsys.readouterr().out
     assert _named(forgot, blue_green) < 0.2  # nothing asked its head to name them
 
     again = hs.update(moved, str(new), out=str(tmp_path / "u2"), old_data=str(data), epochs=1, progress=False)

@@ -66,7 +66,8 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
     reference = None if rehearsed else _replayable_reference(run)
     if reference is not None and not strategy_given:
         cfg.strategy = REPLAY_STRATEGY
-    if reference is not None and not _keeps_body(cfg.strategy):
+    unused = reference is not None and not _keeps_body(cfg.strategy)
+    if unused:
         reference = None  # a body that trains makes the reference's features another body's
     if reference is not None and old is not None:  # --replay 0: the old held-out rows are in the reference already
         merged = _merged(new, None, replay, cfg.seed, run)
@@ -83,6 +84,8 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
     report = {"from": str(run.path), "old_data": where, "replayed": rehearsed, "new_train": len(new.train),
               "classes_added": [c for c in merged.classes if c not in run.classes],
               "new": _before_after(run, updated, new, merged.classes)}
+    if unused:
+        report["reference_unused"] = f"--strategy {cfg.strategy} trains the body; linear-probe would replay the reference"
     if reference is not None:
         report["replayed_features"] = {"rows": len(replayed[1]), "from": f"the run's reference ({reference['split']})",
                                        "strategy": cfg.strategy, "balance": cfg.balance}
@@ -116,7 +119,9 @@ def summary(report: dict, task: str) -> str:
         lines.append(f"            old data: forgetting not measured ({report['old_data']})")
     if not report["replayed"] and not features and report["classes_added"]:
         lines.append("            warning: new classes and no old rows rehearsed: the head learns only the classes it is "
-                     "shown, so the old ones are forgotten (benchmarks/lifecycle.py: 0.000 on them); give the old data")
+                     "shown, so the old ones are forgotten (benchmarks/lifecycle.py: 0.000 on them); give the old data"
+                     + (", or leave --strategy out: the run's reference is then replayed, its body kept"
+                        if "reference_unused" in report else ""))
     return "\n".join(lines)
 
 
