@@ -11,6 +11,8 @@ same-domain one (0.5: chance):
   kNN        what `monitor` flags on today: the cosine distance to the nearest reference (held-out) photo's features
   MSP        1 - the largest class probability (Hendrycks & Gimpel 2017, the output-side baseline)
   rank mean  the two ranks averaged: a photo far from every reference photo and one the head is unsure of
+  robust-z mean  each score centred on the reference rows' median and scaled by their interquartile range, then
+             summed: a combination whose threshold the reference's own rows can set (ranks need the test set)
 
 "flagged" is the share `monitor` lists as unlike the reference (kNN over the 0.99 quantile of the reference's own
 nearest-neighbour distances). Prints a markdown table.
@@ -41,6 +43,12 @@ def scores(run, folder: Path, reference: dict) -> tuple[np.ndarray, np.ndarray]:
     return knn, 1 - np.asarray(outputs).max(1)
 
 
+def robust_z(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """x against the reference rows' own scores: (x - their median) / their interquartile range."""
+    q1, median, q3 = np.quantile(reference, [0.25, 0.5, 0.75])
+    return (x - median) / max(q3 - q1, 1e-12)
+
+
 def measure(root: Path, seed: int) -> list[list]:
     flowers = SHARED / "tf_flowers"
     same = link_classes(flowers / "val", OLD, root / "same")
@@ -49,6 +57,7 @@ def measure(root: Path, seed: int) -> list[list]:
     reference = load_reference(run.path / "model")
     ref_knn = _nearest_distances(reference["features"].float().numpy(), reference["features"][:1].float().numpy())[1]
     threshold = np.quantile(ref_knn, NOVEL_QUANTILE)
+    ref_msp = 1 - reference["outputs"].numpy().max(1)
     base_knn, base_msp = scores(run, same, reference)
     rows = []
     for name, folder in (("grey and blurred", grey_and_blurred(same, root / "grey")),
@@ -56,8 +65,9 @@ def measure(root: Path, seed: int) -> list[list]:
         knn, msp = scores(run, folder, reference)
         shifted = np.r_[np.zeros(len(base_knn)), np.ones(len(knn))]
         a, b = np.r_[base_knn, knn], np.r_[base_msp, msp]
+        z = robust_z(a, ref_knn) + robust_z(b, ref_msp)
         rows.append([seed, name, f"{roc_auc_score(shifted, a):.3f}", f"{roc_auc_score(shifted, b):.3f}",
-                     f"{roc_auc_score(shifted, rankdata(a) + rankdata(b)):.3f}",
+                     f"{roc_auc_score(shifted, rankdata(a) + rankdata(b)):.3f}", f"{roc_auc_score(shifted, z):.3f}",
                      f"{np.mean(knn > threshold):.0%} (same domain {np.mean(base_knn > threshold):.0%})"])
     return rows
 
@@ -74,7 +84,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             rows += measure(Path(tmp), seed)
-    print(markdown_table(["seed", "shift", "kNN AUROC", "MSP AUROC", "rank mean AUROC", "flagged (kNN, 0.99)"], rows))
+    print(markdown_table(["seed", "shift", "kNN AUROC", "MSP AUROC", "rank mean AUROC", "robust-z mean AUROC",
+                          "flagged (kNN, 0.99)"], rows))
 
 
 if __name__ == "__main__":
