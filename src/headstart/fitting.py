@@ -127,6 +127,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
     _write_outputs(out, model, metrics, ctx)
+    if ctx.replayed is not None:  # update without the old data: a later one replays these rows again
+        reference = _with_replayed(reference, model, ctx.replayed, cfg.seed)
     save_reference(out / "model", reference)
     write_predictions(out / "predictions.csv", [modality.describe_input(x) for x, _ in eval_items],
                       [y for _, y in eval_items], preds, data.classes, task.name)
@@ -259,6 +261,15 @@ def _reference(ctx: FitContext, model: TransferModel, split: str, features: torc
         features, preds, split = torch.cat([features, val_features]), np.concatenate([preds, val_preds]), "test + val"
         rows += ctx.data.val
     return build_reference(features, preds, split, ctx.cfg.seed, _replayable_labels(ctx.data.task, rows))
+
+
+def _with_replayed(reference: dict, model: TransferModel, replayed: tuple, seed: int) -> dict:
+    """The reference plus the replayed rows (features and labels), their outputs the saved model's."""
+    features, labels = replayed
+    outputs = np.asarray(outputs_of_features(model, features)).reshape(len(features), -1)
+    return build_reference(torch.cat([reference["features"], features.to(torch.float16)]),
+                           np.concatenate([reference["outputs"].numpy(), outputs]), f"{reference['split']} + replayed",
+                           seed, torch.cat([reference["labels"], torch.as_tensor(labels, dtype=reference["labels"].dtype)]))
 
 
 def _replayable_labels(task: str, rows: list) -> list | None:

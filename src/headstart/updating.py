@@ -11,7 +11,7 @@ held-out rows, which every fit saves for `monitor`. They are features of the run
 it is (linear-probe, the default then) and the head learns the new rows beside them, class-weighted (a few held-out
 rows stand for each old class, every row for each new one): feature replay, as SLCA's and FeTrIL's classifier
 alignment on a frozen pre-trained body, with real features instead of sampled ones. The updated run's reference
-keeps them, so the next update without data still knows the oldest classes.
+keeps them (fitting.py), so the next update without data still knows the oldest classes.
 The old model and the updated one are then both scored on the old test rows and on the new ones: forgetting is
 measured, not assumed (metrics.json "update").
 """
@@ -21,17 +21,17 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
 from headstart.data.base import LabeledData
 from headstart.errors import UserError
-from headstart.drift import build_reference, load_reference, save_reference
-from headstart.inference import outputs_of_features, predict_outputs
+from headstart.drift import load_reference
+from headstart.inference import predict_outputs
 from headstart.io_utils import write_json
 from headstart.report import render_report
 from headstart.run import Run, _device, load
+from headstart.strategies import STRATEGIES
 
 # What the run's config.yaml says about its own data and paths, not how to train: not carried to the update.
 NOT_CARRIED = ("data", "model", "strategy", "out", "force", "weights", "resolved")
@@ -66,7 +66,7 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
     reference = None if rehearsed else _replayable_reference(run)
     if reference is not None and not strategy_given:
         cfg.strategy = REPLAY_STRATEGY
-    unused = reference is not None and not _keeps_body(cfg.strategy)
+    unused = reference is not None and not STRATEGIES.get(cfg.strategy).keeps_body()
     if unused:
         reference = None  # a body that trains makes the reference's features another body's
     if reference is not None and old is not None:  # --replay 0: the old held-out rows are in the reference already
@@ -89,7 +89,6 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
     if reference is not None:
         report["replayed_features"] = {"rows": len(replayed[1]), "from": f"the run's reference ({reference['split']})",
                                        "strategy": cfg.strategy, "balance": cfg.balance}
-        _keep_replayed(updated, reference, cfg.seed)
     if old is not None:
         report["old"] = _before_after(run, updated, old, merged.classes)
         if reference is not None:  # the reference holds the run's own test (else val) rows, which score it here
@@ -131,28 +130,6 @@ def _replayable_reference(run: Run) -> dict | None:
     if reference is None or "labels" not in reference or not len(reference["labels"]):
         return None
     return reference
-
-
-def _keeps_body(strategy: str) -> bool:
-    """Whether every stage of `strategy` trains the head on the frozen body's features (the reference's body)."""
-    from headstart.strategies import STRATEGIES
-    from headstart.train.stages import HeadOnFeatures
-
-    return all(type(stage) is HeadOnFeatures for stage in STRATEGIES.get(strategy).stages())
-
-
-def _keep_replayed(updated: Run, reference: dict, seed: int) -> None:
-    """The updated run's reference with the replayed rows added (their outputs now the updated model's): a later
-    update without data replays the oldest classes too."""
-    own = load_reference(updated.path / "model")
-    if own is None or "labels" not in own:
-        return
-    features = torch.cat([own["features"], reference["features"]])
-    replayed = np.asarray(outputs_of_features(updated.model, reference["features"].float())).reshape(len(reference["features"]), -1)
-    outputs = np.concatenate([own["outputs"].numpy(), replayed])
-    labels = torch.cat([own["labels"], reference["labels"].to(own["labels"].dtype)])
-    save_reference(updated.path / "model", build_reference(features, outputs, f"{own['split']} + replayed {reference['split']}",
-                                                           seed, labels))
 
 
 def _old_data(old_cfg: FitConfig, given) -> tuple[LabeledData | None, str]:

@@ -24,12 +24,7 @@ class Augmentation:
     blur: float = 0.0  # probability of a Gaussian blur, kernel a tenth of the side, sigma 0.1-2.0
 
     def describe(self) -> str:
-        text = f"crops of {self.min_scale:g}-1 of the area, " + ("horizontal flips" if self.flip else "no flips")
-        if self.colour:
-            text += f", colour distortion {self.colour:g}"
-        if self.blur:
-            text += f", blur with p {self.blur:g}"
-        return text
+        return f"crops of {self.min_scale:g}-1 of the area, " + ("horizontal flips" if self.flip else "no flips")
 
     def distortions(self, size: int) -> list:
         """The colour and blur transforms for `size`-px images, after the crop (PIL images and uint8 tensors alike)."""

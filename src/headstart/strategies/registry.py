@@ -13,6 +13,12 @@ class Strategy:
     summary: str
     stages: Callable[[], list]  # () -> [Stage, ...], run in order
 
+    def keeps_body(self) -> bool:
+        """Whether every stage trains the head on the frozen body's cached features (the body is never changed)."""
+        from headstart.train.stages import HeadOnFeatures
+
+        return all(type(s) is HeadOnFeatures for s in self.stages())
+
     def uses_cached_features(self) -> bool:
         from headstart.train.stages import HeadOnFeatures
 

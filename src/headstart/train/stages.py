@@ -161,21 +161,18 @@ class HeadOnFeatures(TrainingStage):
         layer = sole_linear_layer(ctx.head)
         if layer is not None:
             self._solve(ctx, layer, train, val)
-            self._note_replayed(ctx)
-            return
-        for p in ctx.head.parameters():
-            p.requires_grad_(True)
-        ctx.head.train()
-        task = TransferTask(ctx.head, ctx.task, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}], weight_decay=1e-4, warmup=0.05)
-        self._fit(
-            ctx, task,
-            lambda batch: (DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=4 * batch)),
-            max(cfg.batch_size, 64), cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
-        )
-        ctx.head_trained = True
-        self._note_replayed(ctx)
-
-    def _note_replayed(self, ctx: FitContext) -> None:
+        else:
+            for p in ctx.head.parameters():
+                p.requires_grad_(True)
+            ctx.head.train()
+            task = TransferTask(ctx.head, ctx.task, [{"params": list(ctx.head.parameters()), "lr": cfg.head_lr}],
+                                weight_decay=1e-4, warmup=0.05)
+            self._fit(
+                ctx, task,
+                lambda batch: (DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=4 * batch)),
+                max(cfg.batch_size, 64), cfg.head_epochs, cfg.head_patience, HEAD_STEP_COST / TRAIN_COST,
+            )
+            ctx.head_trained = True
         if ctx.replayed is not None:
             ctx.stage_notes[self.name]["replayed_rows"] = len(ctx.replayed[1])
 
