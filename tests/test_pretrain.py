@@ -115,10 +115,13 @@ def test_cli_pretrain_hides_and_refuses_label_options(tmp_path, capsys):
 def test_cli_pretrain_names_the_next_steps(tmp_path, capsys):
     inputs = make_images(tmp_path / "unlabeled", per_class=4)
     assert main(["pretrain", str(inputs), "--out", str(tmp_path / "pre"), "--image-size", "64", "--epochs", "1",
-                 "--flip", "off", "--crop-scale", "0.8", "--no-progress"]) == 0
+                 "--flip", "off", "--crop-scale", "0.8", "--color", "1", "--blur", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"headstart rank LABELED --models efficientnet_lite0,run:{tmp_path / 'pre'}" in out
-    assert yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())["crop_scale"] == 0.8
+    config = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
+    assert (config["crop_scale"], config["colour"], config["blur"]) == (0.8, 1.0, 0.0)  # --color is --colour's alias
+    assert main(["pretrain", str(inputs), "--out", str(tmp_path / "bad"), "--blur", "2"]) == 2
+    assert "--blur is a probability" in capsys.readouterr().err
 
 
 def test_audio_pretrain_sizes_its_clips_from_the_inputs(tmp_path):
