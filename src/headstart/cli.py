@@ -43,6 +43,10 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, default=None, help="text: tokens per text (default: from the training texts)")
     g.add_argument("--clip-seconds", type=float, default=None, help="audio: clip length (default: from the clips)")
     g.add_argument("--sample-rate", type=int, default=d.sample_rate, help="audio: resample everything to this rate")
+    g.add_argument("--adapt-to", action="append", default=None, metavar="INPUTS",
+                   help="unlabeled inputs (files, folders, a text or table file; repeatable) of the domain the model will "
+                        "predict on, when it differs from the labeled data's: the saved head is aligned to their features "
+                        "(assumes about the training class proportions there)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="split off for validation when there is no val/ (default %(default)s)")
     g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="split off for testing when the data is one folder of classes (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and shuffling (default %(default)s)")

@@ -58,6 +58,9 @@ class FitConfig:
     max_length: int | None = None  # text: tokens per text (None: from the training texts' lengths)
     clip_seconds: float | None = None  # audio: clips padded/cropped to this (None: from the clips' lengths)
     sample_rate: int = 16000  # audio: everything is resampled to this
+    # unlabeled inputs of the domain the model will predict on (paths, as predict reads them): the saved head is
+    # aligned to their features (adaptation.py)
+    adapt_to: list | str | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
@@ -165,7 +168,7 @@ class FitConfig:
 
 PRETRAIN_EPOCHS = 10  # pretrain's passes over the inputs: a fit's fine-tuning epochs; contrastive training gains slowly
 # FitConfig's options that mean nothing without labels or a strategy: refused by name, not silently ignored.
-NOT_PRETRAIN_OPTIONS = ("strategy", "head", "task", "label_column", "label_separator", "balance",
+NOT_PRETRAIN_OPTIONS = ("strategy", "adapt_to", "head", "task", "label_column", "label_separator", "balance",
                         "val_fraction", "test_fraction", "head_epochs", "head_lr", "head_patience", "lr_mult",
                         "patience", "label_smoothing", "bn", "ulmfit_factor", "l2sp_alpha", "pair_rounds",
                         "pair_batch_size", "refit", "lora_rank", "lora_alpha", "lora_targets")

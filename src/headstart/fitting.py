@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from headstart.adaptation import adapt_to_target
 from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
@@ -100,6 +101,11 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
     model = _model_of(ctx)
     split = "test" if data.test else "val"
     features, preds = _eval_features(ctx, model, split)
+    adaptation = None
+    if cfg.adapt_to:  # the saved model is the adapted one: its held-out scores, reference and predictions say so
+        adaptation = {"before": _scores(task.metrics([y for _, y in eval_items], preds, data.classes)),
+                      **adapt_to_target(ctx, model)}
+        preds = outputs_of_features(model, features)
     reference = _reference(ctx, model, split, features, preds)
     metrics = task.metrics([y for _, y in eval_items], preds, data.classes)
     if fit_once:
@@ -114,6 +120,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
         ctx.history += [row | {"stage": f"refit {row['stage']}"} for row in refit_ctx.history]
         backbone.end_run()
         backbone = refit_ctx.backbone
+        if cfg.adapt_to:  # the refit model is the one saved: align it in its turn (the metrics stay the validated one's)
+            adaptation = {**adaptation, **adapt_to_target(refit_ctx, model), "refit": "aligned again after the refit"}
         # the saved model learned from the validation rows too: its reference is its own view of them
         reference = build_reference(*features_and_outputs(model, [x for x, _ in eval_items], 2 * cfg.batch_size,
                                                           ctx.device, ctx.num_workers), "val (refit on it)", cfg.seed,
@@ -123,6 +131,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
         baseline = modality.classical_baseline(ctx.data.train, eval_items, data.task)
         if baseline:
             metrics["baseline"] = {"name": baseline[0], "score": baseline[1], "metric": "r2" if data.task == "regression" else "accuracy"}
+    if adaptation:
+        metrics["adaptation"] = adaptation
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
@@ -272,6 +282,11 @@ def _with_replayed(reference: dict, model: TransferModel, replayed: tuple, seed:
                            seed, torch.cat([reference["labels"], torch.as_tensor(labels, dtype=reference["labels"].dtype)]))
 
 
+def _scores(metrics: dict) -> dict:
+    """The headline numbers of a metrics dict (accuracy, F1, R², ...), without the per-class detail."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
 def _replayable_labels(task: str, rows: list) -> list | None:
     """The reference rows' labels where `update` can replay them (classification, regression)."""
     return [y for _, y in rows] if task in ("classification", "regression") else None
@@ -318,6 +333,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         scored = "it, on test" if metrics["refit"].get("fitted_once") else "the model before the refit, on val"
         lines.append(f"  refit     {metrics['refit']['reason']}; the metrics below are of {scored}")
     lines.append(f"  {metrics['split']:<9} " + ctx.task.summarize(metrics).replace("\n", "\n            "))
+    if "adaptation" in metrics:
+        lines.append("  adapted   " + _adaptation_line(metrics["adaptation"], metrics["split"], ctx.task))
     if "baseline" in metrics:
         lines.append(f"  baseline  {metrics['baseline']['name']}, same rows, no pre-trained body to transfer: "
                      f"{metrics['split']} {baseline_comparison(metrics)[0]}")
@@ -325,3 +342,15 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         " confusion_matrix.png" if "confusion_matrix" in metrics else "")
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
     return "\n".join(lines)
+
+
+def _adaptation_line(note: dict, split: str, task) -> str:
+    gap = note["domain_gap"]
+    line = (f"to {note['target_inputs']} unlabeled inputs ({', '.join(note['inputs'])}): domain gap (proxy A-distance, "
+            f"0-2) {gap['before']} -> {gap['after']}")
+    if "target_predictions_changed" in note:
+        line += f", {note['target_predictions_changed']:.0%} of their predictions changed"
+    before = next(iter(note["before"].items()), None)
+    if before:
+        line += f"; {split} {before[0]} before aligning {before[1]:.4f} (the scores above are the aligned model's)"
+    return line

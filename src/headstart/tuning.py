@@ -99,7 +99,8 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         }
         params = {name: suggest() for name, suggest in space.items() if name not in fixed}
         cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
-                        **{**fixed, **params, "progress": False, "refit": "never"})  # trials compare on validation
+                        # trials compare on validation; the best one alone is adapted (--adapt-to)
+                        **{**fixed, **params, "progress": False, "refit": "never", "adapt_to": None})
         run = fit_config(cfg, callbacks=[prune_callback(trial)])
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
         value, said = trial_value(notes[-1])
