@@ -111,8 +111,9 @@ def test_corrupt_and_empty_clips_are_skipped_and_listed(tones):
 
 def test_one_class_empty_class_and_no_clips_are_clear_errors(tmp_path):
     make_tones(tmp_path / "one", classes=["low"])
-    with pytest.raises(UserError, match="only one class"):
-        load_audio_data(tmp_path / "one")
+    assert load_audio_data(tmp_path / "one").classes == ["low"]  # readable (an update's new class); a fit refuses it
+    with pytest.raises(UserError, match="only one class .'low'."):
+        hs.fit(str(tmp_path / "one"), out=str(tmp_path / "run"), progress=False)
     make_tones(tmp_path / "two", classes=["low", "mid"])
     for p in (tmp_path / "two" / "mid").iterdir():
         p.write_bytes(b"garbage")

@@ -4,6 +4,7 @@ import numpy as np
 
 import pytest
 
+import headstart as hs
 from headstart.data.images import collect_image_files, load_image_data, load_labeled_items
 from headstart.data.sizing import choose_preprocess
 from headstart.backbones.base import Preprocess
@@ -129,8 +130,10 @@ def test_wrapper_folders_of_an_unpacked_archive_are_looked_through(tmp_path):
 
 def test_single_class_is_one_clear_error(tmp_path):
     make_images(tmp_path / "one", classes=("red",))
-    with pytest.raises(UserError, match="only one class"):
-        load_image_data(tmp_path / "one")
+    assert load_image_data(tmp_path / "one").classes == ["red"]  # readable: an update's new class comes alone
+    with pytest.raises(UserError, match="only one class .'red'.; a classifier needs at least two .* headstart update RUN"):
+        hs.fit(str(tmp_path / "one"), out=str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_no_images_is_one_clear_error(tmp_path):

@@ -171,8 +171,10 @@ def test_wrong_columns_is_one_error_listing_the_columns(tmp_path):
 
 
 def test_one_class_and_no_rows_are_clear_errors(tmp_path):
-    with pytest.raises(UserError, match="only one label .'positive'."):
-        load_text_data(write_csv(tmp_path / "one.csv", [("good", "positive"), ("fine", "positive")]))
+    one = write_csv(tmp_path / "one.csv", [("good", "positive"), ("fine", "positive")] * 4)
+    assert load_text_data(one).classes == ["positive"]  # readable (an update's new class); a fit refuses it
+    with pytest.raises(UserError, match="only one class .'positive'."):
+        hs.fit(str(one), out=str(tmp_path / "run"), progress=False)
     with pytest.raises(UserError, match="no usable rows .1 skipped"):
         load_text_data(write_csv(tmp_path / "none.csv", [("", "positive")]))
     with pytest.raises(UserError, match="no usable rows"):
@@ -330,6 +332,22 @@ def test_reloaded_text_run_predicts_the_same(text_run):
     assert again.model.backbone.weights_id.startswith("run-")
     assert np.abs(text_run.predict_proba(texts) - again.predict_proba(texts)).max() < 1e-5
     assert [r["predictions"][0]["label"] for r in again.predict(texts[:2])] == ["positive", "negative"]
+
+
+def test_predicting_a_file_answers_every_row_in_order(text_run, tmp_path):
+    rows = [("a wonderful, moving story", "positive"), ("", "negative"), ("dull and tedious", "negative")]
+    out = text_run.predict(str(write_csv(tmp_path / "new.csv", rows)))
+    assert len(out) == 3  # the empty row keeps its place: predictions line up with the file's rows
+    assert out[0]["predictions"][0]["label"] == "positive" and out[2]["predictions"][0]["label"] == "negative"
+    assert out[1] == {"input": f"{tmp_path / 'new.csv'} row 3", "error": "empty text"}
+
+
+def test_predicting_a_file_reads_the_runs_own_text_column(tmp_path):
+    data = write_csv(tmp_path / "reviews.csv", sentiment_rows(), header=("Review", "Sentiment"))
+    run = hs.fit(str(data), strategy="linear-probe", text_column="Review", label_column="Sentiment",
+                 out=str(tmp_path / "run"), **FAST)
+    new = write_csv(tmp_path / "new.csv", sentiment_rows(6, seed=2), header=("Review", "Sentiment"))
+    assert [r["input"] for r in run.predict(str(new))] == [t for t, _ in sentiment_rows(6, seed=2)]
 
 
 def test_evaluate_on_a_text_file(text_run, tmp_path):

@@ -51,6 +51,14 @@ def test_a_new_class_is_learned_and_the_old_ones_are_kept(old_run):
     assert updated.predict([str(next((new / "yellow").iterdir()))])[0]["predictions"][0]["label"] == "yellow"
 
 
+def test_new_data_of_one_new_class_alone_is_learned(old_run):
+    run, root, _, _ = old_run
+    only = make_colour(root / "only-yellow", "yellow", (210, 200, 30), 20, 6)
+    updated = hs.update(run, str(only), out=str(root / "only-yellow-run"), epochs=1, progress=False)
+    assert updated.classes == ["blue", "green", "red", "yellow"]
+    assert updated.metrics["update"]["new"]["after"] > 0.8
+
+
 def test_cli_replays_a_sample_and_refuses_a_model(old_run, capsys):
     run, root, _, new = old_run
     assert main(["update", str(run.path), str(new), "--out", str(root / "cli"), "--replay", "10", "--epochs", "1",

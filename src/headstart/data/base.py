@@ -61,6 +61,15 @@ class LabeledData:
         return out
 
 
+def require_two_classes(data: LabeledData, source) -> LabeledData:
+    """A classifier learns from two classes at least. Checked where a model is fitted, not where data is read: an
+    update's new data may hold one new class only, and the run's classes join it."""
+    if data.task == "classification" and len(data.classes) < 2:
+        raise UserError(f"{source}: only one class ({data.classes[0]!r}); a classifier needs at least two (to teach a "
+                        f"fitted model a new class: headstart update RUN {source})")
+    return data
+
+
 def _counts(items: list[Item], n: int) -> list[int]:
     c = Counter(y for _, y in items)
     return [c.get(i, 0) for i in range(n)]

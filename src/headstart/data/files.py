@@ -146,8 +146,6 @@ def _check_classes(root: Path, kind: FileKind, classes: list[str], train: list[I
         extra = f" ({len(skipped)} unreadable, first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise UserError(f"{root}: no readable training {kind.noun}{extra}; expected class folders of {kind.noun} "
                         f"({', '.join(sorted(kind.extensions))}) or a CSV path,label")
-    if len(classes) < 2:
-        raise UserError(f"{root}: only one class ({classes[0]!r}); a classifier needs at least two classes")
     counts = [sum(1 for _, y in train if y == i) for i in range(len(classes))]
     for name, count in zip(classes, counts):
         if count == 0:

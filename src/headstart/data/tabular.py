@@ -231,8 +231,6 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     requested, task = task, detect_task(train_values, task)
     gaps = gap_words(train_values) or set()  # in a numeric target, words mark gaps: those rows are skipped
     classes = sorted({label_string(v) for v in train_values if str(v).strip() not in gaps}) if task == "classification" else [target]
-    if task == "classification" and len(classes) < 2:
-        raise UserError(f"{files['train']}: column {target!r} has only one value ({classes[0]!r}); a classifier needs at least two")
     if (requested == "auto" and task == "classification" and len(train_values) >= 20 and len(classes) > len(train_values) / 2
             and not looks_multilabel(classes, label_separator)):  # sets of labels ("a;b") are many combinations of few
         raise UserError(f"{files['train']}: column {target!r} has {len(classes)} distinct values in {len(train_values)} rows, "

@@ -126,10 +126,7 @@ def _check(path: Path, rows, skipped, label_column: str) -> list[str]:
     if not rows:
         extra = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise UserError(f"{path}: no usable rows{extra}; expected a text column and a label column")
-    classes = sorted({label for _, _, label in rows})
-    if len(classes) < 2:
-        raise UserError(f"{path}: only one label ({classes[0]!r}) in column {label_column!r}; a classifier needs at least two")
-    return classes
+    return sorted({label for _, _, label in rows})
 
 
 def load_text_data(source: str | Path, text_column: str = "text", label_column: str = "label", val_fraction: float = 0.15,
@@ -190,14 +187,31 @@ def header_columns(path: Path) -> list[str]:
         return []
 
 
+class UnreadableRow(str):
+    """A row of a text file that holds no usable text, kept in its place among the inputs so that predictions stay
+    one per row: the string is where it is ("file row N"), `reason` why it cannot be read."""
+
+    reason: str = ""
+
+
 def _texts_of_file(path: Path, column: str = "text") -> list[str]:
-    """A .txt file's non-empty lines, or a table's `column` (its only column, where it has one)."""
+    """Every row of a table's `column` (its only column, where it has one) in order, an UnreadableRow for a row
+    without a usable text; or a .txt file's non-empty lines."""
     if path.suffix.lower() == ".txt":
         with _open(path) as f:
-            return [t for t in (line.rstrip("\r\n") for line in f) if t.strip() and _decodes(t)]
+            lines = [(n, t) for n, t in enumerate((line.rstrip("\r\n") for line in f), start=1) if t.strip()]
+        return [t if _decodes(t) else _unreadable(f"{path} line {n}", "undecodable bytes (not UTF-8)") for n, t in lines]
     columns = header_columns(path)
     column = column if column in columns or len(columns) != 1 else columns[0]
-    return [text for _, text, _ in read_rows(path, column, None)[0]]
+    rows, skipped = read_rows(path, column, None)
+    ordered = [(where, text) for where, text, _ in rows] + [(where, _unreadable(where, why)) for where, why in skipped]
+    return [text for _, text in sorted(ordered, key=lambda row: int(row[0].rsplit(" ", 1)[1]))]
+
+
+def _unreadable(where: str, reason: str) -> UnreadableRow:
+    row = UnreadableRow(where)
+    row.reason = reason
+    return row
 
 
 def _display(text: str) -> str:
@@ -268,17 +282,25 @@ class Texts(Modality):
         return None if score is None else ("TF-IDF + logistic regression", score)
 
     def collect_inputs(self, inputs, model):
+        """Texts given as arguments, and every row of text files (the run's text column), unusable rows included in
+        their place (`unreadable` names them): one prediction per row."""
+        column = getattr(model, "data_options", {}).get("text_column") or "text"
         texts: list[str] = []
         for arg in inputs:
-            texts += _texts_of_file(Path(arg)) if _is_text_file(arg) else [str(arg)]
+            texts += _texts_of_file(Path(arg), column) if _is_text_file(arg) else [str(arg)]
         if not texts:
             raise UserError("no texts to predict (give texts, or .csv/.tsv/.jsonl files with a text column, or .txt files)")
-        return texts, [_display(t) for t in texts]
+        return texts, [t if isinstance(t, UnreadableRow) else _display(t) for t in texts]
+
+    def unreadable(self, inputs):
+        return {i: x.reason for i, x in enumerate(inputs) if isinstance(x, UnreadableRow)}
 
     def unlabeled(self, cfg):
-        """Texts without labels (`pretrain`): files' --text-column (.txt: every line), or the arguments themselves."""
+        """Texts without labels (`pretrain`): files' --text-column (.txt: every line), or the arguments themselves;
+        rows without a usable text are listed as skipped."""
         texts = [t for arg in cfg.inputs for t in (_texts_of_file(Path(arg), cfg.text_column) if _is_text_file(arg) else [str(arg)])]
-        return split_unlabeled(self.name, texts, [], cfg)
+        skipped = [(str(t), t.reason) for t in texts if isinstance(t, UnreadableRow)]
+        return split_unlabeled(self.name, [t for t in texts if not isinstance(t, UnreadableRow)], skipped, cfg)
 
     def from_values(self, values, model):
         for i, value in enumerate(values):
