@@ -178,3 +178,11 @@ def test_input_size_on_a_gpu_is_the_backbones_own():
 def test_input_size_of_a_body_trained_below_the_floor_says_so():
     pre, reason = choose_preprocess(Preprocess(64, (0.5,) * 3, (0.5,) * 3), 8, None)  # a run: body fitted at 64 px
     assert pre.input_size == 64 and "64 px" in reason and "[96" not in reason
+
+
+def test_a_macos_zips_resource_folder_is_no_class(tmp_path):
+    make_images(tmp_path / "zip")
+    for name in ("red", "blue"):  # what unzip leaves beside the classes: AppleDouble stubs named like the images
+        (tmp_path / "zip" / "__MACOSX" / name).mkdir(parents=True)
+        (tmp_path / "zip" / "__MACOSX" / name / f"._{name}_000.png").write_bytes(b"\x00\x05\x16\x07")
+    assert load_image_data(tmp_path / "zip").classes == ["blue", "green", "red"]

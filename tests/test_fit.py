@@ -45,6 +45,19 @@ def test_load_reproduces_predictions(tiny_run):
     assert np.abs(before - again).max() < 1e-5
 
 
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors"])
+def test_a_damaged_model_file_is_one_clear_error(tiny_run, tmp_path, name):
+    import shutil
+
+    from headstart.errors import UserError
+
+    run, _ = tiny_run
+    copy = shutil.copytree(run.path / "model", tmp_path / "model")
+    (copy / name).write_bytes((copy / name).read_bytes()[:100])  # a copy cut short
+    with pytest.raises(UserError, match=rf"{name} is damaged .*restore the run folder from a copy, or fit again"):
+        hs.load(tmp_path)
+
+
 def test_predict_top_k_and_evaluate(tiny_run):
     run, data = tiny_run
     rows = run.predict([str(data / "red")], top_k=2)

@@ -208,6 +208,12 @@ def test_encoder_reads_gap_words_in_numbers_as_missing_and_leaves_identifiers_ou
     assert any("'?' read as missing" in n for n in enc.notes()) and any(n.startswith("id left out") for n in enc.notes())
     again = ColumnEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
     assert again.ignored == enc.ignored and again.key() == enc.key()
+    # pandas' index written by to_csv ("Unnamed: 0"), here the training share of a split: a row number, left out;
+    # incomes, as distinct in every row, span far more values than rows and stay
+    shuffled = np.random.default_rng(0).permutation(60)[:40]
+    numbered = [{"Unnamed: 0": int(k), "income": 20000 + 1013 * int(k) % 7919, "y": i} for i, k in enumerate(shuffled)]
+    enc = ColumnEncoder().fit(numbered, ["Unnamed: 0", "income"], target="y")
+    assert enc.names == ["income"] and "row number" in enc.ignored["Unnamed: 0"]
     # 91% numbers, but four distinct words: codes, not gaps, so the column stays a category
     words = [{"v": w} for w in ["a", "b", "c", "d"] + [str(i % 20) for i in range(40)]]
     assert ColumnEncoder().fit(words, ["v"]).columns[0]["type"] == "categorical"
@@ -463,3 +469,27 @@ def test_a_small_table_is_fitted_with_the_linear_model_on_every_row(tmp_path):
     assert run.metrics["refit"]["fitted_once"] and "validation rows" in run.metrics["refit"]["reason"]
     assert run.metrics["r2"] == pytest.approx(run.metrics["baseline"]["score"], abs=1e-3), "ridge on the same rows"
     assert run.metrics["refit"]["rows"] == 58 - run.metrics["n"], "every labeled row but the test split's"
+
+
+def test_stray_spaces_in_headers_labels_and_categories_are_not_new_names(tmp_path):
+    from headstart.data.tabular import load_table_data
+
+    df = pd.read_csv(make_table(tmp_path / "t.csv"))
+    df.loc[df.index[:5], "label"] += " "  # "high " is high
+    df.loc[df.index[:5], "c"] = df.loc[df.index[:5], "c"].fillna("x") + "  "
+    df.rename(columns={"b": "b "}).to_csv(tmp_path / "spaces.csv", index=False)
+    data = load_table_data(tmp_path / "spaces.csv", "label")
+    assert data.classes == ["high", "low"]
+    rows = [x for x, _ in data.train + data.val + data.test]
+    assert all("b" in r and "b " not in r for r in rows)
+    assert {r["c"] for r in rows} <= {"x", "y", "z", None}
+
+
+def test_a_semicolon_table_with_decimal_commas_reads_as_numbers(tmp_path):
+    from headstart.data.tabular import load_table_data
+
+    df = pd.read_csv(make_table(tmp_path / "t.csv"))
+    df.to_csv(tmp_path / "semi.csv", sep=";", decimal=",", index=False)
+    data, expected = load_table_data(tmp_path / "semi.csv", "label"), load_table_data(tmp_path / "t.csv", "label")
+    assert data.classes == expected.classes and data.train == expected.train
+    assert isinstance(data.train[0][0]["b"], float)

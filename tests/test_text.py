@@ -429,3 +429,14 @@ def test_a_multi_label_text_model_evaluates_label_sets(tmp_path):
     assert metrics["n"] == 60 and "f1_micro" in metrics and metrics["f1_micro"] > 0.6, metrics
     with pytest.raises(UserError, match="label 'bad' is not one of the labels"):
         run.evaluate(str(write_csv(tmp_path / "bad.csv", [("a text", "good;bad")])), save=False)
+
+
+def test_semicolon_and_utf16_files_read_like_csv(tmp_path):
+    rows = sentiment_rows()
+    semicolons = write_csv(tmp_path / "semi.csv", rows, delimiter=";")  # a spreadsheet in a decimal-comma locale
+    (tmp_path / "utf16.csv").write_text(write_csv(tmp_path / "plain.csv", rows).read_text(encoding="utf-8"), encoding="utf-16")
+    expected = load_text_data(tmp_path / "plain.csv")
+    for path in (semicolons, tmp_path / "utf16.csv"):
+        data = load_text_data(path)
+        assert data.classes == expected.classes and data.train == expected.train and data.test == expected.test
+        assert Texts().claims(path, FitConfig(data=str(path)))

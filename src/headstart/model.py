@@ -75,12 +75,24 @@ class TransferModel(nn.Module):
         spec_path, weights_path = folder / "model.json", folder / "model.safetensors"
         if not spec_path.is_file() or not weights_path.is_file():
             raise UserError(f"{folder} is not a headstart model (needs model.json and model.safetensors)")
-        spec = json.loads(spec_path.read_text())
+        spec = _read(spec_path, lambda p: json.loads(p.read_text()))
+        state = _read(weights_path, lambda p: load_file(str(p)))
         backbone = rebuild_backbone({**spec["backbone"], "preprocess": spec["preprocess"]}, folder)
         head = build_head(spec["head"]["name"], spec["head"]["in_dim"], spec["head"]["n_out"])
         task = make_task(spec.get("task", "classification"), spec.get("target_scale"))
         model = cls(backbone, head, spec["classes"], spec["head"]["name"], task, spec.get("training"))
         model.data_options = spec.get("data_options", {})
-        model.load_state_dict(load_file(str(weights_path)))
+        model.load_state_dict(state)
         backbone.weights_id = f"run-{file_digest(weights_path)}"  # identity for the feature cache when reused
         return model.eval()
+
+
+def _read(path: Path, read):
+    """A model file read, or one clear error naming it: a truncated copy, a disk that filled up."""
+    from safetensors import SafetensorError
+
+    try:
+        return read(path)
+    except (ValueError, OSError, SafetensorError) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path} is damaged ({why}); restore the run folder from a copy, or fit again") from None

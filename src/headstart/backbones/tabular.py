@@ -36,6 +36,15 @@ MAX_CATEGORIES = 100  # per column: the most frequent ones; rarer values share t
 IDENTIFIER_MIN_ROWS = 20
 
 
+def _row_numbers(numbers: list[float], present: int) -> bool:
+    """Whether a numeric column counts rows (pandas' written index, an id): a different whole number in each of at
+    least IDENTIFIER_MIN_ROWS rows, spanning under twice as many values as rows (a split keeps a share of the ids).
+    A measured quantity with all values distinct (prices, incomes) spans far more."""
+    if present < IDENTIFIER_MIN_ROWS or len(numbers) != present or len(set(numbers)) != present:
+        return False
+    return all(float(x).is_integer() for x in numbers) and max(numbers) - min(numbers) + 1 < 2 * present
+
+
 def _as_number(v) -> float | None:
     from headstart.data.tabular import as_number
 
@@ -146,7 +155,9 @@ class ColumnEncoder:
             numbers = [x for x in map(_as_number, present) if x is not None]
             words = gap_words(present)  # a numeric column's few gap words ('?'): data/tabular.py
             counts = Counter(_category(v) for v in present)
-            if words is not None:
+            if words is not None and _row_numbers(numbers, len(present)):
+                ignored[name] = "a row number (a different whole number in every row, about as many as rows)"
+            elif words is not None:
                 xs = np.asarray(numbers, dtype=np.float64)
                 mean = float(xs.mean()) if len(xs) else 0.0
                 std = float(xs.std()) if len(xs) else 0.0

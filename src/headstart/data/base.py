@@ -101,6 +101,8 @@ def file_encoding(path: str | Path) -> str:
     loader skips and lists those rows)."""
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark: Excel's "Unicode Text", PowerShell 5
+        return "utf-16"
     if len(head) == SNIFF_BYTES:  # do not judge a character cut at the end
         head = head[: head.rfind(b"\n") + 1] or head
     try:
@@ -116,6 +118,21 @@ def file_encoding(path: str | Path) -> str:
         return "cp1252"
     except UnicodeDecodeError:
         return "latin-1"
+
+
+def csv_delimiter(path: str | Path) -> str:
+    """The field separator of a CSV/TSV file: a tab for .tsv; else a comma, unless the header holds none and does hold
+    semicolons or tabs (spreadsheets in locales with a decimal comma separate fields with ";")."""
+    if Path(path).suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        with open(path, newline="", encoding=file_encoding(path), errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return ","
+    if "," in header:
+        return ","
+    return max(";\t", key=header.count) if any(c in header for c in ";\t") else ","
 
 
 def value_hash(value) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData, required_multi_hot, split_unlabeled
+from headstart.data.base import LabeledData, csv_delimiter, required_multi_hot, split_unlabeled
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -49,13 +49,13 @@ class FileKind:
 
 
 def csv_columns(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        return next(csv.reader(f), [])
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        return next(csv.reader(f, delimiter=csv_delimiter(path)), [])
 
 
 def manifest_paths(path: Path, rows: int = 20) -> list[Path]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        return [Path(row.get("path") or "") for _, row in zip(range(rows), csv.DictReader(f))]
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        return [Path(row.get("path") or "") for _, row in zip(range(rows), csv.DictReader(f, delimiter=csv_delimiter(path)))]
 
 
 def first_files(root: Path, limit: int = 200) -> list[Path]:
@@ -73,6 +73,11 @@ def split_dir(root: Path, split: str) -> Path | None:
     return next((root / name for name in SPLIT_NAMES[split] if (root / name).is_dir()), None)
 
 
+def is_data_folder(p: Path) -> bool:
+    """A folder that can hold data: not hidden, not the resource forks a macOS zip unpacks into `__MACOSX`."""
+    return p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+
+
 def unwrap(root: Path, kind: FileKind) -> Path:
     """The folder that holds the data: an archive often unpacks into wrappers (`flower_photos/flower_photos/daisy`,
     `dataset/data/train`), each holding one folder and none of the kind's files; read what is inside them."""
@@ -80,7 +85,7 @@ def unwrap(root: Path, kind: FileKind) -> Path:
         return any(p.is_file() and kind.owns(p) for p in folder.iterdir())
 
     while root.is_dir() and not split_dir(root, "train"):
-        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
+        folders = [p for p in root.iterdir() if is_data_folder(p)]
         if len(folders) != 1 or holds_files(root) or holds_files(folders[0]):  # a lone class folder is no wrapper
             break
         root = folders[0]
@@ -91,7 +96,7 @@ def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = N
                        train_dir: Path | None = None) -> tuple[list[Item], list[str]]:
     """The files of each class folder under `root`, labeled by folder; `classes` (a model's, or those of `train_dir`,
     the split that named them) fixes the labels, and a folder outside them is an error saying what to do."""
-    dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    dirs = sorted(d.name for d in root.iterdir() if is_data_folder(d))
     classes = classes or dirs
     index = {c: i for i, c in enumerate(classes)}
     items = []
@@ -107,8 +112,8 @@ def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = N
 
 def manifest_splits(csv_path: Path, classes: list[str] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
     """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, delimiter=csv_delimiter(csv_path))
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise UserError(f"{csv_path}: a manifest needs columns path,label (found: {', '.join(reader.fieldnames or [])})")
         rows = list(reader)

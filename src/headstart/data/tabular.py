@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
+from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
                                 looks_multilabel, multi_hot, register_modality, split_unlabeled)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
@@ -44,7 +44,11 @@ def read_table(path: str | Path):
         except ImportError:
             raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
     try:
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skipinitialspace=True, encoding=file_encoding(path))
+        sep = csv_delimiter(path)  # ";" comes with a decimal comma: the spreadsheet locales that write it
+        table = pd.read_csv(path, sep=sep, decimal="," if sep == ";" else ".", skipinitialspace=True,
+                            encoding=file_encoding(path))
+        table.columns = [str(c).strip() for c in table.columns]  # "sw " is the column sw, as the header reads to a person
+        return table
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty (expected a header row of column names)") from None
     except UnicodeDecodeError as err:
@@ -63,7 +67,7 @@ def table_columns(path: Path) -> list[str]:
 
             return list(pq.read_schema(path).names)
         with open(path, newline="", encoding=file_encoding(path), errors="replace") as f:
-            return [c.strip() for c in next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])]
+            return [c.strip() for c in next(csv.reader(f, delimiter=csv_delimiter(path)), [])]
     except (OSError, ValueError, ImportError):
         return []
 
@@ -78,8 +82,8 @@ def clean_value(v):
         return int(v)
     if isinstance(v, (float, np.floating)):
         return None if math.isnan(v) else float(v)
-    if isinstance(v, str):
-        return v
+    if isinstance(v, str):  # "setosa " is setosa: spreadsheets keep stray spaces a person cannot see
+        return v.strip() or None
     try:
         import pandas as pd
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from headstart.data.base import (LabeledData, Modality, file_encoding, label_separator_of, linear_baseline,
+from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
                                 register_modality, required_multi_hot, split_unlabeled)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
@@ -51,7 +51,7 @@ def read_records(path: Path, limit: int | None = None) -> tuple[list[str], list[
                 records.append((row_no, rec))
             return columns, records
         # TSVs use CSV quoting, as pandas and the csv module write (and read) them.
-        reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        reader = csv.reader(f, delimiter=csv_delimiter(path))
         columns = [c.strip() for c in next(reader, [])]
         for row_no, row in enumerate(reader, start=2):
             if limit is not None and len(records) >= limit:
@@ -175,14 +175,14 @@ def guess_columns(path: Path, rows: int = 200) -> tuple[str | None, str | None]:
 def header_columns(path: Path) -> list[str]:
     """The columns of a CSV/TSV header or the keys of a JSONL file's first record (cheap: detection only)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        with open(path, newline="", encoding=file_encoding(path), errors="replace") as f:
             if path.suffix.lower() == ".jsonl":
                 for line in f:
                     if line.strip():
                         rec = json.loads(line)
                         return list(rec) if isinstance(rec, dict) else []
                 return []
-            return [c.strip() for c in next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])]
+            return [c.strip() for c in next(csv.reader(f, delimiter=csv_delimiter(path)), [])]
     except (OSError, ValueError):
         return []
 
