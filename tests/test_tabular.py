@@ -214,6 +214,10 @@ def test_encoder_reads_gap_words_in_numbers_as_missing_and_leaves_identifiers_ou
     numbered = [{"Unnamed: 0": int(k), "income": 20000 + 1013 * int(k) % 7919, "y": i} for i, k in enumerate(shuffled)]
     enc = ColumnEncoder().fit(numbered, ["Unnamed: 0", "income"], target="y")
     assert enc.names == ["income"] and "row number" in enc.ignored["Unnamed: 0"]
+    # a column empty or constant in every training row teaches nothing, and predicting does not ask for it
+    enc = ColumnEncoder().fit([{"empty": None, "same": "EU", "x": i % 3, "y": i} for i in range(20)], ["empty", "same", "x"])
+    assert enc.names == ["x"] and "empty" in enc.ignored["empty"] and "same value (EU)" in enc.ignored["same"]
+    assert enc.transform([{"x": 1}]).shape == (1, enc.n_features)
     # 91% numbers, but four distinct words: codes, not gaps, so the column stays a category
     words = [{"v": w} for w in ["a", "b", "c", "d"] + [str(i % 20) for i in range(40)]]
     assert ColumnEncoder().fit(words, ["v"]).columns[0]["type"] == "categorical"
@@ -278,6 +282,16 @@ def test_regression_fit_learns_and_round_trips(source_run, tmp_path):
     assert preds[0]["prediction"] == pytest.approx(float(again[0]), abs=1e-5)
     metrics = run.evaluate(str(data), save=False)
     assert metrics["n"] == 238 and len(metrics["skipped"]) == 2 and metrics["r2"] > 0.7
+
+
+def test_predicting_a_cell_that_is_not_a_number_says_so(source_run, tmp_path, capsys):
+    run, data = source_run
+    df = pd.read_csv(data)[:4].astype({"b": object})
+    df.loc[1, "b"] = "1.5 cm"  # a unit in the cell
+    df.to_csv(tmp_path / "new.csv", index=False)
+    assert len(run.predict(str(tmp_path / "new.csv"))) == 4  # predicted all the same, the cell counted as missing
+    err = capsys.readouterr().err
+    assert "warning: 1 cell(s) could not be read" in err and "new.csv:row 3 column b: '1.5 cm' is not a number" in err
 
 
 def test_classification_fit(tmp_path):

@@ -128,7 +128,9 @@ def cmd_evaluate(args) -> None:
     metrics = run.evaluate(args.data)
     print(run.summarize(metrics))
     if metrics.get("skipped"):
-        print(f"{len(metrics['skipped'])} unreadable item(s) skipped: " + ", ".join(s["where"] for s in metrics["skipped"][:5]))
+        shown = "; ".join(f"{s['where']}: {s['reason']}" for s in metrics["skipped"][:5])
+        more = f"; ... ({len(metrics['skipped']) - 5} more in metrics.json)" if len(metrics["skipped"]) > 5 else ""
+        print(f"{len(metrics['skipped'])} item(s) not scored: {shown}{more}")
     print(f"saved to {metrics['saved_to']}")
 
 
@@ -143,7 +145,7 @@ def cmd_predict(args) -> None:
 
         write_text(args.output, text + ("\n" if not text.endswith("\n") else ""))
     else:
-        print(text)
+        print(text, end="" if text.endswith("\n") else "\n")
 
 
 def cmd_export(args) -> None:

@@ -17,7 +17,7 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")  # printed to a terminal or a pipe, not written as a Windows file
     errors = ["error"] if any("error" in r for r in rows) else []
     read = [r for r in rows if "error" not in r]
     if read and "prediction" in read[0]:

@@ -155,7 +155,11 @@ class ColumnEncoder:
             numbers = [x for x in map(_as_number, present) if x is not None]
             words = gap_words(present)  # a numeric column's few gap words ('?'): data/tabular.py
             counts = Counter(_category(v) for v in present)
-            if words is not None and _row_numbers(numbers, len(present)):
+            if not present:  # nothing to learn from, and predict should not ask for it
+                ignored[name] = "empty in every training row"
+            elif len(counts) == 1 and len(present) == len(values) >= IDENTIFIER_MIN_ROWS:  # a few rows can agree by chance
+                ignored[name] = f"the same value ({next(iter(counts))}) in every training row"
+            elif words is not None and _row_numbers(numbers, len(present)):
                 ignored[name] = "a row number (a different whole number in every row, about as many as rows)"
             elif words is not None:
                 xs = np.asarray(numbers, dtype=np.float64)
@@ -186,6 +190,24 @@ class ColumnEncoder:
                  for c in self.columns or [] if c.get("read_as_missing")]
         dates = [f"{c['name']}: dates ({c['format']})" for c in self.columns or [] if c["type"] == "date"]
         return words + dates + [f"{name} left out: {why}" for name, why in self.ignored.items()]
+
+    def unreadable_cells(self, rows: list[dict]) -> list[tuple[int, str, str]]:
+        """(row index, column, why) for each present cell that a numeric or date column cannot read: `transform`
+        takes it as missing, which a user should hear about (a typo, a unit in the cell, another date format)."""
+        found = []
+        for col in self.columns or []:
+            if col["type"] not in ("numeric", "date"):
+                continue
+            gaps = set(col.get("read_as_missing", []))
+            for i, row in enumerate(rows):
+                v = row.get(col["name"])
+                if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in gaps:
+                    continue
+                if col["type"] == "numeric" and _as_number(v) is None:
+                    found.append((i, col["name"], f"{v!r} is not a number"))
+                elif col["type"] == "date" and parse_dates([v], col["format"]).isna().iloc[0]:
+                    found.append((i, col["name"], f"{v!r} is not a date like the training rows' ({col['format']})"))
+        return found
 
     def missing_columns(self, available) -> list[str]:
         available = set(available)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -367,7 +368,13 @@ class Tables(Modality):
         return load_labeled_rows(source, model)
 
     def collect_inputs(self, inputs, model):
-        return collect_table_rows(inputs, getattr(model.backbone.preprocess, "target", None))
+        rows, names = collect_table_rows(inputs, getattr(model.backbone.preprocess, "target", None))
+        cells = model.backbone.preprocess.unreadable_cells(rows) if hasattr(model.backbone.preprocess, "unreadable_cells") else []
+        if cells:  # predicted all the same, a cell read as missing: say which, once
+            shown = "; ".join(f"{names[i]} column {column}: {why}" for i, column, why in cells[:3])
+            print(f"headstart: warning: {len(cells)} cell(s) could not be read and count as missing: {shown}"
+                  + (" ..." if len(cells) > 3 else ""), file=sys.stderr, flush=True)
+        return rows, names
 
     def unlabeled(self, cfg):
         """Rows without labels (`pretrain`): every column is a feature but `--target`, the label column of rows that
