@@ -186,3 +186,17 @@ def test_a_macos_zips_resource_folder_is_no_class(tmp_path):
         (tmp_path / "zip" / "__MACOSX" / name).mkdir(parents=True)
         (tmp_path / "zip" / "__MACOSX" / name / f"._{name}_000.png").write_bytes(b"\x00\x05\x16\x07")
     assert load_image_data(tmp_path / "zip").classes == ["blue", "green", "red"]
+
+
+def test_a_manifest_without_its_header_names_says_what_to_write(tmp_path):
+    from headstart.config import FitConfig
+    from headstart.data import resolve_modality
+
+    files = sorted(make_images(tmp_path / "imgs").rglob("*.png"))
+    rows = "".join(f"{f},{f.parent.name}\n" for f in files)
+    (tmp_path / "named.csv").write_text("filename,class\n" + rows)
+    (tmp_path / "bare.csv").write_text(rows)
+    with pytest.raises(UserError, match=r"name the manifest's columns path,label \(found: filename, class; 'filename' holds"):
+        resolve_modality(FitConfig(data=str(tmp_path / "named.csv")))
+    with pytest.raises(UserError, match="its first row is a file name, not a header"):
+        resolve_modality(FitConfig(data=str(tmp_path / "bare.csv")))

@@ -440,3 +440,12 @@ def test_semicolon_and_utf16_files_read_like_csv(tmp_path):
         data = load_text_data(path)
         assert data.classes == expected.classes and data.train == expected.train and data.test == expected.test
         assert Texts().claims(path, FitConfig(data=str(path)))
+
+
+def test_a_text_file_without_a_header_says_to_add_one(tmp_path):
+    from headstart.data import resolve_modality
+
+    path = tmp_path / "bare.csv"
+    path.write_text("".join(f'"{t}",{y}\n' for t, y in sentiment_rows()))
+    with pytest.raises(UserError, match="its first row looks like a text, not column names: start the file with a header row text,label"):
+        resolve_modality(FitConfig(data=str(path)))

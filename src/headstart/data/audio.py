@@ -108,6 +108,9 @@ class Audio(Modality):
     def claims(self, source: Path, cfg) -> bool:
         return CLIPS.claims(source)
 
+    def hint(self, source: Path) -> str:
+        return CLIPS.hint(source)
+
     def load(self, cfg) -> LabeledData:
         return load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 

@@ -47,6 +47,23 @@ class FileKind:
             return False
         return bool(paths) and sum(self.owns(p) for p in paths) > len(paths) / 2
 
+    def hint(self, source: Path) -> str:
+        """For a CSV of this kind's file paths that is no manifest yet: what its header lacks ("" otherwise)."""
+        if not source.is_file() or source.suffix.lower() != ".csv":
+            return ""
+        with open(source, newline="", encoding="utf-8-sig", errors="replace") as f:
+            rows = [row for _, row in zip(range(21), csv.reader(f, delimiter=csv_delimiter(source)))]
+        if not rows:
+            return ""
+        if any(self.owns(Path(cell.strip())) for cell in rows[0]):
+            return f"its first row is a file name, not a header: a manifest of {self.noun} starts with the row path,label"
+        paths = [i for i in range(len(rows[0]))
+                 if sum(len(r) > i and self.owns(Path(r[i].strip())) for r in rows[1:]) > (len(rows) - 1) / 2]
+        if paths:
+            return (f"for {self.noun}, name the manifest's columns path,label (found: {', '.join(rows[0])}; "
+                    f"{rows[0][paths[0]]!r} holds the paths)")
+        return ""
+
 
 def csv_columns(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:

@@ -147,6 +147,9 @@ class Images(Modality):
     def claims(self, source: Path, cfg) -> bool:
         return IMAGES.claims(source)
 
+    def hint(self, source: Path) -> str:
+        return IMAGES.hint(source)
+
     def load(self, cfg) -> LabeledData:
         return load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 

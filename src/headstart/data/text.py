@@ -246,6 +246,8 @@ class Texts(Modality):
         table = split_file(source, "train") if source.is_dir() else source
         if table is None or table.suffix.lower() not in TABLE_EXTENSIONS or not table.is_file():
             return ""
+        if any(len(c) > 30 and " " in c for c in header_columns(table)):  # a sentence where a column name should be
+            return "for text, its first row looks like a text, not column names: start the file with a header row text,label"
         text, label = guess_columns(table)
         return f"for text, name its columns: --text-column {text} --label-column {label}" if text and label else ""
 
