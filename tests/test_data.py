@@ -115,6 +115,14 @@ def test_wide_and_rotated_images_decode_as_a_viewer_shows_them(tmp_path):
     assert upright.shape == (30, 20, 3)
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50, "the left edge is now the top"
 
+    cutout = np.zeros((10, 10, 4), dtype=np.uint8)  # transparent black, a red square in the middle
+    cutout[3:7, 3:7] = (220, 20, 20, 255)
+    Image.fromarray(cutout, mode="RGBA").save(tmp_path / "cutout.png")
+    Image.fromarray(cutout, mode="RGBA").convert("P").save(tmp_path / "palette.png", transparency=0)
+    for name in ("cutout.png", "palette.png"):
+        rgb = np.asarray(open_rgb(str(tmp_path / name)))
+        assert (rgb[0, 0] == 255).all() and rgb[5, 5, 0] > 200 and rgb[5, 5, 1] < 60, name  # on white, as viewers show it
+
 
 def test_wrapper_folders_of_an_unpacked_archive_are_looked_through(tmp_path):
     make_images(tmp_path / "photos" / "photos" / "data", per_class=4)  # photos/photos/data/<class>/*

@@ -85,8 +85,8 @@ def train_transform(pre: Preprocess, aug: Augmentation = STANDARD_AUGMENTATION) 
 EXIF_ORIENTATION = 0x0112
 # What open_rgb's decoding is: part of every image's cache key, so features cached under an older decoding
 # (before 16-bit and float images were rescaled, EXIF rotations applied and large JPEGs drafted) are computed
-# again, not reused.
-DECODING = "rgb8-upright-draft2x-v3"
+# again, not reused. v4: transparent pixels on white.
+DECODING = "rgb8-upright-draft2x-v4"
 
 
 def open_rgb(path: str, min_side: int = 0) -> Image.Image:
@@ -94,7 +94,9 @@ def open_rgb(path: str, min_side: int = 0) -> Image.Image:
 
     Pillow's own conversion to RGB saturates wider pixels: a 16-bit PNG (microscopy, scans) came out black and
     white and a float TIFF in 0-1 all black, with no error. Those are rescaled to 0-255 first. A camera's EXIF
-    orientation is applied, so a phone photo stored sideways is seen upright.
+    orientation is applied, so a phone photo stored sideways is seen upright. Transparent pixels (a product cut out,
+    an icon) are laid on white, as a viewer or a web page shows them: dropping the alpha channel leaves whatever colour
+    the exporter stored under it, often black.
 
     `min_side`: the shorter side the caller resizes down to (0: it needs every pixel). A JPEG then decodes at the
     smallest of libjpeg's 1/2, 1/4, 1/8 scales that keeps twice that side, so the caller's resize still averages
@@ -107,6 +109,9 @@ def open_rgb(path: str, min_side: int = 0) -> Image.Image:
             img = ImageOps.exif_transpose(img)
         if img.mode in ("I", "F") or img.mode.startswith("I;16"):
             img = to_8bit(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
         return img.convert("RGB")
 
 
