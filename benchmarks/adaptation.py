@@ -13,7 +13,7 @@ scored half with and without `--adapt-to` (same seed), so the paired column is t
   hymenoptera: dark           hymenoptera train (244) -> val (153) at half brightness and 0.6 contrast
   cifar10: noise              cifar10_subset, 40 train / 30 test images per class -> test with Gaussian noise (sd 40)
   flowers: no shift           the control: val as it is; adapting should cost nothing
-  flowers: 2 classes, no shift / grey + blur
+  flowers: 2 classes (no shift), (grey + blur)
                               label shift: the target holds 2 of the 5 classes, which the alignment assumes away
 """
 from __future__ import annotations
@@ -63,8 +63,8 @@ CASES = {
     "hymenoptera: dark": ("hymenoptera", "train", "val", dark, (0, 0), 0),
     "cifar10: noise": ("cifar10_subset", "train", "test", noise, (40, 30), 0),
     "flowers: no shift": ("tf_flowers", "train", "val", same, (0, 0), 0),
-    "flowers: 2 classes, no shift": ("tf_flowers", "train", "val", same, (0, 0), 2),
-    "flowers: 2 classes, grey + blur": ("tf_flowers", "train", "val", grey_blur, (0, 0), 2),
+    "flowers: 2 classes (no shift)": ("tf_flowers", "train", "val", same, (0, 0), 2),
+    "flowers: 2 classes (grey + blur)": ("tf_flowers", "train", "val", grey_blur, (0, 0), 2),
 }
 
 

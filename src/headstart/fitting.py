@@ -353,4 +353,5 @@ def _adaptation_line(note: dict, split: str, task) -> str:
     before = next(iter(note["before"].items()), None)
     if before:
         line += f"; {split} {before[0]} before aligning {before[1]:.4f} (the scores above are the aligned model's)"
-    return line
+    return line + ("\n            it assumes the target holds the classes in about the training proportions: where it "
+                   "holds a few of them, fit without --adapt-to")
