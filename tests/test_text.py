@@ -449,3 +449,14 @@ def test_a_text_file_without_a_header_says_to_add_one(tmp_path):
     path.write_text("".join(f'"{t}",{y}\n' for t, y in sentiment_rows()))
     with pytest.raises(UserError, match="its first row looks like a text, not column names: start the file with a header row text,label"):
         resolve_modality(FitConfig(data=str(path)))
+
+
+def test_labels_that_differ_only_in_case_are_two_classes_and_a_warning(tmp_path, capsys):
+    from headstart.data.base import check_classes
+
+    rows = sentiment_rows() + [("what a lovely, moving film", "Positive")] * 3
+    data = check_classes(load_text_data(write_csv(tmp_path / "mixed.csv", rows)), "mixed.csv")
+    assert data.classes == ["Positive", "negative", "positive"]
+    assert "classes 'Positive', 'positive' differ only in case or spacing" in capsys.readouterr().err
+    check_classes(load_text_data(write_csv(tmp_path / "clean.csv", sentiment_rows())), "clean.csv")
+    assert "warning" not in capsys.readouterr().err

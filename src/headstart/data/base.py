@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,19 @@ class LabeledData:
         return out
 
 
-def require_two_classes(data: LabeledData, source) -> LabeledData:
+def check_classes(data: LabeledData, source) -> LabeledData:
     """A classifier learns from two classes at least. Checked where a model is fitted, not where data is read: an
-    update's new data may hold one new class only, and the run's classes join it."""
+    update's new data may hold one new class only, and the run's classes join it. Class names that differ only in
+    case or spacing ("Positive", "positive") are two classes, as given, and a warning asks whether they are one."""
     if data.task == "classification" and len(data.classes) < 2:
         raise UserError(f"{source}: only one class ({data.classes[0]!r}); a classifier needs at least two (to teach a "
                         f"fitted model a new class: headstart update RUN {source})")
+    alike: dict[str, list[str]] = {}
+    for name in data.classes:
+        alike.setdefault(re.sub(r"[\s_-]+", " ", name).strip().casefold(), []).append(name)
+    for names in (group for group in alike.values() if len(group) > 1):
+        print(f"headstart: warning: {source}: classes {', '.join(map(repr, names))} differ only in case or spacing and "
+              "are learned apart; give them one spelling if they are one class", file=sys.stderr, flush=True)
     return data
 
 

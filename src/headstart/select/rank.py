@@ -12,7 +12,7 @@ import torch
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
-from headstart.data.base import require_two_classes
+from headstart.data.base import check_classes
 from headstart.errors import UserError
 from headstart.io_utils import write_json, write_text
 from headstart.progress import RunProgress
@@ -38,7 +38,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     cfg.apply_training_defaults({})
     out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force)
     modality = resolve_modality(cfg)
-    labeled = require_two_classes(modality.load(cfg), data)
+    labeled = check_classes(modality.load(cfg), data)
     regression = labeled.task == "regression"
     if regression and score != "logme":
         raise UserError("kNN and probe scores are for classification; use --score logme for a regression target")
