@@ -14,7 +14,7 @@ from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
-from headstart.data.base import as_multilabel, as_regression, looks_multilabel, check_classes
+from headstart.data.base import as_multilabel, as_regression, check_classes, looks_multilabel
 from headstart.drift import build_reference, save_reference
 from headstart.errors import UserError
 from headstart.evaluate import baseline_comparison

@@ -198,15 +198,17 @@ class ColumnEncoder:
         for col in self.columns or []:
             if col["type"] not in ("numeric", "date"):
                 continue
+            values = [row.get(col["name"]) for row in rows]
             gaps = set(col.get("read_as_missing", []))
-            for i, row in enumerate(rows):
-                v = row.get(col["name"])
-                if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() in gaps:
-                    continue
-                if col["type"] == "numeric" and _as_number(v) is None:
-                    found.append((i, col["name"], f"{v!r} is not a number"))
-                elif col["type"] == "date" and parse_dates([v], col["format"]).isna().iloc[0]:
-                    found.append((i, col["name"], f"{v!r} is not a date like the training rows' ({col['format']})"))
+            given = [v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip() not in gaps
+                     for v in values]
+            if col["type"] == "numeric":
+                unread = [_as_number(v) is None for v in values]
+                why = "is not a number"
+            else:  # one parse of the whole column: a file of many rows is read once
+                unread = parse_dates(values, col["format"]).isna().tolist()
+                why = f"is not a date like the training rows' ({col['format']})"
+            found += [(i, col["name"], f"{values[i]!r} {why}") for i in range(len(rows)) if given[i] and unread[i]]
         return found
 
     def missing_columns(self, available) -> list[str]:

@@ -122,7 +122,7 @@ def _items(rows, classes: list[str]) -> list[tuple[str, int]]:
     return [(text, index[label]) for _, text, label in rows]
 
 
-def _check(path: Path, rows, skipped, label_column: str) -> list[str]:
+def _classes(path: Path, rows, skipped) -> list[str]:
     if not rows:
         extra = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise UserError(f"{path}: no usable rows{extra}; expected a text column and a label column")
@@ -136,7 +136,7 @@ def load_text_data(source: str | Path, text_column: str = "text", label_column: 
         raise UserError(f"data {root} does not exist")
     if root.is_file():
         rows, skipped = read_rows(root, text_column, label_column)
-        classes = _check(root, rows, skipped, label_column)
+        classes = _classes(root, rows, skipped)
         train = _items(rows, classes)
         train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
         val, layout = [], "file"
@@ -145,7 +145,7 @@ def load_text_data(source: str | Path, text_column: str = "text", label_column: 
         if files["train"] is None:
             raise UserError(f"{root}: no train.csv, train.tsv or train.jsonl (a text folder holds train + optional val/test files)")
         rows, skipped = read_rows(files["train"], text_column, label_column)
-        classes = _check(files["train"], rows, skipped, label_column)
+        classes = _classes(files["train"], rows, skipped)
         train, held = _items(rows, classes), {}
         for split in ("val", "test"):
             held[split] = []
