@@ -107,6 +107,19 @@ def test_the_cli_takes_several_target_folders():
     assert build_parser().parse_args(["fit", "DATA"]).adapt_to is None
 
 
+@pytest.mark.parametrize("command", ["rank", "compare", "lr-find"])
+def test_commands_that_save_no_model_refuse_it(command, tmp_path):
+    given = [command, "DATA"] + (["--models", "m"] if command == "rank" else [])
+    assert build_parser().parse_args(given).command == command
+    with pytest.raises(SystemExit):  # not an option of theirs: argparse refuses it, exit 2
+        build_parser().parse_args(given + ["--adapt-to", "a"])
+    api = {"rank": lambda: hs.rank(str(tmp_path), ["efficientnet_lite0"], adapt_to="a"),
+           "compare": lambda: hs.compare(str(tmp_path), adapt_to="a"),
+           "lr-find": lambda: hs.lr_find(str(tmp_path), adapt_to="a")}[command]
+    with pytest.raises(UserError, match=f"{command} judges the labeled data and saves no model, so adapt_to does not apply"):
+        api()
+
+
 def test_an_update_does_not_carry_the_runs_target(shifted, tmp_path):
     from headstart.updating import carried_config
 

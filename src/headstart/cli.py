@@ -12,7 +12,7 @@ from headstart.errors import UserError
 DEFAULTS = FitConfig(data="")
 
 
-def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -> None:
     from headstart.heads import HEADS
     from headstart.strategies import STRATEGIES
 
@@ -43,10 +43,11 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, default=None, help="text: tokens per text (default: from the training texts)")
     g.add_argument("--clip-seconds", type=float, default=None, help="audio: clip length (default: from the clips)")
     g.add_argument("--sample-rate", type=int, default=d.sample_rate, help="audio: resample everything to this rate")
-    g.add_argument("--adapt-to", action="append", default=None, metavar="INPUTS",
-                   help="unlabeled inputs (files, folders, a text or table file; repeatable) of the domain the model will "
-                        "predict on, when it differs from the labeled data's: the saved head is aligned to their features "
-                        "(assumes about the training class proportions there)")
+    if saves_a_model:
+        g.add_argument("--adapt-to", action="append", default=None, metavar="INPUTS",
+                       help="unlabeled inputs (files, folders, a text or table file; repeatable) of the domain the model "
+                            "will predict on, when it differs from the labeled data's: the saved head is aligned to their "
+                            "features (assumes about the training class proportions there)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help="split off for validation when there is no val/ (default %(default)s)")
     g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="split off for testing when the data is one folder of classes (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and shuffling (default %(default)s)")
@@ -309,19 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="comma-separated backbones: bundled names, timm:NAME, hf:NAME, run:DIR")
     p.add_argument("--score", default="logme", choices=list(SCORES), help="sort by: " + "; ".join(f"{k}: {v}" for k, v in SCORES.items()))
     p.add_argument("--fit-best", action="store_true", help="then fit the winner (into OUT/fit) with the options given")
-    _add_fit_arguments(p)
+    _add_fit_arguments(p, saves_a_model=False)
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("compare", help="transfer vs the same model from scratch vs a classical baseline: curves, start/slope/asymptote")
     p.add_argument("data", help="labeled data, as for fit (needs a test split: test/ or --test-fraction)")
     p.add_argument("--fractions", default="0.1,0.25,0.5,1", help="training-set fractions for the data curve (default %(default)s)")
-    _add_fit_arguments(p)
+    _add_fit_arguments(p, saves_a_model=False)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("lr-find", help="learning-rate range test on the fine-tuning setup: plot and suggested --lr")
     p.add_argument("data", help="labeled data, as for fit")
     p.add_argument("--steps", type=int, default=100, help="mini-batches in the test (default %(default)s)")
-    _add_fit_arguments(p)
+    _add_fit_arguments(p, saves_a_model=False)
     p.set_defaults(func=cmd_lr_find)
 
     from headstart.tuning import SEARCH_SPACE

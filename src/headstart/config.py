@@ -12,6 +12,7 @@ from headstart.errors import UserError
 
 
 BN_MODES = ("auto", "frozen", "all-frozen", "train")
+MODEL_ONLY_OPTIONS = ("adapt_to",)  # what rank, compare and lr-find refuse: they score the labeled data, save no model
 REFIT_MODES = ("auto", "always", "never")
 SERVE_MAX_INPUTS = 256  # inputs in one request to `serve`: more are split by the client, so none holds the model long
 FLIP_MODES = ("auto", "on", "off")
@@ -156,8 +157,13 @@ class FitConfig:
         return self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """One clear error for keyword options that are not fit options (with the closest names as a hint)."""
+    def check_options(cls, options: dict, command: str = "") -> None:
+        """One clear error for keyword options that are not fit options (with the closest names as a hint); `command`
+        (rank, compare, lr-find) also refuses the options that only act on a saved model (MODEL_ONLY_OPTIONS)."""
+        refused = sorted(k for k in set(options) & set(MODEL_ONLY_OPTIONS) if options[k] is not None) if command else []
+        if refused:
+            raise UserError(f"{command} judges the labeled data and saves no model, so {', '.join(refused)} does not "
+                            "apply (give it to fit, tune or update)")
         known = cls.field_names()
         unknown = sorted(set(options) - known)
         if unknown:

@@ -21,7 +21,7 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
     from headstart.train.lr_find import lr_range_test, plot_lr_find
     from headstart.train.stages import FineTune, HeadOnFeatures, run_stage
 
-    FitConfig.check_options(options)
+    FitConfig.check_options(options, "lr-find")
     cfg = FitConfig(data=str(data), model=model, **options)
     out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
     seed_everything(cfg.seed, workers=True, verbose=False)

@@ -31,7 +31,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
     fractions = sorted({float(f) for f in (fractions.split(",") if isinstance(fractions, str) else fractions)})
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise UserError(f"--fractions must be numbers in (0, 1], e.g. 0.1,0.25,0.5,1 (got {fractions})")
-    FitConfig.check_options(options)
+    FitConfig.check_options(options, "compare")
     base_cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
     modality = resolve_modality(base_cfg)
     full = check_classes(modality.load(base_cfg), data)

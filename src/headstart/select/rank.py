@@ -33,7 +33,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         raise UserError("rank needs at least one model (--models a,b,c)")
     if score not in SCORES:
         raise UserError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
-    FitConfig.check_options(options)
+    FitConfig.check_options(options, "rank")
     cfg = FitConfig(data=str(data), model=models[0], **options)
     cfg.apply_training_defaults({})
     out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force)
