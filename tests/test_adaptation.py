@@ -120,8 +120,12 @@ def test_commands_that_save_no_model_refuse_it(command, tmp_path):
         api()
 
 
-def test_an_update_does_not_carry_the_runs_target(shifted, tmp_path):
+def test_an_update_does_not_carry_the_runs_target_but_takes_one(shifted, tmp_path):
     from headstart.updating import carried_config
 
-    _, adapted, _ = shifted
+    plain, adapted, target = shifted
     assert carried_config(adapted, tmp_path, tmp_path / "out", "l2-sp", {}).adapt_to is None
+    more = digit_images(tmp_path / "more", range(60, 90))  # more clear scans of every digit, 0-2 among them
+    updated = hs.update(plain, str(more), out=str(tmp_path / "updated"), adapt_to=str(target), strategy="linear-probe",
+                        progress=False)
+    assert updated.metrics["adaptation"]["target_inputs"] == 45
