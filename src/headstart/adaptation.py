@@ -111,8 +111,8 @@ def adapt_to_target(ctx, model) -> dict:
     from headstart.train.feature_cache import features_of
     from headstart.train.stages import cached_features
 
-    paths = ctx.cfg.adapt_to if isinstance(ctx.cfg.adapt_to, list) else [ctx.cfg.adapt_to]
-    inputs, skipped = target_inputs(ctx.modality, [str(p) for p in paths], model)
+    paths = [str(p) for p in (ctx.cfg.adapt_to if isinstance(ctx.cfg.adapt_to, list) else [ctx.cfg.adapt_to])]
+    inputs, skipped = target_inputs(ctx.modality, paths, model)
     if not ctx.backbone_changed:  # the frozen body: both through the feature cache
         source = cached_features(ctx, "train")
         target, _, _ = features_of(ctx.cache, ctx.backbone, ctx.modality, inputs, 2 * ctx.cfg.batch_size, ctx.device,
@@ -121,7 +121,7 @@ def adapt_to_target(ctx, model) -> dict:
         source, target = (_features(ctx, model, xs, label) for xs, label in
                           (([x for x, _ in ctx.data.train], "train"), (inputs, "target")))
     note = adapt_head(model, source.float(), target.float(), ctx.cfg.seed)
-    return {"inputs": [str(p) for p in paths], "skipped": skipped, "source_rows": len(source), **note}
+    return {"inputs": paths, "skipped": skipped, "source_rows": len(source), **note}
 
 
 def _features(ctx, model, inputs: list, label: str) -> torch.Tensor:

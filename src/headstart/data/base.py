@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.errors import UserError
+from headstart.errors import UserError, warn
 from headstart.registry import Registry
 
 Item = tuple[Any, Any]  # (input, target)
@@ -73,8 +72,8 @@ def check_classes(data: LabeledData, source) -> LabeledData:
     for name in data.classes:
         alike.setdefault(re.sub(r"[\s_-]+", " ", name).strip().casefold(), []).append(name)
     for names in (group for group in alike.values() if len(group) > 1):
-        print(f"headstart: warning: {source}: classes {', '.join(map(repr, names))} differ only in case or spacing and "
-              "are learned apart; give them one spelling if they are one class", file=sys.stderr, flush=True)
+        warn(f"{source}: classes {', '.join(map(repr, names))} differ only in case or spacing and are learned apart; "
+             "give them one spelling if they are one class")
     return data
 
 

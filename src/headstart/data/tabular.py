@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
                                 looks_multilabel, multi_hot, register_modality, split_unlabeled)
 from headstart.data.splits import stratified_split
-from headstart.errors import UserError
+from headstart.errors import UserError, warn
 
 TABLE_EXTENSIONS = {".csv", ".tsv", ".parquet", ".pq"}
 SPLIT_FILES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -369,11 +368,10 @@ class Tables(Modality):
 
     def collect_inputs(self, inputs, model):
         rows, names = collect_table_rows(inputs, getattr(model.backbone.preprocess, "target", None))
-        cells = model.backbone.preprocess.unreadable_cells(rows) if hasattr(model.backbone.preprocess, "unreadable_cells") else []
+        cells = model.backbone.preprocess.unreadable_cells(rows)
         if cells:  # predicted all the same, a cell read as missing: say which, once
             shown = "; ".join(f"{names[i]} column {column}: {why}" for i, column, why in cells[:3])
-            print(f"headstart: warning: {len(cells)} cell(s) could not be read and count as missing: {shown}"
-                  + (" ..." if len(cells) > 3 else ""), file=sys.stderr, flush=True)
+            warn(f"{len(cells)} cell(s) could not be read and count as missing: {shown}" + (" ..." if len(cells) > 3 else ""))
         return rows, names
 
     def unlabeled(self, cfg):

@@ -19,11 +19,6 @@ class Strategy:
 
         return all(type(s) is HeadOnFeatures for s in self.stages())
 
-    def uses_cached_features(self) -> bool:
-        from headstart.train.stages import HeadOnFeatures
-
-        return any(isinstance(s, HeadOnFeatures) for s in self.stages())
-
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
