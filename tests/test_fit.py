@@ -78,7 +78,20 @@ def test_cli_predict_csv_and_evaluate(tiny_run, tmp_path, capsys):
     assert rows[0] == ["input", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
     assert len(rows) == 1 + 1 + 14
     assert main(["evaluate", str(run.path), str(data)]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"scored: {data}\n" in out and "accuracy" in out
+
+
+def test_evaluate_on_a_split_layout_says_which_part_it_scored(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    root = tmp_path / "layout"
+    make_images(root / "train", per_class=2)
+    make_images(root / "val", per_class=3, seed=1)
+    metrics = run.evaluate(str(root), save=False)
+    assert metrics["n"] == 9 and metrics["scored"] == f"{root / 'val'} (no test folder)"
+    make_images(root / "test", per_class=4, seed=2)
+    assert main(["evaluate", str(run.path), str(root)]) == 0
+    assert f"scored: {root / 'test'}\n" in capsys.readouterr().out
 
 
 

@@ -281,7 +281,7 @@ def test_regression_fit_learns_and_round_trips(source_run, tmp_path):
     assert len(preds) == 240 and preds[0]["input"] == f"{data}:row 2" and "prediction" in preds[0]
     assert preds[0]["prediction"] == pytest.approx(float(again[0]), abs=1e-5)
     metrics = run.evaluate(str(data), save=False)
-    assert metrics["n"] == 238 and len(metrics["skipped"]) == 2 and metrics["r2"] > 0.7
+    assert metrics["n"] == 238 and len(metrics["skipped"]) == 2 and metrics["r2"] > 0.7 and metrics["scored"] == str(data)
 
 
 def test_predicting_a_cell_that_is_not_a_number_says_so(source_run, tmp_path, capsys):

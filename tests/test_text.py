@@ -352,7 +352,11 @@ def test_predicting_a_file_reads_the_runs_own_text_column(tmp_path):
 
 def test_evaluate_on_a_text_file(text_run, tmp_path):
     metrics = text_run.evaluate(str(write_csv(tmp_path / "held.csv", sentiment_rows(20, seed=1))), save=False)
-    assert metrics["n"] == 20 and metrics["accuracy"] >= 0.8
+    assert metrics["n"] == 20 and metrics["accuracy"] >= 0.8 and metrics["scored"] == str(tmp_path / "held.csv")
+    write_csv(tmp_path / "split" / "train.csv", sentiment_rows(8, seed=3))
+    write_csv(tmp_path / "split" / "dev.csv", sentiment_rows(6, seed=4))
+    metrics = text_run.evaluate(str(tmp_path / "split"), save=False)  # no test file: the validation file, said so
+    assert metrics["n"] == 6 and metrics["scored"] == f"{tmp_path / 'split' / 'dev.csv'} (no test file)"
 
 
 def test_text_run_body_is_reusable(text_run, sentiment_csv, tmp_path):

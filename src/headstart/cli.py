@@ -127,6 +127,7 @@ def cmd_evaluate(args) -> None:
 
     run = load(args.run)
     metrics = run.evaluate(args.data)
+    print(f"scored: {metrics['scored']}")
     print(run.summarize(metrics))
     if metrics.get("skipped"):
         shown = "; ".join(f"{s['where']}: {s['reason']}" for s in metrics["skipped"][:5])

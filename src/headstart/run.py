@@ -130,10 +130,10 @@ class Run:
 
     def evaluate(self, data: str | Path, save: bool = True) -> dict:
         """Metrics on any labeled data the run's modality reads; saved under `eval-<name>/` in the run."""
-        items, skipped = self.modality.load_labeled(data, self.model)
+        items, skipped, scored = self.modality.load_labeled(data, self.model)
         preds = self.predict_outputs([x for x, _ in items])
         metrics = self.model.task.metrics([y for _, y in items], preds, self.classes)
-        metrics["data"] = str(data)
+        metrics["data"], metrics["scored"] = str(data), scored
         metrics["skipped"] = [{"where": p, "reason": r} for p, r in skipped]
         if save and self.path.is_dir():
             folder = self.path / f"eval-{_slug(data)}"

@@ -165,8 +165,9 @@ class Modality:
         """Read, clean (skip and list bad items) and split `cfg.data`."""
         raise NotImplementedError
 
-    def load_labeled(self, source: str | Path, model) -> tuple[list[Item], list[tuple[str, str]]]:
-        """Every labeled example under `source`, targets in the saved `model`'s terms (evaluate)."""
+    def load_labeled(self, source: str | Path, model) -> tuple[list[Item], list[tuple[str, str]], str]:
+        """Every labeled example under `source`, targets in the saved `model`'s terms (evaluate): (items, [(where,
+        why skipped)], what was scored: a split layout's test part, else its validation part, said so)."""
         raise NotImplementedError
 
     def collect_inputs(self, inputs: list[str], model) -> tuple[list, list[str]]:

@@ -212,7 +212,7 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
 
 
 def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
-                       separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
+                       separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]], str]:
     """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
     (else val/), a manifest's test rows (else all of them). `separator` (a multi-label model's): labels are sets
     joined by it ("cat;dog"), read as multi-hot targets over `classes`."""
@@ -224,16 +224,20 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
     if root.is_file():
         per_split, names = manifest_splits(root, own)
         items = per_split.get("test") or [it for split in per_split.values() for it in split]
+        scored = f"{root}: its {'test rows' if per_split.get('test') else 'rows, every split'}"
     elif split_dir(root, "train") and (split_dir(root, "test") or split_dir(root, "val")):
-        items, names = class_folder_items(split_dir(root, "test") or split_dir(root, "val"), kind, own)
+        part = split_dir(root, "test") or split_dir(root, "val")
+        items, names = class_folder_items(part, kind, own)
+        scored = str(part) if split_dir(root, "test") else f"{part} (no test folder)"
     else:
         items, names = class_folder_items(root, kind, own)
+        scored = str(root)
     if separator:
         items = [(path, required_multi_hot(names[y], classes, separator, path)) for path, y in items]
     items, skipped, _ = filter_readable(items, kind)
     if not items:
         raise UserError(f"{root}: no readable labeled {kind.noun} (expected class folders named {', '.join(classes)})")
-    return items, skipped
+    return items, skipped, scored
 
 
 def unreadable_files(paths: list[str], kind: FileKind) -> dict[int, str]:

@@ -284,7 +284,7 @@ def _model_target(model) -> str:
     raise UserError("this model does not record its target column; cannot read labels for it")
 
 
-def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, str]]]:
+def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, str]], str]:
     """Every row of a table (or a folder's test.csv, else all its split files) with the model's target."""
     root = Path(source)
     if not root.exists():
@@ -307,7 +307,8 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
         skipped += bad
     if not items:
         raise UserError(f"{root}: no labeled rows (column {target!r})")
-    return items, skipped
+    scored = ", ".join(map(str, files)) + (" (no test file)" if root.is_dir() and len(files) > 1 else "")
+    return items, skipped, scored
 
 
 def collect_table_rows(inputs: list[str], target: str | None) -> tuple[list[Row], list[str]]:

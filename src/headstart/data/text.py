@@ -264,14 +264,15 @@ class Texts(Modality):
         path = root if root.is_file() else split_file(root, "test") or split_file(root, "val")
         if path is None:
             raise UserError(f"{root}: no test or validation file (.csv, .tsv, .jsonl) to evaluate on")
+        scored = str(path) if root.is_file() or split_file(root, "test") else f"{path} (no test file)"
         columns = getattr(model, "data_options", {})  # the columns the run was trained with
         rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
         separator = label_separator_of(model)
         if separator:  # "cat;dog" -> a multi-hot target over the model's labels
-            return [(text, required_multi_hot(label, model.classes, separator, where)) for where, text, label in rows], skipped
-        return _items(rows, model.classes), skipped
+            return [(text, required_multi_hot(label, model.classes, separator, where)) for where, text, label in rows], skipped, scored
+        return _items(rows, model.classes), skipped, scored
 
     def classical_baseline(self, train, test, task):
         """TF-IDF of words and word pairs (sublinear counts) + logistic regression: the usual strong text baseline."""
