@@ -7,7 +7,6 @@ import yaml
 from PIL import Image
 
 import headstart as hs
-from conftest import make_images
 from headstart.cli import main
 from headstart.config import FitConfig
 from headstart.errors import UserError

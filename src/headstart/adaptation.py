@@ -118,18 +118,7 @@ def adapt_to_target(ctx, model) -> dict:
         target, _, _ = features_of(ctx.cache, ctx.backbone, ctx.modality, inputs, 2 * ctx.cfg.batch_size, ctx.device,
                                    ctx.num_workers, ctx.progress, "target")
     else:
-        source, target = (_features(ctx, model, xs, label) for xs, label in
+        source, target = (ctx.features_and_outputs(model, xs, f"features ({label}, for --adapt-to)")[0] for xs, label in
                           (([x for x, _ in ctx.data.train], "train"), (inputs, "target")))
     note = adapt_head(model, source.float(), target.float(), ctx.cfg.seed)
     return {"inputs": paths, "skipped": skipped, "source_rows": len(source), **note}
-
-
-def _features(ctx, model, inputs: list, label: str) -> torch.Tensor:
-    from headstart.inference import features_and_outputs
-    from headstart.progress import EVAL_COST
-
-    ctx.progress.open(f"features ({label}, for --adapt-to)", total=len(inputs), unit=ctx.modality.input_noun)
-    features, _ = features_and_outputs(model, inputs, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
-                                       on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
-    ctx.progress.close()
-    return features

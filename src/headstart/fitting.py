@@ -68,7 +68,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
         if primary and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # bad data or an unknown model: leave no empty run folder behind
         raise
-    data, modality, task, backbone, head = ctx.data, ctx.modality, ctx.task, ctx.backbone, ctx.head
+    data, modality, task, backbone = ctx.data, ctx.modality, ctx.task, ctx.backbone
     ctx.extra_callbacks = list(callbacks)
     ctx.replayed = replayed
     requested = dataclasses.replace(cfg, resolved={})  # config.yaml keeps what was asked (--lr auto), beside what it became
@@ -253,12 +253,7 @@ def _eval_features(ctx: FitContext, model: TransferModel, split: str) -> tuple[t
     if not ctx.backbone_changed:
         features = cached_features(ctx, split)
         return features, outputs_of_features(model, features)
-    inputs = [x for x, _ in getattr(ctx.data, split)]
-    ctx.progress.open(f"evaluate ({split})", total=len(inputs), unit=ctx.modality.input_noun)
-    result = features_and_outputs(model, inputs, 2 * ctx.cfg.batch_size, ctx.device, ctx.num_workers,
-                                  on_batch=lambda n: ctx.progress.advance(n, EVAL_COST * n))
-    ctx.progress.close()
-    return result
+    return ctx.features_and_outputs(model, [x for x, _ in getattr(ctx.data, split)], f"evaluate ({split})")
 
 
 def _reference(ctx: FitContext, model: TransferModel, split: str, features: torch.Tensor, preds: np.ndarray) -> dict:

@@ -47,3 +47,15 @@ class FitContext:
     def device(self) -> torch.device:
         """Where single-process work (feature extraction, evaluation) runs."""
         return torch.device("cuda" if self.cfg.uses_gpu() else "cpu")
+
+    def features_and_outputs(self, model: nn.Module, inputs: list, stage: str):
+        """Features and outputs of `inputs` through the whole `model` (a body pass), shown as the progress stage
+        `stage`: evaluation after fine-tuning, `--adapt-to`'s target inputs."""
+        from headstart.inference import features_and_outputs
+        from headstart.progress import EVAL_COST
+
+        self.progress.open(stage, total=len(inputs), unit=self.modality.input_noun)
+        result = features_and_outputs(model, inputs, 2 * self.cfg.batch_size, self.device, self.num_workers,
+                                      on_batch=lambda n: self.progress.advance(n, EVAL_COST * n))
+        self.progress.close()
+        return result

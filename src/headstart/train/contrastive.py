@@ -39,7 +39,7 @@ from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer
 from headstart.train.memory import train_within_memory
 from headstart.train.module import TransferTask
-from headstart.train.stages import FineTune, HeadOnFeatures, trainable_parameters
+from headstart.train.stages import FineTune, trainable_parameters
 from headstart.train.variants import batch_norms
 
 SETFIT_LR_SCALE = 0.4  # SetFit's body rate 2e-5 over the usual transformer fine-tuning rate 5e-5

@@ -15,7 +15,6 @@ import copy
 import math
 
 import numpy as np
-import torch
 
 from headstart.model import TransferModel
 from headstart.train.batches import labeled_loader, to_device
