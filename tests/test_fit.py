@@ -228,3 +228,22 @@ def test_auto_trains_what_it_picks_as_that_strategy_does(tmp_path):
     (rows_a, weights_a), (rows_d, weights_d) = map(_finetune_rows_and_weights, (auto, direct))
     assert rows_a and rows_a == rows_d, "auto's measurements must not move the picked strategy's random draws"
     assert _same_weights(weights_a, weights_d)
+
+
+def test_saved_files_and_folders_take_the_umask_not_private_modes(tiny_run, tmp_path):
+    """A server running as another user must read a run: mkstemp/mkdtemp/safetensors would make them 0600/0700."""
+    import os
+    import stat
+
+    from headstart.io_utils import write_json
+
+    run, _ = tiny_run
+    old = os.umask(0o022)
+    try:
+        run.model.save(tmp_path / "model")
+        write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "model", tmp_path / "model" / "model.safetensors", tmp_path / "metrics.json"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{path.name}: {oct(mode)}"

@@ -8,6 +8,21 @@ from pathlib import Path
 from typing import Callable
 
 
+def umask_mode(mode: int) -> int:
+    """`mode` less the process's umask: what open() and mkdir() would give. mkstemp and mkdtemp create private (0600,
+    0700) files and folders, which a server running as another user could not read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def temporary_folder(beside: Path) -> Path:
+    """A new hidden folder next to `beside`, to fill and then rename onto it (the umask's permissions)."""
+    tmp = Path(tempfile.mkdtemp(dir=beside.parent, prefix=f".{beside.name}."))
+    os.chmod(tmp, umask_mode(0o777))
+    return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)`, then rename over `path` (same folder, so the rename is atomic)."""
     path = Path(path)
@@ -16,6 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

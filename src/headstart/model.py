@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +14,7 @@ from headstart.backbones import Backbone, rebuild_backbone
 from headstart.backbones.weights import file_digest
 from headstart.errors import UserError
 from headstart.heads import build_head
+from headstart.io_utils import temporary_folder, umask_mode
 from headstart.tasks import make_task
 
 FORMAT_VERSION = 2
@@ -58,9 +59,10 @@ class TransferModel(nn.Module):
         """Write `model.safetensors` + `model.json` (+ backbone assets) into `folder`, atomically (a temp folder renamed)."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        tmp = temporary_folder(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "headstart"})
+        os.chmod(tmp / "model.safetensors", umask_mode(0o666))  # safetensors writes it private (0600)
         self.backbone.save_assets(tmp)
         (tmp / "model.json").write_text(json.dumps(self.spec(), indent=2) + "\n")
         if folder.exists():
