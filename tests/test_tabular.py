@@ -294,6 +294,22 @@ def test_predicting_a_cell_that_is_not_a_number_says_so(source_run, tmp_path, ca
     assert "warning: 1 cell(s) could not be read" in err and "new.csv:row 3 column b: '1.5 cm' is not a number" in err
 
 
+def test_a_number_far_outside_the_training_range_is_clipped_and_said(source_run, tmp_path, capsys):
+    run, data = source_run
+    df = pd.read_csv(data)[:3].drop(columns=["y"])
+    df.loc[0, "b"] = 1e308  # b was drawn in -2..2: read as 2 + its width, about 6
+    df.loc[1, "b"] = 5.9  # inside the widened range: as given
+    df.to_csv(tmp_path / "new.csv", index=False)
+    rows = run.predict(str(tmp_path / "new.csv"))
+    assert all(np.isfinite(r["prediction"]) for r in rows), rows  # it was NaN, and monitor crashed on it
+    err = capsys.readouterr().err
+    assert "warning: 1 cell(s) were clipped" in err and "row 2 column b: 1e+308 is far outside" in err
+    bound = run.model.backbone.preprocess.clipped_cells([{"b": 1e308}])[0][2].rsplit(" ", 1)[1]
+    clipped = df.iloc[:1].assign(b=float(bound)).to_dict("records")
+    assert rows[0]["prediction"] == pytest.approx(run.predict_values(clipped)[0]["prediction"], abs=1e-5)
+    assert run.monitor(str(tmp_path / "new.csv"), save=False)["inputs"]  # no NaN reaches the drift tests
+
+
 def test_classification_fit(tmp_path):
     data = make_table(tmp_path / "t.csv", n=240)
     pd.read_csv(data).drop(columns=["y"]).to_csv(data, index=False)

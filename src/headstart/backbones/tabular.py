@@ -51,6 +51,13 @@ def _as_number(v) -> float | None:
     return as_number(v)
 
 
+def _clip_bounds(col: dict) -> tuple[float, float]:
+    """A numeric column's values are read within its training range widened by the range's width each side."""
+    lo, hi = col["range"]
+    width = max(hi - lo, col["std"])
+    return lo - width, hi + width
+
+
 def gap_words(values: list) -> set[str] | None:
     from headstart.data.tabular import gap_words
 
@@ -166,7 +173,8 @@ class ColumnEncoder:
                 mean = float(xs.mean()) if len(xs) else 0.0
                 std = float(xs.std()) if len(xs) else 0.0
                 col = {"name": name, "type": "numeric", "mean": mean, "std": std if std > 1e-12 else 1.0,
-                       "missing_indicator": len(numbers) < len(values)}
+                       "missing_indicator": len(numbers) < len(values),
+                       **({"range": [float(xs.min()), float(xs.max())]} if len(xs) else {})}
                 fitted.append(col | ({"read_as_missing": sorted(words)} if words else {}))
             elif fmt := date_format(present):
                 days = date_parts(parse_dates(present, fmt))[0]
@@ -211,6 +219,21 @@ class ColumnEncoder:
             found += [(i, col["name"], f"{values[i]!r} {why}") for i in range(len(rows)) if given[i] and unread[i]]
         return found
 
+    def clipped_cells(self, rows: list[dict]) -> list[tuple[int, str, str]]:
+        """(row index, column, why) for each number `transform` clips: further from the training range than the
+        range's own width (1e308 in a price column, a misplaced decimal point)."""
+        found = []
+        for col in self.columns or []:
+            if col["type"] != "numeric" or "range" not in col:
+                continue
+            lo, hi = _clip_bounds(col)
+            for i, row in enumerate(rows):
+                x = _as_number(row.get(col["name"]))
+                if x is not None and not lo <= x <= hi:
+                    found.append((i, col["name"], f"{x:g} is far outside the training rows' {col['range'][0]:g} to "
+                                                  f"{col['range'][1]:g}; read as {min(max(x, lo), hi):g}"))
+        return found
+
     def missing_columns(self, available) -> list[str]:
         available = set(available)
         return [n for n in self.names if n not in available]
@@ -230,6 +253,8 @@ class ColumnEncoder:
             if col["type"] == "numeric":
                 xs = np.array([np.nan if (x := _as_number(v)) is None else x for v in values], dtype=np.float64)
                 gap = np.isnan(xs)
+                if "range" in col:  # an MLP extrapolates without bound: 1e308 gave NaN probabilities
+                    xs = np.clip(xs, *_clip_bounds(col))
                 out[:, j] = np.where(gap, 0.0, (xs - col["mean"]) / col["std"])
                 if col["missing_indicator"]:
                     out[:, j + 1] = gap

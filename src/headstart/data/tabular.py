@@ -311,6 +311,15 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     return items, skipped, scored
 
 
+def _warn_of_cells(encoder, rows: list[Row], names: list[str]) -> None:
+    """Cells predicted from, but not as given (read as missing, clipped): said once per kind, naming the first."""
+    for cells, what in ((encoder.unreadable_cells(rows), "could not be read and count as missing"),
+                        (encoder.clipped_cells(rows), "were clipped")):
+        if cells:
+            shown = "; ".join(f"{names[i]} column {column}: {why}" for i, column, why in cells[:3])
+            warn(f"{len(cells)} cell(s) {what}: {shown}" + (" ..." if len(cells) > 3 else ""))
+
+
 def collect_table_rows(inputs: list[str], target: str | None) -> tuple[list[Row], list[str]]:
     """Rows of CSV/TSV/Parquet files (the target column, when present, is dropped); names "file:row N"."""
     rows, names = [], []
@@ -369,10 +378,7 @@ class Tables(Modality):
 
     def collect_inputs(self, inputs, model):
         rows, names = collect_table_rows(inputs, getattr(model.backbone.preprocess, "target", None))
-        cells = model.backbone.preprocess.unreadable_cells(rows)
-        if cells:  # predicted all the same, a cell read as missing: say which, once
-            shown = "; ".join(f"{names[i]} column {column}: {why}" for i, column, why in cells[:3])
-            warn(f"{len(cells)} cell(s) could not be read and count as missing: {shown}" + (" ..." if len(cells) > 3 else ""))
+        _warn_of_cells(model.backbone.preprocess, rows, names)
         return rows, names
 
     def unlabeled(self, cfg):
@@ -389,8 +395,10 @@ class Tables(Modality):
             if not isinstance(value, dict):
                 raise UserError(f"input {i + 1} is a {type(value).__name__}, not a row: a tabular model predicts "
                                 "{column: value} objects")
-        return [_feature_row({str(c): clean_value(v) for c, v in row.items()}, target) for row in values], \
-            [f"row {i + 1}" for i in range(len(values))]
+        rows = [_feature_row({str(c).strip(): clean_value(v) for c, v in row.items()}, target) for row in values]
+        names = [f"row {i + 1}" for i in range(len(values))]
+        _warn_of_cells(model.backbone.preprocess, rows, names)
+        return rows, names
 
     def classical_baseline(self, train, test, task):
         """The raw table, encoded as the MLP sees it (standardised numbers, one-hot categories, missing flags), into
