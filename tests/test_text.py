@@ -342,6 +342,27 @@ def test_predicting_a_file_answers_every_row_in_order(text_run, tmp_path):
     assert out[1] == {"input": f"{tmp_path / 'new.csv'} row 3", "error": "empty text"}
 
 
+def test_a_path_that_is_no_text_file_is_answered_in_place_not_read_as_a_text(text_run, tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8 not a text")
+    (tmp_path / "folder").mkdir()
+    given = [str(tmp_path / "reviewz.csv"), str(tmp_path / "photo.jpg"), str(tmp_path / "folder"), "", "dull and tedious",
+             "see https://example.com/a.html", "version 2.0"]
+    out = text_run.predict(given)
+    assert [r.get("error", "").split(":")[0] for r in out[:4]] == ["no such file", "not a text file", "a folder", "empty text"]
+    assert [r["input"] for r in out] == given  # one row per input, in order, named as given
+    assert all("predictions" in r for r in out[4:])  # texts with a slash or a dot stay texts
+    with pytest.raises(UserError, match=r"none of the 1 input\(s\) could be read .*reviewz.csv: no such file"):
+        text_run.predict(str(tmp_path / "reviewz.csv"))
+
+
+def test_predicting_values_takes_one_text_an_empty_one_and_a_lone_surrogate(text_run):
+    one = text_run.predict_values("dull and tedious")
+    assert len(one) == 1 and one[0]["input"] == "dull and tedious"  # not a prediction per character
+    out = text_run.predict_values(["", "a wonderful\ud800 story"])
+    assert out[0] == {"input": "", "error": "empty text"}
+    assert out[1]["predictions"][0]["label"] == "positive"  # the tokenizer refused the lone surrogate
+
+
 def test_predicting_a_file_reads_the_runs_own_text_column(tmp_path):
     data = write_csv(tmp_path / "reviews.csv", sentiment_rows(), header=("Review", "Sentiment"))
     run = hs.fit(str(data), strategy="linear-probe", text_column="Review", label_column="Sentiment",

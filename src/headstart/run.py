@@ -94,7 +94,11 @@ class Run:
 
     def predict_values(self, values: list, top_k: int = 1, engine: str = "torch") -> list[dict]:
         """Predictions for inputs given as values: texts (strings) or table rows ({column: value}); a string is never
-        read as a file name (what `serve` answers for JSON)."""
+        read as a file name (what `serve` answers for JSON). One text or row alone, or a pandas DataFrame's rows."""
+        if isinstance(values, (str, dict)):
+            values = [values]
+        elif hasattr(values, "to_dict") and hasattr(values, "columns"):  # a DataFrame: its rows
+            values = values.to_dict("records")
         xs, names = self.modality.from_values(list(values), self.model)
         if not xs:
             raise UserError("no inputs to predict")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -219,6 +220,32 @@ def _display(text: str) -> str:
     return text if len(text) <= NAME_CHARS else text[: NAME_CHARS - 3] + "..."
 
 
+def _given_text(text: str) -> str:
+    """A text given as a value: an empty one is answered in its place (as an empty row of a file is); a lone
+    surrogate (JSON allows "\\ud800") becomes U+FFFD, which the tokenizer can encode."""
+    if not text.strip():
+        return _unreadable(text, "empty text")
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+
+
+def _argument_text(arg: str) -> str:
+    """A command-line argument that is not a text file: a text, unless it names a path (it has a folder separator
+    or a file suffix, and exists, or it names a missing text file). Those are answered in place: a typo in a file name
+    or an image given to a text model must not be classified as the text of its name."""
+    one_token = arg.strip() and not any(ch.isspace() for ch in arg)
+    looks_like_path = one_token and ("/" in arg or "\\" in arg or re.fullmatch(r".+\.[A-Za-z0-9]{1,8}", arg))
+    try:
+        exists = bool(looks_like_path) and Path(arg).exists()
+    except (OSError, ValueError):
+        exists = False
+    if exists:
+        what = "a folder" if Path(arg).is_dir() else "not a text file"
+        return _unreadable(arg, f"{what}: a text model reads texts, and {', '.join(TABLE_EXTENSIONS)} or .txt files")
+    if looks_like_path and Path(arg).suffix.lower() in TABLE_EXTENSIONS + (".txt",):
+        return _unreadable(arg, "no such file")
+    return _given_text(arg)
+
+
 def _is_text_file(arg: str) -> bool:
     try:
         p = Path(arg)
@@ -290,7 +317,7 @@ class Texts(Modality):
         column = getattr(model, "data_options", {}).get("text_column") or "text"
         texts: list[str] = []
         for arg in inputs:
-            texts += _texts_of_file(Path(arg), column) if _is_text_file(arg) else [str(arg)]
+            texts += _texts_of_file(Path(arg), column) if _is_text_file(arg) else [_argument_text(str(arg))]
         if not texts:
             raise UserError("no texts to predict (give texts, or .csv/.tsv/.jsonl files with a text column, or .txt files)")
         return texts, [t if isinstance(t, UnreadableRow) else _display(t) for t in texts]
@@ -309,4 +336,5 @@ class Texts(Modality):
         for i, value in enumerate(values):
             if not isinstance(value, str):
                 raise UserError(f"input {i + 1} is a {type(value).__name__}, not a text: a text model predicts strings")
-        return list(values), [_display(t) for t in values]
+        texts = [_given_text(t) for t in values]
+        return texts, [t if isinstance(t, UnreadableRow) else _display(t) for t in texts]
