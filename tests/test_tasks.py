@@ -1,5 +1,6 @@
 """Multi-label and regression heads on a manifest, and class-imbalance handling (--balance)."""
 import csv
+import io
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 import headstart as hs
 from headstart.errors import UserError
+from headstart.predict import format_rows
 from headstart.tasks import make_task
 from headstart.train.batches import balanced_sample_weights
 
@@ -32,6 +34,8 @@ def test_multilabel_fit_predicts_sets_of_labels(tiny_images, tmp_path):
     assert m["f1_micro"] > 0.8 and m["map"] > 0.8, m
     row = run.predict([str(next((tiny_images / "green").iterdir()))], top_k=2)[0]
     assert set(row["labels"]) == {"green", "cool"}
+    table = list(csv.reader(io.StringIO(format_rows([row], "csv"))))  # the CSV says the set, not only the top k
+    assert table[0][:2] == ["input", "labels"] and set(table[1][1].split(";")) == {"green", "cool"}
     assert hs.load(run.path).model.task.name == "multilabel"
     metrics = hs.load(run.path).evaluate(str(data), save=False)  # the manifest's "green;cool" read back as label sets
     assert metrics["n"] == len(list(tiny_images.rglob("*.png"))) and metrics["f1_micro"] > 0.8, metrics

@@ -25,10 +25,12 @@ def format_rows(rows: list[dict], fmt: str) -> str:
         writer.writerows([r["input"], r.get("prediction", "")] + ([r.get("error", "")] if errors else []) for r in rows)
         return buf.getvalue()
     k = max((len(r["predictions"]) for r in read), default=1)
-    writer.writerow(["input"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")] + errors)
+    labels = ["labels"] if read and "labels" in read[0] else []  # multi-label: the set predicted, then the top k
+    writer.writerow(["input"] + labels + [f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")] + errors)
     for r in rows:
         cells = [v for p in r.get("predictions", []) for v in (p["label"], p["probability"])]
-        writer.writerow([r["input"]] + cells + [""] * (2 * k - len(cells)) + ([r.get("error", "")] if errors else []))
+        writer.writerow([r["input"]] + ([";".join(r.get("labels", []))] if labels else []) + cells
+                        + [""] * (2 * k - len(cells)) + ([r.get("error", "")] if errors else []))
     return buf.getvalue()
 
 
