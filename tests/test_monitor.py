@@ -11,7 +11,7 @@ from PIL import Image
 
 import headstart as hs
 from headstart.cli import main
-from headstart.drift import REFERENCE_FILE, load_reference
+from headstart.drift import REFERENCE_FILE, load_reference, verdict
 from headstart.errors import UserError
 
 from conftest import COLORS, make_images
@@ -89,6 +89,17 @@ def test_cli_writes_the_check_and_fails_on_drift_when_asked(colours, capsys):
     with open(out / "inputs.csv") as f:
         assert len(list(csv.DictReader(f))) == 45
     assert main(["monitor", str(run.path), str(root / "same"), "--fail-on-drift", "--out", str(root / "check2")]) == 0
+    with pytest.raises(UserError, match="check2 already holds files; give a new --out"):  # the earlier verdict is kept
+        run.monitor(str(root / "dark_cli"), out=root / "check2", progress=False)
+    assert not json.loads((root / "check2" / "monitor.json").read_text())["drift"]
+
+
+def test_a_reference_of_a_few_rows_names_no_input_unlike_it(colours):
+    run, root = colours
+    few = make_images(root / "few_reference", per_class=2, seed=12)  # six rows: their neighbours' distances are noise
+    report = run.monitor(str(root / "same"), reference=str(few), save=False, progress=False)
+    assert report["unlike_reference"] == [] and report["novel_rows"] == 0
+    assert "too few reference rows to name inputs unlike them" in verdict(report)
 
 
 def test_a_run_without_a_reference_asks_for_one(colours, tmp_path):

@@ -157,6 +157,9 @@ class Run:
         from headstart.drift import build_reference, check_drift, load_reference, require_reference, save_check
 
         self.require_head()
+        if save and out and Path(out).is_dir() and any(Path(out).iterdir()):  # an earlier check's verdict is kept
+            raise UserError(f"{out} already holds files; give a new --out, or leave it out for a new "
+                            "RUN/monitor-<inputs>-<time> folder per check")
         xs, names, skipped = self.read_inputs(inputs)
         if reference is not None:
             ref_xs, _, _ = self.read_inputs(reference)
