@@ -69,6 +69,15 @@ def test_predict_top_k_and_evaluate(tiny_run):
     assert (run.path / json.loads(json.dumps(metrics["saved_to"])).split("/")[-1] / "metrics.json").is_file()
 
 
+def test_predict_refuses_top_k_under_one_and_shows_progress_past_a_batch(tiny_run, capsys):
+    run, data = tiny_run
+    with pytest.raises(UserError, match="top_k must be at least 1"):
+        run.predict([str(data / "red")], top_k=0)
+    files = [str(p) for p in sorted(data.rglob("*.png"))] * 2  # 84 images: two batches of 64
+    assert main(["predict", str(run.path), *files]) == 0
+    assert "predict: 100%" in capsys.readouterr().err
+
+
 def test_cli_predict_csv_and_evaluate(tiny_run, tmp_path, capsys):
     run, data = tiny_run
     out = tmp_path / "pred.csv"

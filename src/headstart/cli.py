@@ -140,7 +140,7 @@ def cmd_predict(args) -> None:
     from headstart.api import load
     from headstart.predict import format_rows
 
-    rows = load(args.run).predict(args.inputs, top_k=args.top_k, engine=args.engine)
+    rows = load(args.run).predict(args.inputs, top_k=args.top_k, engine=args.engine, progress=True)
     text = format_rows(rows, args.format)
     if args.output:
         from headstart.io_utils import write_text
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predictions for new data: image/audio files and folders, text or table CSV files, or texts")
     p.add_argument("run", help="a run directory (the --out of a fit)")
     p.add_argument("inputs", nargs="+", help="files and/or folders (images, audio), a CSV of texts or rows, or literal texts")
-    p.add_argument("--top-k", type=int, default=1, help="classes per image (default %(default)s)")
+    p.add_argument("--top-k", type=int, default=1, help="classes per input (default %(default)s)")
     p.add_argument("--format", choices=["json", "csv"], default="json", help="default %(default)s")
     p.add_argument("--output", help="write to this file instead of stdout")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch",

@@ -65,16 +65,26 @@ class Run:
     def modality(self):
         return MODALITIES.get(self.model.modality)
 
-    def predict_outputs(self, inputs: list, batch_size: int = 64, engine: str = "torch") -> np.ndarray:
+    def predict_outputs(self, inputs: list, batch_size: int = 64, engine: str = "torch", progress: bool = False) -> np.ndarray:
         """Raw inputs of the run's modality -> class probabilities [N, C] or regression values [N].
 
         engine="onnx" computes them with ONNX Runtime from the run's export (`Run.export`), same preprocessing.
+        `progress`: a bar on stderr when the inputs take more than one batch (the CLI's predict shows it).
         """
+        from headstart.progress import RunProgress
+
         self.require_head()
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         runner = self._onnx_runner() if engine == "onnx" else None
-        return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device(), runner=runner)
+        bar = RunProgress(progress and len(inputs) > batch_size)
+        bar.plan(len(inputs))
+        bar.open("predict", total=len(inputs), unit=self.modality.input_noun)
+        try:
+            return predict_outputs(self.model, inputs, batch_size=batch_size, device=_device(), runner=runner,
+                                   on_batch=lambda n: bar.advance(n, n))
+        finally:
+            bar.close()
 
     def require_head(self) -> None:
         """One clear error where a run has no head to predict with: a body from `pretrain`."""
@@ -84,13 +94,13 @@ class Run:
 
     predict_proba = predict_outputs  # the scikit-learn name, for classification runs
 
-    def predict(self, inputs: list[str] | str, top_k: int = 1, engine: str = "torch") -> list[dict]:
+    def predict(self, inputs: list[str] | str, top_k: int = 1, engine: str = "torch", progress: bool = False) -> list[dict]:
         """Predictions for files, folders, texts or table rows (what the run's modality reads), a row per input in
         order; a file that cannot be read gets {"input": ..., "error": why} in its place."""
         self.require_head()
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
-        return self._predict_collected(xs, names, top_k, engine)
+        return self._predict_collected(xs, names, top_k, engine, progress)
 
     def predict_values(self, values: list, top_k: int = 1, engine: str = "torch") -> list[dict]:
         """Predictions for inputs given as values: texts (strings) or table rows ({column: value}); a string is never
@@ -104,13 +114,15 @@ class Run:
             raise UserError("no inputs to predict")
         return self._predict_collected(xs, names, top_k, engine)
 
-    def _predict_collected(self, xs: list, names: list[str], top_k: int, engine: str) -> list[dict]:
+    def _predict_collected(self, xs: list, names: list[str], top_k: int, engine: str, progress: bool = False) -> list[dict]:
+        if top_k < 1:
+            raise UserError(f"top_k must be at least 1 (got {top_k})")
         bad = self.modality.unreadable(xs)  # {position: reason}: answered in place, so there is one row per input
         if xs and len(bad) == len(xs):
             raise UserError(f"none of the {len(xs)} input(s) could be read (first, {names[0]}: {bad[0]})")
         good = [i for i in range(len(xs)) if i not in bad]
-        rows = iter(self.model.task.rows([names[i] for i in good], self.predict_outputs([xs[i] for i in good], engine=engine),
-                                         self.classes, top_k))
+        outputs = self.predict_outputs([xs[i] for i in good], engine=engine, progress=progress)
+        rows = iter(self.model.task.rows([names[i] for i in good], outputs, self.classes, top_k))
         return [{"input": names[i], "error": bad[i]} if i in bad else next(rows) for i in range(len(xs))]
 
     def export(self, out: str | Path | None = None, format: str = "onnx", opset: int | None = None, force: bool = False) -> dict:
