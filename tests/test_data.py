@@ -133,7 +133,7 @@ def test_wrapper_folders_of_an_unpacked_archive_are_looked_through(tmp_path):
     make_images(tmp_path / "wrapped" / "inner" / "train", per_class=4)
     make_images(tmp_path / "wrapped" / "inner" / "test", per_class=2, seed=1)
     assert load_image_data(tmp_path / "wrapped").layout == "splits in inner"
-    items, _ = load_labeled_items(tmp_path / "wrapped", ["blue", "green", "red"])
+    items, _, _ = load_labeled_items(tmp_path / "wrapped", ["blue", "green", "red"])
     assert len(items) == 6, "evaluate reads the wrapped test split too"
 
 def test_single_class_is_one_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -47,8 +48,6 @@ def test_load_reproduces_predictions(tiny_run):
 
 @pytest.mark.parametrize("name", ["model.json", "model.safetensors"])
 def test_a_damaged_model_file_is_one_clear_error(tiny_run, tmp_path, name):
-    import shutil
-
     from headstart.errors import UserError
 
     run, _ = tiny_run
@@ -157,8 +156,27 @@ def test_existing_run_directory_needs_force(tiny_images, tmp_path, capsys):
     code = main(["fit", str(tiny_images), "--strategy", "linear-probe", "--out", str(out), "--image-size", "64", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--force" in err
-    hs.fit(str(tiny_images), strategy="linear-probe", out=str(out), force=True, **FAST)
-    assert not (out / "precious.txt").exists() and (out / "model" / "model.safetensors").is_file()
+    with pytest.raises(UserError, match="holds files no headstart command wrote; --force replaces only an earlier run"):
+        hs.fit(str(tiny_images), strategy="linear-probe", out=str(out), force=True, **FAST)
+    assert (out / "precious.txt").read_text() == "keep me"
+    run = hs.fit(str(tiny_images), strategy="linear-probe", out=str(tmp_path / "earlier"), **FAST)
+    (run.path / "stale.txt").write_text("from the earlier run")
+    hs.fit(str(tiny_images), strategy="linear-probe", out=str(run.path), force=True, **FAST)  # an earlier run: replaced
+    assert not (run.path / "stale.txt").exists() and (run.path / "model" / "model.safetensors").is_file()
+
+
+def test_force_never_deletes_what_the_command_reads(tiny_images, tmp_path):
+    """--out set to the data, a folder above it, or the run a fit starts from: each was deleted before."""
+    data = tmp_path / "project" / "data"
+    shutil.copytree(tiny_images, data)
+    images = sorted(data.rglob("*.png"))
+    run = hs.fit(str(data), strategy="linear-probe", out=str(tmp_path / "source"), **FAST)
+    for out, model in ((data, "auto"), (data.parent, "auto"), (run.path, f"run:{run.path}")):
+        with pytest.raises(UserError, match=r"holds .*, which this command reads; --force would delete it"):
+            hs.fit(str(data), model=model, strategy="linear-probe", out=str(out), force=True, **FAST)
+    with pytest.raises(UserError, match="which this command reads"):
+        hs.update(run.path, str(data), out=str(run.path), force=True)
+    assert (run.path / "model" / "model.safetensors").is_file() and sorted(data.rglob("*.png")) == images
 
 
 def test_finetune_strategy_trains_the_backbone(tiny_images, tmp_path):

@@ -27,7 +27,7 @@ from headstart.predict import write_predictions
 from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
 from headstart.run import Run
-from headstart.rundir import default_out, environment, is_launch_primary, prepare_run_dir, write_history_csv
+from headstart.rundir import default_out, environment, is_launch_primary, prepare_run_dir, remove_if_unused, write_history_csv
 from headstart.strategies import STRATEGIES
 from headstart.tasks import make_task
 from headstart.train.context import FitContext
@@ -59,14 +59,14 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
     HEADS.get(cfg.head)  # unknown names fail before anything is written
     cfg.out = str(cfg.out or default_out(cfg.data))
     primary = is_launch_primary()
-    out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)
+    out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.data, cfg.model, cfg.adapt_to]) if primary else Path(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     try:
         ctx = build_context(cfg, data, backbone, progress=cfg.progress and primary)
     except Exception:
-        if primary and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # bad data or an unknown model: leave no empty run folder behind
+        if primary:
+            remove_if_unused(out)
         raise
     data, modality, task, backbone = ctx.data, ctx.modality, ctx.task, ctx.backbone
     ctx.extra_callbacks = list(callbacks)

@@ -21,7 +21,7 @@ from headstart.model import TransferModel
 from headstart.plots import plot_history
 from headstart.progress import format_seconds
 from headstart.run import Run
-from headstart.rundir import is_launch_primary, prepare_run_dir, write_history_csv
+from headstart.rundir import is_launch_primary, prepare_run_dir, remove_if_unused, write_history_csv
 from headstart.train.engine import collecting_only_new_objects, release_memory
 from headstart.train.self_supervised import SelfSupervised
 from headstart.train.stages import run_stage
@@ -48,13 +48,13 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
     data = modality.unlabeled(cfg)
     cfg.out = str(cfg.out or Path("runs") / f"pretrain-{Path(cfg.data).stem or 'inputs'}-{time.strftime('%Y%m%d-%H%M%S')}")
     primary = is_launch_primary()
-    out = prepare_run_dir(cfg.out, cfg.force) if primary else Path(cfg.out)
+    out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.inputs, cfg.model]) if primary else Path(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
         ctx = build_context(cfg, data, progress=cfg.progress and primary)
     except Exception:
-        if primary and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        if primary:
+            remove_if_unused(out)
         raise
     defaults = cfg.resolved["training_defaults"]
     if "epochs" in defaults:  # not given: the body's pre-training epochs, not its fine-tuning ones

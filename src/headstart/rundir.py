@@ -16,16 +16,53 @@ def default_out(data: str) -> Path:
     return Path("runs") / f"{Path(data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(out: str | Path, force: bool) -> Path:
+RUN_MARK = ".headstart"  # in every folder a command writes: what --force may replace
+# What the commands wrote before the mark existed: a folder holding one of these is an earlier output too.
+OUTPUT_FILES = ("config.yaml", "metrics.json", "rank.json", "compare.json", "lr_find.json", "study.db", "model/model.json")
+
+
+def prepare_run_dir(out: str | Path, force: bool, keep=()) -> Path:
+    """A new, empty output folder. `--force` replaces only an earlier output, and never one that is or holds what
+    this command reads (`keep`: the data, a run:DIR body, the run being updated): a fit's --out set to its own data
+    folder, or to the run it starts from, deleted it before a line was read."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise UserError(f"run directory {out} exists and is not empty; pass --force to replace it, or choose another --out")
+        _check_replaceable(out, keep)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_text(out / RUN_MARK, "written by headstart; --force may replace this folder\n")
     return out
+
+
+def remove_if_unused(out: Path) -> None:
+    """A run that failed before writing anything (bad data, an unknown model) leaves no folder behind."""
+    if out.is_dir() and all(p.name == RUN_MARK for p in out.iterdir()):
+        shutil.rmtree(out)
+
+
+def _check_replaceable(out: Path, keep) -> None:
+    here = out.resolve()
+    for path in _paths(keep):
+        if here == path.resolve() or here in path.resolve().parents:
+            raise UserError(f"--out {out} holds {path}, which this command reads; --force would delete it: choose another --out")
+    if not ((out / RUN_MARK).exists() or any((out / name).exists() for name in OUTPUT_FILES)):
+        raise UserError(f"--out {out} holds files no headstart command wrote; --force replaces only an earlier run: "
+                        "choose another --out")
+
+
+def _paths(given) -> list[Path]:
+    """The paths among a command's inputs: data, lists of them, `run:DIR` bodies (a model name that is no path
+    resolves under the working folder, where no --out to replace would hold it)."""
+    if given is None:
+        return []
+    if isinstance(given, (list, tuple)):
+        return [p for g in given for p in _paths(g)]
+    text = str(given)
+    return [Path(text[4:] if text.startswith("run:") else text)] if text else []
 
 
 def is_launch_primary() -> bool:

@@ -23,7 +23,7 @@ def lr_find(data: str | Path, model: str = "auto", out: str | Path | None = None
 
     FitConfig.check_options(options, "lr-find")
     cfg = FitConfig(data=str(data), model=model, **options)
-    out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force)
+    out_dir = prepare_run_dir(out or default_out(f"lr-find-{Path(str(data)).stem}"), force, keep=[data, model])
     seed_everything(cfg.seed, workers=True, verbose=False)
     ctx = build_context(cfg, progress=cfg.progress)
     run_stage(HeadOnFeatures(required=False), ctx)
@@ -79,7 +79,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     strategies = _strategies_for_body(data, model, strategies, options)
     out_dir = Path(out or default_out(f"tune-{Path(str(data)).stem}"))
     if not storage:
-        out_dir = prepare_run_dir(out_dir, force)
+        out_dir = prepare_run_dir(out_dir, force, keep=[data, model])
         storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     else:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", 
     if not create_backbone(model_name, base_cfg.weights).pretrained:  # e.g. a table's mlp: both arms would be scratch
         raise UserError(f"compare tests transfer from a pre-trained body, and {model_name} starts from random "
                         f"initialisation; reuse the body of an earlier run on related data: --model run:DIR")
-    out_dir = prepare_run_dir(out or default_out(f"compare-{Path(str(data)).stem}"), force)
+    out_dir = prepare_run_dir(out or default_out(f"compare-{Path(str(data)).stem}"), force, keep=[data, model])
     # The budget both models get: as many fine-tuning epochs, no early stopping cutting one curve short.
     budget = {"patience": 10**6}
     regression = full.task == "regression"

@@ -36,7 +36,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     FitConfig.check_options(options, "rank")
     cfg = FitConfig(data=str(data), model=models[0], **options)
     cfg.apply_training_defaults({})
-    out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force)
+    out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force, keep=[data, models])
     modality = resolve_modality(cfg)
     labeled = check_classes(modality.load(cfg), data)
     regression = labeled.task == "regression"
