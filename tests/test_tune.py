@@ -50,6 +50,8 @@ def test_trials_rank_by_validation_score_then_loss():
     tied = trial_value({"best_val_loss": 0.10, "best_val_acc": 1.00})[0]
     assert finetune < probe and tied < finetune
     assert trial_value({"best_val_loss": 0.3})[0] == 0.3, "regression: the loss"
+    worse, better = (trial_value({"best_val_loss": loss, "best_val_mae": mae})[0] for loss, mae in ((0.3, 0.9), (0.1, 0.4)))
+    assert better < worse == 0.3, "regression's MAE is lower-is-better: 1 - MAE ranked the worse model first"
 
 
 def test_an_untrained_body_is_tuned_only_with_strategies_that_train_it(tmp_path):

@@ -161,8 +161,8 @@ def trial_value(note: dict) -> tuple[float, str]:
 
     loss = note["best_val_loss"]
     score = note_score(note)
-    if score is None:
-        return loss, f"val loss {loss:.4f}"
+    if score is None or score[0] == "mae":  # regression: its MAE is lower-is-better, and 1 - MAE ranked worse first
+        return loss, (f"val {score[0]} {score[1]:.4f}, " if score else "") + f"val loss {loss:.4f}"
     name, value = score
     return (1.0 - value) + 1e-6 * loss, f"val {name} {value:.4f}, val loss {loss:.4f}"
 

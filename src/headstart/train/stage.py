@@ -37,6 +37,6 @@ class Stage:
 
 
 def note_score(note: dict) -> tuple[str, float] | None:
-    """The validation score a training stage's note records beside its loss (`best_val_acc`: ("acc", 0.96)), or None
-    (regression, or a stage that records only its loss)."""
+    """The validation score a training stage's note records beside its loss (`best_val_acc`: ("acc", 0.96); regression's
+    `best_val_mae`, lower is better), or None (a stage that records only its loss)."""
     return next(((k[len("best_val_"):], v) for k, v in note.items() if k.startswith("best_val_") and k != "best_val_loss"), None)
