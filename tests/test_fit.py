@@ -179,6 +179,15 @@ def test_force_never_deletes_what_the_command_reads(tiny_images, tmp_path):
     assert (run.path / "model" / "model.safetensors").is_file() and sorted(data.rglob("*.png")) == images
 
 
+def test_two_stage_without_validation_rows_keeps_the_last_epoch(tiny_images, tmp_path):
+    """--val-fraction 0: fine-tuning had no start to compare on (a KeyError), and no epoch to pick: the last one stays."""
+    run = hs.fit(str(tiny_images), strategy="two-stage", val_fraction=0, out=str(tmp_path / "run"), **{**FAST, "epochs": 2})
+    note = run.metrics["stages"]["finetune"]
+    assert note["best_epoch"] == note["epochs_run"] == 2 and note["best_val_loss"] is None
+    with pytest.raises(UserError, match="tune compares trials on validation rows"):
+        hs.tune(str(tiny_images), trials=1, val_fraction=0, out=str(tmp_path / "tune"))
+
+
 def test_finetune_strategy_trains_the_backbone(tiny_images, tmp_path):
     run = hs.fit(str(tiny_images), strategy="finetune", out=str(tmp_path / "ft"), **FAST)
     assert run.metrics["stages"]["finetune"]["trainable_params"] > 3_000_000

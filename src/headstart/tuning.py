@@ -76,6 +76,8 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     for name in strategies:
         STRATEGIES.get(name)
     FitConfig.check_options(options)
+    if options.get("val_fraction") == 0:
+        raise UserError("tune compares trials on validation rows, and --val-fraction 0 leaves none; leave it out")
     strategies = _strategies_for_body(data, model, strategies, options)
     out_dir = Path(out or default_out(f"tune-{Path(str(data)).stem}"))
     if not storage:

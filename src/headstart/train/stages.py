@@ -79,10 +79,12 @@ class TrainingStage(Stage):
         trainer, best = attempts[-1]
         ctx.is_global_zero = trainer.is_global_zero
         score = f"val_{ctx.task.score_name}"
+        validated = bool(ctx.data.val)  # without validation rows (--val-fraction 0) the last epoch is kept
         ctx.stage_notes[self.name] = {
-            "best_epoch": best.best_epoch + 1,  # 0: no epoch beat the starting point, which was kept
+            # 0: no epoch beat the starting point, which was kept
+            "best_epoch": best.best_epoch + 1 if validated else trainer.current_epoch,
             "epochs_run": trainer.current_epoch,
-            "best_val_loss": round(best.best_loss, 6),
+            "best_val_loss": round(best.best_loss, 6) if validated else None,
             **({f"best_{score}": round(best.best_score, 6)} if best.best_score is not None else {}),
             "seconds": round(time.perf_counter() - start, 2),
             "trainable_params": trainable_parameters(task.net),
@@ -99,7 +101,7 @@ class TrainingStage(Stage):
         callbacks = [*extra_callbacks, *stopper, best, History(self.name, ctx.history),
                      StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
         trainer = make_trainer(ctx.cfg, epochs, callbacks, accumulate)
-        if validate_first:
+        if validate_first and ctx.data.val:  # no validation rows (--val-fraction 0): nothing to compare the start on
             # The starting point (e.g. the head from stage 1) competes with the best epoch: when that epoch does
             # not beat it, it is kept (BestWeights). The patience counts this stage's own epochs, not the head's
             # loss: fine-tuning from a head on frozen features first gets worse (BatchNorm on batch statistics,
