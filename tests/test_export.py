@@ -18,6 +18,14 @@ from test_text import write_csv, sentiment_rows
 TOLERANCE = 1e-4
 
 
+def opset_of(path) -> int:
+    """The ONNX opset a graph file declares (what a runtime checks), not what headstart says of it."""
+    import onnx
+
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    return next(o.version for o in imports if o.domain in ("", "ai.onnx"))
+
+
 def agree(run, inputs) -> float:
     """Largest gap between PyTorch's and ONNX Runtime's predictions on the same inputs (same predicted classes too)."""
     eager, onnx = run.predict_outputs(inputs), run.predict_outputs(inputs, engine="onnx")
@@ -47,6 +55,7 @@ def test_image_export_writes_a_checked_graph_and_its_spec(exported_image_run):
     assert saved["output"] == {"name": "probabilities", "task": "classification", "classes": run.classes}
     assert saved["preprocess"]["input_size"] == 64 and saved["preprocess"]["mean"][0] == pytest.approx(0.485)
     assert saved["check"]["max_abs_difference"] <= TOLERANCE and saved["check"]["batch_sizes"] == [1, 3]
+    assert saved["opset"] == opset_of(folder / "model.onnx") >= 18, "export.json records the opset written"
 
 
 def test_onnx_runtime_predicts_what_pytorch_predicts_on_images(exported_image_run):
@@ -90,7 +99,7 @@ def test_an_export_is_not_replaced_without_force_and_a_bad_one_is_not_kept(expor
 def test_onnx_engine_without_an_export_and_without_onnxruntime_are_clear_errors(tiny_run, monkeypatch):
     run, data = tiny_run
     image = str(next(data.rglob("*.png")))
-    with pytest.raises(UserError, match="headstart export"):
+    with pytest.raises(UserError, match=r"reads the export in .*/export.*run `headstart export .*` without --out"):
         hs.load(run.path).predict([image], engine="onnx")
     with pytest.raises(UserError, match="unknown engine"):
         run.predict([image], engine="tensorrt")
@@ -106,6 +115,9 @@ def test_cli_export_then_predict_with_onnx_runtime(tiny_run, tmp_path, capsys):
     assert (tmp_path / "onnx" / "model.onnx").is_file()
     assert main(["export", str(run.path), "--out", str(tmp_path / "onnx")]) == 2, "no silent overwrite"
     assert "--force" in capsys.readouterr().err
+    image = str(next(data.rglob("*.png")))
+    assert main(["predict", str(run.path), image, "--engine", "onnx"]) == 2, "--engine onnx reads RUN/export only"
+    assert "an export written with --out elsewhere is not used" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "ONNX" in capsys.readouterr().out
@@ -134,11 +146,33 @@ def test_text_export_takes_any_batch_and_length(tmp_path):
     assert agree(hs.load(run.path), texts) <= TOLERANCE
 
 
-def test_tabular_regression_export_predicts_in_target_units(tmp_path):
-    data = make_table(tmp_path / "t.csv", n=120)
+@pytest.fixture(scope="module")
+def tabular_run(tmp_path_factory):
+    """A regression MLP on the synthetic table (its LayerNorm has no ONNX op before opset 17)."""
+    root = tmp_path_factory.mktemp("export_table")
+    data = make_table(root / "t.csv", n=120)
     pd.read_csv(data).drop(columns=["label"]).to_csv(data, index=False)
-    run = hs.fit(str(data), target="y", strategy="finetune", out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+    run = hs.fit(str(data), target="y", strategy="finetune", out=str(root / "run"), cache_dir=str(root / "cache"),
                  **{**TABLE_FAST, "epochs": 5})
+    return run, data
+
+
+def test_an_opset_is_written_as_asked_or_refused_in_one_line(tabular_run, tmp_path, caplog):
+    run, _ = tabular_run
+    spec = run.export(out=tmp_path / "17", opset=17)  # below torch's 18: onnx converts the graph, checked as any
+    assert spec["opset"] == 17 == opset_of(tmp_path / "17" / "model.onnx")
+    assert spec["check"]["max_abs_difference"] <= TOLERANCE, "the converted graph passed the same check"
+    with pytest.raises(UserError, match=r"convert mlp's graph to opset 13 \(No Previous Version of LayerNormalization "
+                                        r"exists\); nothing was written\. Pass --opset 18 or higher") as err:
+        run.export(out=tmp_path / "13", opset=13)  # torch wrote 18 for 13, exited 0, and logged a traceback
+    assert "\n" not in str(err.value) and not (tmp_path / "13").exists() and not list(tmp_path.glob(".13*"))
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the user's output"
+    with pytest.raises(UserError, match=r"--opset 99 is not an ONNX opset .*\(1 to \d+\)"):
+        run.export(out=tmp_path / "99", opset=99)
+
+
+def test_tabular_regression_export_predicts_in_target_units(tabular_run):
+    run, data = tabular_run
     spec = run.export()
     assert spec["output"]["name"] == "values" and spec["inputs"][0]["shape"][0] == "batch"
     rows = features(pd.read_csv(data).head(9))

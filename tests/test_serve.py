@@ -1,5 +1,6 @@
 """`headstart serve`: the FastAPI app answers what `predict` answers, for every modality, and refuses bad input clearly."""
 import io
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ from headstart.errors import UserError
 pytest.importorskip("fastapi", reason="the serve extra (pip install 'headstart[serve]') is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from headstart.deploy.serve import create_app  # noqa: E402
+from headstart.deploy.serve import create_app, serve  # noqa: E402
 from test_tabular import FAST as TABLE_FAST, make_table  # noqa: E402
 from test_text import sentiment_rows, write_csv  # noqa: E402
 
@@ -66,10 +67,61 @@ def test_bad_requests_get_a_reason(text_client):
     wrong_type = client.post("/predict", json={"inputs": [{"text": "a row, not a string"}]})
     assert wrong_type.status_code == 400 and "not a text" in wrong_type.json()["detail"]
     assert client.post("/predict", json={"inputs": []}).status_code == 400
-    assert client.post("/predict", json={"texts": ["no inputs field"]}).status_code == 422
     small = TestClient(create_app(run, max_inputs=2))
     too_many = small.post("/predict", json={"inputs": ["a", "b", "c"]})
     assert too_many.status_code == 413 and "at most 2" in too_many.json()["detail"]
+
+
+def test_malformed_requests_answer_400_with_one_line_not_pydantics_list(text_client):
+    _, client = text_client
+    as_json = "application/json"
+    expected = {  # (body, content-type) -> the start of the one line
+        ('{"inputs": "a fine film"}', as_json): "body.inputs: must be a list of texts or table rows",
+        ('["a fine film"]', as_json): "body: must be a JSON object",
+        ('{"texts": ["a fine film"]}', as_json): "body.inputs: missing; send a list",
+        ('{"inputs": ["a fine film"], "top_k": "x"}', as_json): "body.top_k: must be a whole number",
+        ('{"inputs": [}', as_json): "body: not valid JSON (",
+        ('{"inputs": ["a fine film"]}', "text/plain"): "body: must be a JSON object",
+    }
+    for (body, kind), start in expected.items():
+        answer = client.post("/predict", content=body.encode(), headers={"content-type": kind})
+        detail = answer.json()["detail"]
+        assert answer.status_code == 400 and isinstance(detail, str) and "\n" not in detail, (body, answer.text)
+        assert detail.startswith(start), (body, detail)
+    no_files = client.post("/predict/files", params={"top_k": 1})
+    assert no_files.status_code == 400 and 'named "files"' in no_files.json()["detail"]
+
+
+def test_top_k_below_one_is_refused_not_read_as_one(text_client):
+    _, client = text_client
+    upload = [("files", ("a.txt", b"a fine film\n", "text/plain"))]
+    answers = [client.post("/predict", json={"inputs": ["a fine film"], "top_k": 0}),
+               client.post("/predict/files", files=upload, params={"top_k": -3})]
+    for answer in answers:
+        assert answer.status_code == 400 and answer.json()["detail"].startswith("top_k must be at least 1")
+    assert client.post("/predict/files", files=upload, params={"top_k": 2}).status_code == 200
+
+
+def test_upload_errors_name_the_upload_not_the_servers_temporary_path(text_client):
+    _, client = text_client
+    rows = b'text\nthe plot was wonderful\n""\nthe acting was dreadful\n'
+    answer = client.post("/predict/files", files=[("files", ("mine.csv", rows, "text/csv"))])
+    assert "headstart-serve" not in answer.text
+    assert answer.json()["predictions"][1] == {"input": "mine.csv row 3", "error": "empty text"}
+    other_column = b"review,label\ngood,positive\n"
+    no_column = client.post("/predict/files", files=[("files", ("reviews.csv", other_column, "text/csv"))])
+    assert no_column.status_code == 400 and no_column.json()["detail"].startswith("reviews.csv: no column 'text'")
+    assert "headstart-serve" not in no_column.text
+
+
+def test_max_inputs_counts_the_rows_of_uploaded_files(text_client):
+    run, _ = text_client
+    small = TestClient(create_app(run, max_inputs=2))
+    three = b"text\ngood\nbad\nfine\n"  # one file, three inputs
+    too_many = small.post("/predict/files", files=[("files", ("rows.csv", three, "text/csv"))])
+    assert too_many.status_code == 413 and too_many.json()["detail"].startswith("3 inputs in one request")
+    two = small.post("/predict/files", files=[("files", ("rows.csv", b"text\ngood\nbad\n", "text/csv"))])
+    assert two.status_code == 200 and [r["input"] for r in two.json()["predictions"]] == ["good", "bad"]
 
 
 def test_table_rows_as_json_and_a_csv_upload_agree_with_predict(table_client):
@@ -87,6 +139,15 @@ def test_table_rows_as_json_and_a_csv_upload_agree_with_predict(table_client):
     assert [r["input"] for r in as_file] == [f"new_rows.csv:row {i}" for i in range(2, 7)]  # the header is row 1
 
 
+def test_info_of_a_regression_names_its_target_and_the_columns_to_send(table_client):
+    _, _, client = table_client
+    info = client.get("/info").json()
+    assert info["task"] == "regression" and info["target"] == "y" and "classes" not in info
+    assert "classes" not in info["summary"] and info["summary"].endswith("predicting y")
+    assert [c["name"] for c in info["columns"]] == ["a", "b", "c", "d"]
+    assert {c["name"]: c["type"] for c in info["columns"]}["c"] == "categorical"
+
+
 def test_a_row_without_a_trained_column_names_it(table_client):
     _, _, client = table_client
     answer = client.post("/predict", json={"inputs": [{"a": 1.0, "b": 0.5}]})
@@ -101,6 +162,7 @@ def test_images_upload_and_an_unreadable_one_is_answered_in_place(tiny_run):
              ("files", ("broken.jpg", b"not an image", "image/jpeg"))]
     rows = client.post("/predict/files", files=files, params={"top_k": 2}).json()["predictions"]
     assert [r["input"] for r in rows] == ["mine.png", "broken.jpg"]
+    assert "broken.jpg" in rows[1]["error"] and "headstart-serve" not in rows[1]["error"]
     assert rows[0]["predictions"] == run.predict([str(image)], top_k=2)[0]["predictions"]
     assert "error" in rows[1] and "predictions" not in rows[1]
     as_json = client.post("/predict", json={"inputs": ["red.png"]})
@@ -113,6 +175,16 @@ def test_onnx_engine_without_an_export_fails_at_start(tiny_run):
         pytest.skip("another test exported this run")
     with pytest.raises(UserError, match="export"):
         create_app(run.path, engine="onnx")
+
+
+def test_a_busy_port_is_one_line_before_anything_is_served(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} on 127.0.0.1 is in use: pass --port N"):
+            serve("no/run/needed", port=port)  # the port is checked before the run is loaded
+    assert "serving" not in capsys.readouterr().out
 
 
 def test_cli_and_api_share_the_name_and_options():

@@ -100,7 +100,7 @@ class Run:
         self.require_head()
         args = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         xs, names = self.modality.collect_inputs([str(a) if isinstance(a, Path) else a for a in args], self.model)
-        return self._predict_collected(xs, names, top_k, engine, progress)
+        return self.predict_collected(xs, names, top_k, engine, progress)
 
     def predict_values(self, values: list, top_k: int = 1, engine: str = "torch") -> list[dict]:
         """Predictions for inputs given as values: texts (strings) or table rows ({column: value}); a string is never
@@ -112,9 +112,11 @@ class Run:
         xs, names = self.modality.from_values(list(values), self.model)
         if not xs:
             raise UserError("no inputs to predict")
-        return self._predict_collected(xs, names, top_k, engine)
+        return self.predict_collected(xs, names, top_k, engine)
 
-    def _predict_collected(self, xs: list, names: list[str], top_k: int, engine: str, progress: bool = False) -> list[dict]:
+    def predict_collected(self, xs: list, names: list[str], top_k: int = 1, engine: str = "torch",
+                          progress: bool = False) -> list[dict]:
+        """Predictions for inputs already collected (`modality.collect_inputs`: serve counts them first)."""
         if top_k < 1:
             raise UserError(f"top_k must be at least 1 (got {top_k})")
         bad = self.modality.unreadable(xs)  # {position: reason}: answered in place, so there is one row per input

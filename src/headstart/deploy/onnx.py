@@ -3,13 +3,15 @@
 The exported graph is the whole prediction: body, head and the task's post-processing (softmax, sigmoid, or
 the regression target's scale), so ONNX Runtime's output is the prediction itself. Preprocessing (decode,
 resize and normalise; tokenise; encode columns; resample) stays outside the graph and is described in
-`export.json`; text exports carry their tokenizer files beside the graph.
+`export.json`; text exports carry their tokenizer files beside the graph. The opset written is the one asked for
+(below torch's 18, onnx's conversion of its graph) or nothing is written, and export.json records it.
 """
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,11 +20,13 @@ import torch
 from torch import nn
 
 from headstart.errors import UserError
+from headstart.io_utils import temporary_folder
 
 ONNX_FILE, SPEC_FILE = "model.onnx", "export.json"
 TOLERANCE = 1e-4  # max abs difference of ONNX Runtime's predictions from PyTorch's (probabilities or target units)
 LARGE_MODEL_BYTES = 1.5e9  # protobuf's 2 GB limit: bigger weights go to an external data file beside the graph
 TENSOR_INPUT = "input"  # the input's name when the body takes one tensor (images, spectrograms, table rows)
+EXPORTER_OPSET = 18  # torch's exporter writes opset 18 and up; an older opset is a conversion of that graph
 
 
 def _require_onnx():
@@ -79,8 +83,10 @@ class OnnxRunner:
         ort = _require_onnx()
         folder = Path(folder)
         spec_path = folder / SPEC_FILE
-        if not spec_path.is_file():
-            raise UserError(f"{folder} holds no ONNX export ({SPEC_FILE} missing); run `headstart export RUN` first")
+        if not spec_path.is_file():  # Run reads RUN/export only: an export to --out elsewhere is never found
+            raise UserError(f"--engine onnx reads the export in {folder}, and it has none ({SPEC_FILE} missing; "
+                            "an export written with --out elsewhere is not used): "
+                            f"run `headstart export {folder.parent}` without --out")
         self.spec = json.loads(spec_path.read_text())
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -107,10 +113,62 @@ def _max_difference(wrapper: _Prediction, runner: OnnxRunner, backbone) -> float
     return worst
 
 
+def _first_line(err: Exception, reason: bool = False) -> str:
+    """An error's first line; reason: only what follows "... failed:" (onnx's and ONNX Runtime's say where first)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (re.sub(r"^.*? failed: ?", "", text) if reason else text)[:200]
+
+
+def _opset_of(path: Path) -> int:
+    """The ONNX (default domain) opset a graph file declares."""
+    import onnx
+
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    return next(o.version for o in imports if o.domain in ("", "ai.onnx"))
+
+
+def _convert(path: Path, opset: int, large: bool, name: str) -> None:
+    """Rewrite the graph at `path` in an older opset with onnx's converter (torch's own conversion drops the weights
+    before converting, so fails on more graphs, and logs a traceback when it does)."""
+    import onnx
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(onnx.load(str(path)), opset)
+    except Exception as err:
+        raise UserError(f"onnx cannot convert {name}'s graph to opset {opset} ({_first_line(err, reason=True)}); "
+                        f"nothing was written. Pass --opset {EXPORTER_OPSET} or higher, or leave it out") from err
+    onnx.save(converted, str(path), save_as_external_data=large, location=f"{path.name}.data")
+
+
+def _torch_export(wrapper, tensors, names, path: Path, model, opset: int | None, large: bool) -> None:
+    """torch's ONNX export of the prediction to `path`, its failure as one line."""
+    converter = logging.getLogger("onnxscript")  # torch converts to opsets it lacks, logging tracebacks of failures:
+    level = converter.level  # export_onnx checks the opset written and says what matters in one line
+    converter.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():  # the exporter notes that inputs share the batch/tokens axes: the intent
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+            torch.onnx.export(wrapper, tuple(tensors), str(path), input_names=names,
+                              output_names=[model.task.output_name], dynamic_shapes=_dynamic_axes(tensors),
+                              opset_version=opset, external_data=large, verbose=False)
+    except Exception as err:  # the exporter's own message is pages long: its first line, and the way out
+        raise UserError(f"torch could not export {model.backbone.name} to ONNX ({type(err).__name__}: "
+                        f"{_first_line(err)}); nothing was written. Try another --opset, or predict with PyTorch") from err
+    finally:
+        converter.setLevel(level)
+
+
 def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool = False) -> dict:
     """Write `folder/model.onnx` + `export.json` (+ tokenizer files), atomically; returns the export's spec."""
     ort = _require_onnx()
+    import onnx.defs
+
     folder = Path(folder)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not 1 <= opset <= newest:
+        raise UserError(f"--opset {opset} is not an ONNX opset this onnx knows (1 to {newest}); pass one of those, "
+                        "or leave it out")
     if folder.exists() and any(folder.iterdir()) and not force:
         raise UserError(f"{folder} exists and is not empty; pass --force to replace the export, or choose another --out")
     model = model.eval().cpu()
@@ -118,18 +176,16 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
     wrapper = _Prediction(model, names if named else None).eval()
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > LARGE_MODEL_BYTES
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = temporary_folder(folder)
     try:
-        with warnings.catch_warnings():  # the exporter notes that inputs share the batch/tokens axes: that is the intent
-            warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-            try:
-                torch.onnx.export(wrapper, tuple(tensors), str(tmp / ONNX_FILE), input_names=names,
-                                  output_names=[model.task.output_name], dynamic_shapes=_dynamic_axes(tensors),
-                                  opset_version=opset, external_data=large, verbose=False)
-            except Exception as err:  # the exporter's own message is pages long: its first line, and the way out
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                raise UserError(f"torch could not export {model.backbone.name} to ONNX ({type(err).__name__}: {first[:200]}); "
-                                "nothing was written. Try another --opset, or predict with PyTorch") from err
+        # torch would convert to an opset below 18 itself, keep 18 where that fails: _convert converts more graphs
+        _torch_export(wrapper, tensors, names, tmp / ONNX_FILE, model, opset and max(opset, EXPORTER_OPSET), large)
+        if opset and opset < EXPORTER_OPSET:
+            _convert(tmp / ONNX_FILE, opset, large, model.backbone.name)
+        written = _opset_of(tmp / ONNX_FILE)
+        if opset and written != opset:  # above the opsets torch implements, its conversion may fail: refused
+            raise UserError(f"torch wrote {model.backbone.name}'s graph in opset {written}, not the {opset} asked for; "
+                            "nothing was written. Pass a lower --opset, or leave it out")
         spec = {
             "format": "onnx",
             "file": ONNX_FILE,
@@ -137,6 +193,7 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
                         "shape": ["batch", *(["tokens"] if _is_sequence(t) else list(t.shape[1:]))]}
                        for n, t in zip(names, tensors)],
             "output": {"name": model.task.output_name, "task": model.task.name, "classes": model.classes},
+            "opset": written,
             "modality": model.modality,
             "preprocess": model.preprocess.to_dict(),
             "backbone": model.backbone.name,
@@ -145,7 +202,14 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
         }
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         model.backbone.save_assets(tmp)  # the tokenizer of a text body: preprocessing needs it
-        difference = _max_difference(wrapper, OnnxRunner(tmp), model.backbone)
+        try:
+            runner = OnnxRunner(tmp)
+        except Exception as err:  # an opset newer than this ONNX Runtime runs, or a conversion it rejects
+            retry = f"--opset {EXPORTER_OPSET} or higher" if opset and opset < EXPORTER_OPSET else "a lower --opset"
+            raise UserError(f"ONNX Runtime {ort.__version__} cannot load the opset {written} graph "
+                            f"({type(err).__name__}: {_first_line(err, reason=True)}); nothing was written. "
+                            f"Pass {retry}, or leave it out") from err
+        difference = _max_difference(wrapper, runner, model.backbone)
         if not difference <= TOLERANCE:
             raise UserError(f"the ONNX graph's predictions differ from PyTorch's by {difference:.3g} (> {TOLERANCE:g}); "
                             "nothing was written. Try another --opset, or report the backbone")
