@@ -290,3 +290,22 @@ def test_a_freeze_made_before_the_fit_is_left_to_whoever_made_it():
         assert gc.get_freeze_count() > FROZEN_AT_IMPORT + 1000, "the fit unfroze the server's objects"
     finally:
         gc.unfreeze()
+
+
+def test_ctrl_c_in_training_reaches_the_caller_as_keyboard_interrupt(tiny_images, tmp_path):
+    """Lightning answers Ctrl-C with sys.exit(1) and leaves SIGINT ignored: the CLI printed nothing and exited 1."""
+    import signal
+
+    import lightning as L
+
+    from headstart.fitting import fit_config
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, *args):
+            raise KeyboardInterrupt
+
+    cfg = FitConfig(data=str(tiny_images), strategy="finetune", out=str(tmp_path / "run"), image_size=32, epochs=1,
+                    progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit_config(cfg, callbacks=[CtrlC()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a second Ctrl-C still stops

@@ -5,7 +5,9 @@ import contextlib
 import ctypes
 import gc
 import logging
+import signal
 import sys
+import threading
 import warnings
 import zlib
 
@@ -67,10 +69,31 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
+class Trainer(L.Trainer):
+    """Lightning's Trainer, but Ctrl-C reaches the caller as KeyboardInterrupt: Lightning answers it with
+    sys.exit(1) and leaves SIGINT ignored, so the CLI said nothing and exited 1, and a second Ctrl-C did nothing."""
+
+    def _interruptible(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except SystemExit:
+            if not self.interrupted:
+                raise
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+
+    def fit(self, *args, **kwargs):
+        return self._interruptible(super().fit, *args, **kwargs)
+
+    def validate(self, *args, **kwargs):
+        return self._interruptible(super().validate, *args, **kwargs)
+
+
 def make_trainer(cfg: FitConfig, max_epochs: int, callbacks: list, accumulate: int = 1) -> L.Trainer:
     """`accumulate`: optimizer steps on that many batches' gradients (a halved batch out of memory: train/memory.py)."""
     quiet_lightning()
-    return L.Trainer(
+    return Trainer(
         accelerator=cfg.accelerator,
         devices=parse_devices(cfg.devices),
         num_nodes=cfg.num_nodes,
