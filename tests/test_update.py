@@ -138,3 +138,23 @@ def test_a_regression_run_is_updated_on_shifted_rows(tmp_path):
     assert report["replayed_features"]["rows"] > 0 and report["replayed_features"]["balance"] is None  # no classes
     kept = load_reference(replayed.path / "model")
     assert kept["outputs"].shape == (len(kept["labels"]), 1) and len(kept["labels"]) > report["replayed_features"]["rows"]
+
+
+def test_the_old_validation_rows_judge_the_heads_only_where_the_run_never_learned_them():
+    """A run refit on train + val learned its validation rows: among the update's, its own head beat the new solve on
+    them, and the update kept the old model (the sweep's table: the new data learned nothing)."""
+    from types import SimpleNamespace
+
+    from headstart.data.base import LabeledData
+    from headstart.updating import _merged
+
+    def data(tag):
+        return LabeledData("tabular", "regression", ["y"], [(f"{tag} train", 1.0)], [(f"{tag} val", 2.0)],
+                           [(f"{tag} test", 3.0)], "table", [], {})
+
+    for metrics, old_val in (({}, ["old val"]), ({"refit": {"reason": "few rows"}}, [])):
+        run = SimpleNamespace(model=SimpleNamespace(task=SimpleNamespace(name="regression")), classes=["y"],
+                              metrics=metrics, path=Path("run"))
+        merged = _merged(data("new"), data("old"), None, 0, run)
+        assert [x for x, _ in merged.val] == ["new val", *old_val]
+        assert [x for x, _ in merged.train] == ["new train", "old train"] and len(merged.test) == 2

@@ -146,8 +146,8 @@ def _old_data(old_cfg: FitConfig, given) -> tuple[LabeledData | None, str]:
 
 
 def _merged(new: LabeledData, old: LabeledData | None, replay: int | None, seed: int, run: Run) -> LabeledData:
-    """New rows, the replayed old training rows and every old validation and test row, in one label space: the
-    run's classes first (in its order, so its head's rows keep their meaning), then the new ones."""
+    """New rows, the replayed old training rows and every old validation (unless the run learned them) and test row,
+    in one label space: the run's classes first (in its order, so its head's rows keep their meaning), then the new."""
     task = run.model.task.name
     if task not in ("classification", "regression"):
         raise UserError(f"update handles classification and regression runs; this one is {task}: fit the new data with "
@@ -161,7 +161,8 @@ def _merged(new: LabeledData, old: LabeledData | None, replay: int | None, seed:
         if replay is not None and replay < len(kept):
             kept = [kept[i] for i in np.sort(np.random.default_rng(seed).choice(len(kept), max(0, replay), replace=False))]
         train += _relabeled(kept, old, classes)
-        val += _relabeled(old.val, old, classes)
+        if "refit" not in run.metrics:  # a run refit on train + val learned those rows: there its head would win
+            val += _relabeled(old.val, old, classes)
         test += _relabeled(old.test, old, classes)
     layout = f"update: {new.layout}" + (f" + replayed {old.layout}" if old is not None else "")
     return LabeledData(new.modality, task, classes, train, val, test, layout, new.skipped, new.info)
