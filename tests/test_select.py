@@ -81,14 +81,17 @@ def test_rank_cli_errors_are_one_line(tiny_images, tmp_path):
     assert result.returncode == 2 and "unknown backbone 'nope_net'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_verdict_flags_negative_transfer_only_when_a_rival_matches_transfer():
+def test_verdict_flags_negative_transfer_when_a_rival_beats_transfer_and_no_gain_when_one_ties():
     from headstart.select.compare import _verdict
 
     row = {"transfer": {"test": 0.9}, "scratch": {"test": 0.5}, "baseline": {"name": "raw pixels", "test": 0.8}}
     assert not _verdict(row, "m")["negative_transfer"]
-    row["baseline"]["test"] = 0.9
+    row["baseline"]["test"] = 0.9  # level: no help, but no harm (1.000 = 1.000 on 5 rows was called negative)
+    tie = _verdict(row, "m")
+    assert not tie["negative_transfer"] and tie["no_gain"] and tie["message"].startswith("NO GAIN FROM TRANSFER: raw pixels")
+    row["baseline"]["test"] = 0.92
     verdict = _verdict(row, "m")
-    assert verdict["negative_transfer"] and "raw pixels" in verdict["message"] and "rank" in verdict["message"]
+    assert verdict["negative_transfer"] and "raw pixels did better" in verdict["message"] and "rank" in verdict["message"]
     assert "instead of a probe" not in verdict["message"], "two-stage already fine-tunes"
     assert "instead of a probe" in _verdict(row, "m", "linear-probe")["message"]
     row["baseline"]["test"], row["scratch"]["test"] = 0.1, 0.95

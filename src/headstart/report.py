@@ -139,7 +139,7 @@ def render_report(run: str | Path) -> Path:
             parts.append(f"<p>Stage {html.escape(name)}: {html.escape(note['memory'])}.</p>")
     compare = _json(run / "compare.json")
     if compare:
-        cls = "warn" if compare["verdict"]["negative_transfer"] else "ok"
+        cls = "warn" if compare["verdict"]["negative_transfer"] or compare["verdict"].get("no_gain") else "ok"
         parts.append(f'<p class="{cls}">{html.escape(compare["verdict"]["message"])}</p>')
 
     parts.append("<h2>Data</h2>")

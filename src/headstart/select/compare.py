@@ -108,18 +108,24 @@ def _verdict(full_row: dict, model: str, strategy: str = "two-stage") -> dict:
     rivals = {"scratch": full_row["scratch"]["test"]}
     if "baseline" in full_row:
         rivals[full_row["baseline"]["name"]] = full_row["baseline"]["test"]
-    beaten_by = [name for name, score in rivals.items() if score >= transfer]
-    if not beaten_by:
+    beaten_by = [name for name, score in rivals.items() if score > transfer]
+    tied = [name for name, score in rivals.items() if score == transfer]
+    if not beaten_by and not tied:
         return {"negative_transfer": False, "message": f"transfer from {model} helped: {transfer:.4f} vs "
                 + ", ".join(f"{n} {s:.4f}" for n, s in rivals.items())}
     tries = ["another body (`headstart rank DATA --models ...`)"]
     if strategy == "linear-probe":
         tries.append("fine-tuning all layers instead of a probe (--strategy two-stage or finetune)")
     tries += ["a larger input (--image-size, --max-length)", "more labeled data"]
+    try_these = f"Try {', '.join(tries[:-1])} or {tries[-1]}."
+    if not beaten_by:  # level is no harm done, and no help either: said apart from negative transfer
+        return {"negative_transfer": False, "no_gain": True,
+                "message": f"NO GAIN FROM TRANSFER: {', '.join(tied)} did as well as transfer from {model} "
+                           f"({transfer:.4f}). {try_these}"}
     return {
         "negative_transfer": True,
-        "message": f"NEGATIVE TRANSFER: {', '.join(beaten_by)} did at least as well as transfer from {model} ({transfer:.4f}). "
-                   f"Try {', '.join(tries[:-1])} or {tries[-1]}.",
+        "message": f"NEGATIVE TRANSFER: {', '.join(beaten_by)} did better than transfer from {model} ({transfer:.4f}). "
+                   + try_these,
     }
 
 
