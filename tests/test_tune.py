@@ -25,6 +25,15 @@ def test_default_study_lives_in_the_run_folder(tiny_images, tmp_path):
     assert result["storage"].startswith("sqlite:///") and (tmp_path / "t" / "study.db").is_file()
 
 
+def test_cli_strategy_is_fixed_not_dropped(tiny_images, tmp_path):
+    from headstart.cli import main
+
+    assert main(["tune", str(tiny_images), "--trials", "2", "--strategy", "linear-probe", "--image-size", "64",
+                 "--no-progress", "--out", str(tmp_path / "t"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    trials = json.loads((tmp_path / "t" / "tune.json").read_text())["trials"]
+    assert [t["params"]["strategy"] for t in trials] == ["linear-probe"] * 2  # it searched finetune and two-stage too
+
+
 def test_prune_callback_stops_a_hopeless_trial():
     import optuna
     import pytest

@@ -5,11 +5,19 @@ import argparse
 import re
 import sys
 
-from headstart.config import (BN_MODES, FLIP_MODES, NOT_PRETRAIN_OPTIONS, PRETRAIN_EPOCHS, REFIT_MODES, SERVE_MAX_INPUTS,
-                              FitConfig, PretrainConfig)
+from headstart.config import (ACCELERATORS, BALANCE_MODES, BN_MODES, FLIP_MODES, NOT_PRETRAIN_OPTIONS, PRECISIONS,
+                              PRETRAIN_EPOCHS, REFIT_MODES, SERVE_MAX_INPUTS, TASKS, FitConfig, PretrainConfig)
 from headstart.errors import UserError
 
 DEFAULTS = FitConfig(data="")
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults for the options that take a value. A flag's default is that it is not given: argparse showed the
+    stored value, `--no-progress ... (default: True)` and `--multi-label ... (default: auto)`."""
+
+    def _get_help_string(self, action):
+        return action.help if action.nargs == 0 else super()._get_help_string(action)
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -> None:
@@ -27,7 +35,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -
     p.add_argument("--force", action="store_true", help="replace an existing non-empty run directory")
     g = p.add_argument_group("data")
     g.add_argument("--modality", default=d.modality, help="image, text, audio, tabular, or auto (detected from the data)")
-    g.add_argument("--task", default=d.task, choices=["auto", "classification", "regression", "multilabel"],
+    g.add_argument("--task", default=d.task, choices=list(TASKS),
                    help="default (auto): classification; multilabel where labels are names joined by --label-separator "
                         "('cat', 'dog', 'cat;dog'); regression for a numeric tabular target with many values. regression "
                         "on numeric labels of an image/text manifest; multilabel as --multi-label; classification keeps "
@@ -35,8 +43,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -
     g.add_argument("--multi-label", dest="task", action="store_const", const="multilabel",
                    help="several labels per example, separated by --label-separator in the label column (sigmoid head, BCE)")
     g.add_argument("--label-separator", default=d.label_separator, help="multi-label separator (default %(default)r)")
-    g.add_argument("--balance", default=None, choices=["weights", "sampler"],
-                   help="class imbalance: weights = loss weighted by inverse class frequency; sampler = balanced batches")
+    g.add_argument("--balance", default=None, choices=list(BALANCE_MODES),
+                   help="class imbalance: weights = loss weighted by inverse class frequency (classification, "
+                        "multi-label); sampler = class-balanced batches (classification)")
     g.add_argument("--text-column", default=d.text_column, help="text: the column holding the text")
     g.add_argument("--label-column", default=d.label_column, help="text: the column holding the label")
     g.add_argument("--target", default=None, help="tabular: the column to predict (makes a CSV/Parquet tabular data)")
@@ -88,12 +97,13 @@ def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -
     g.add_argument("--lora-targets", default=None, help="lora: module-name suffixes to adapt, comma-separated "
                    "(default: attention query/value, else pointwise convs and linear layers)")
     g.add_argument("--cache-dir", default=None, help="feature cache (default $HEADSTART_CACHE or ~/.cache/headstart)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (shown by default)")
     g = p.add_argument_group("engine (as in Lightning)")
-    g.add_argument("--accelerator", default=d.accelerator, help="cpu, gpu, auto (default %(default)s)")
-    g.add_argument("--devices", default=d.devices, help="number of devices or 'auto' (default %(default)s)")
+    g.add_argument("--accelerator", default=d.accelerator, help=f"{', '.join(ACCELERATORS)} (default %(default)s)")
+    g.add_argument("--devices", default=d.devices, help="number of devices, -1 (all), device indices (0,1) or 'auto' (default %(default)s)")
     g.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines for multi-node DDP (default %(default)s)")
-    g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, and for a transformer on a CPU with native bf16; else 32-true), 32-true, bf16-mixed, 16-mixed")
+    g.add_argument("--precision", default=d.precision, help="auto (bf16-mixed on GPU, and for a transformer on a CPU with native bf16; else 32-true), "
+                   f"{', '.join(PRECISIONS[1:])}")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the image body (timm) for fine-tuning; GPU only, ignored on the CPU. Compiling takes "
                         "a minute or more once, so it pays on long fine-tuning runs")
@@ -189,7 +199,9 @@ def cmd_tune(args) -> None:
 
     skip = ("data", "model", "out", "force", "strategy")
     options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in skip and v is not None}
-    tune(args.data, trials=args.trials, model=args.model, strategies=args.strategies, out=args.out, force=args.force,
+    # --strategy X fixes the strategy as any option given is fixed (it was dropped, and the search drew others)
+    strategies = args.strategy if args.strategy != DEFAULTS.strategy else args.strategies
+    tune(args.data, trials=args.trials, model=args.model, strategies=strategies, out=args.out, force=args.force,
          storage=args.storage, study_name=args.study_name, timeout=args.timeout, **options)
 
 
@@ -298,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("fit", help="transfer a pre-trained backbone to labeled data (new head, freeze, train, fine-tune)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     p.add_argument("data", help="images or audio: DATA/{train,val,test}/<class>/*, one folder of class folders, or a CSV "
                    "manifest path,label[,split]; text: CSV/TSV/JSONL or a folder of train/val/test.csv; tabular: CSV/Parquet with --target")
     _add_fit_arguments(p)
@@ -421,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headstart: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("headstart: interrupted", file=sys.stderr)
+        print("headstart: interrupted (a run folder it was writing is incomplete: --force replaces it)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `headstart predict ... | head`: the reader left; no traceback (Python's documented recipe)
         import os

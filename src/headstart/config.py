@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,77 @@ MODEL_ONLY_OPTIONS = ("adapt_to",)  # what rank, compare and lr-find refuse: the
 REFIT_MODES = ("auto", "always", "never")
 SERVE_MAX_INPUTS = 256  # inputs in one request to `serve`: more are split by the client, so none holds the model long
 FLIP_MODES = ("auto", "on", "off")
+TASKS = ("auto", "classification", "regression", "multilabel")
+BALANCE_MODES = ("weights", "sampler")
+# Lightning's precisions, less transformer-engine's (a library headstart does not install)
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# The options with a fixed set of values (--head and --modality: their registries; --strategy: fit's, by name).
+CHOICE_OPTIONS = {"task": TASKS, "balance": BALANCE_MODES, "refit": REFIT_MODES, "flip": FLIP_MODES, "bn": BN_MODES,
+                  "precision": PRECISIONS, "accelerator": ACCELERATORS}
+# The numeric options: (integer?, the test, what is allowed as the error says it). None, where it is the default,
+# means "the backbone's default" (TRAINING_DEFAULTS) or "from the data", and always passes.
+NUMERIC_OPTIONS = {
+    "max_length": (True, lambda v: v >= 1, ">= 1"),
+    "clip_seconds": (False, lambda v: v > 0, "> 0"),
+    "sample_rate": (True, lambda v: v >= 1, ">= 1"),
+    "val_fraction": (False, lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
+    "test_fraction": (False, lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
+    "seed": (True, lambda v: 0 <= v < 2**32, f"in [0, {2**32 - 1}]"),  # numpy's: Lightning's ValueError past it
+    "image_size": (True, lambda v: v >= 1, ">= 1"),
+    "batch_size": (True, lambda v: v >= 1, ">= 1"),
+    "num_workers": (True, lambda v: v >= 0, ">= 0 (0: load in the main process)"),
+    "head_epochs": (True, lambda v: v >= 1, ">= 1"),
+    "head_lr": (False, lambda v: v > 0, "> 0"),
+    "head_patience": (True, lambda v: v >= 0, ">= 0 (0: off)"),
+    "epochs": (True, lambda v: v >= 1, ">= 1"),
+    "lr": (False, lambda v: v > 0, "> 0 or 'auto'"),
+    "lr_mult": (False, lambda v: v >= 1, ">= 1 (1: one rate for every group)"),
+    "weight_decay": (False, lambda v: v >= 0, ">= 0 (0: off)"),
+    "warmup": (False, lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1]"),
+    "patience": (True, lambda v: v >= 0, ">= 0 (0: off)"),
+    "label_smoothing": (False, lambda v: 0 <= v < 1, "in [0, 1) (0: off)"),
+    "freeze_until": (True, lambda v: v >= 0, ">= 0 (0: nothing frozen)"),
+    "ulmfit_factor": (False, lambda v: v >= 1, ">= 1 (1: one rate for every group)"),
+    "l2sp_alpha": (False, lambda v: v >= 0, ">= 0 (0: no pull)"),
+    "pair_rounds": (True, lambda v: v >= 1, ">= 1"),
+    "pair_batch_size": (True, lambda v: v >= 1, ">= 1"),
+    "lora_rank": (True, lambda v: v >= 1, ">= 1"),
+    "lora_alpha": (False, lambda v: v > 0, "> 0"),
+    "num_nodes": (True, lambda v: v >= 1, ">= 1"),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """One line for a value outside a fixed set, with the closest allowed one as a hint."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, 1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"{flag(name)} must be one of {', '.join(allowed)}, not {value!r}{hint}")
+
+
+def check_number(name: str, value) -> None:
+    integer, test, allowed = NUMERIC_OPTIONS[name]
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, kind) and not isinstance(value, bool) and test(value):
+        return
+    raise UserError(f"{flag(name)} must be {'an integer' if integer else 'a number'} {allowed}, not {value!r}")
+
+
+def check_devices(devices) -> None:
+    """Lightning's --devices: a count, -1 (every device), auto, or device indices ("0,1"; "1," is device 1 alone)."""
+    text = str(devices).replace(" ", "")
+    indices = [p for p in text.split(",") if p]
+    count = text.isdigit() and int(text) >= 1  # Lightning refuses 0 devices with a traceback
+    listed = "," in text and bool(indices) and all(p.isdigit() for p in indices)
+    if text in ("auto", "-1") or count or listed:
+        return
+    raise UserError(f"--devices must be a count >= 1, -1 (all), auto, or device indices such as 0,1; not {devices!r}")
+
 
 # Training defaults that depend on the body being transferred: None in FitConfig means "the backbone's
 # default_hparams, else these" (tuned for pre-trained CNNs). A transformer wants a far lower rate than a CNN,
@@ -104,17 +176,29 @@ class FitConfig:
     resolved: dict = field(default_factory=dict)  # what "auto" turned into (input size, precision, ...)
 
     def __post_init__(self) -> None:
+        """Every option's value checked here, so the API and each command refuse it before any folder is made."""
         if isinstance(self.lr, str) and self.lr != "auto":
             try:
                 self.lr = float(self.lr)
             except ValueError:
-                raise UserError(f"--lr must be a number or 'auto', not {self.lr!r}") from None
-        if self.balance not in (None, "weights", "sampler"):
-            raise UserError(f"--balance must be weights or sampler, not {self.balance!r}")
-        if self.refit not in REFIT_MODES:
-            raise UserError(f"--refit must be one of {', '.join(REFIT_MODES)}, not {self.refit!r}")
-        if self.flip not in FLIP_MODES:
-            raise UserError(f"--flip must be one of {', '.join(FLIP_MODES)}, not {self.flip!r}")
+                raise UserError(f"--lr must be a number > 0 or 'auto', not {self.lr!r}") from None
+        unset = {f.name for f in dataclasses.fields(self) if f.default is None}
+        for name in NUMERIC_OPTIONS:
+            value = getattr(self, name)
+            if not (value is None and name in unset or name == "lr" and value == "auto"):
+                check_number(name, value)
+        for name, allowed in CHOICE_OPTIONS.items():
+            if not (name == "balance" and self.balance is None):  # None: no rebalancing
+                check_choice(name, getattr(self, name), allowed)
+        # registries, looked up only off the default: importing them loads torch, which `headstart --help` skips
+        if self.head != "linear":
+            from headstart.heads import HEADS
+
+            check_choice("head", self.head, HEADS.names())
+        if self.modality != "auto":
+            from headstart.data import MODALITIES
+
+            check_choice("modality", self.modality, ["auto", *MODALITIES.names()])
         if self.crop_scale != "auto":
             try:
                 self.crop_scale = float(self.crop_scale)
@@ -122,11 +206,30 @@ class FitConfig:
                 raise UserError(f"--crop-scale must be a number in (0, 1] or 'auto', not {self.crop_scale!r}") from None
             if not 0 < self.crop_scale <= 1:
                 raise UserError(f"--crop-scale must be in (0, 1] or 'auto', not {self.crop_scale}")
-        if self.bn not in BN_MODES:
-            raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn!r}")
-        for name in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, name) < 0.9:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 0.9), not {getattr(self, name)}")
+        if self.task != "auto":
+            self.check_task(self.task)
+        check_devices(self.devices)
+        self._check_accelerator()
+
+    def check_task(self, task: str) -> None:
+        """The options that depend on the task, once it is known (fit calls it again when --task auto resolves)."""
+        if self.balance is not None and task == "regression":
+            raise UserError(f"--balance {self.balance} applies to classification and multi-label only, and {self.data} "
+                            "is a regression task: drop --balance")
+        if self.balance == "sampler" and task == "multilabel":  # the sampler draws by one class per example
+            raise UserError("--balance sampler applies to single-label classification only; for multi-label "
+                            "use --balance weights")
+
+    def _check_accelerator(self) -> None:
+        """Lightning's own error for a GPU that is not there is a MisconfigurationException traceback."""
+        if self.accelerator not in ("gpu", "cuda", "mps"):
+            return
+        import torch
+
+        cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+        if not {"gpu": cuda or mps, "cuda": cuda, "mps": mps}[self.accelerator]:
+            raise UserError(f"--accelerator {self.accelerator}: no GPU is visible on this machine; "
+                            "use --accelerator cpu or auto")
 
     def apply_training_defaults(self, backbone_defaults: dict) -> dict:
         """Fill unset training options from the backbone's defaults, else TRAINING_DEFAULTS; returns what was filled."""
@@ -144,7 +247,12 @@ class FitConfig:
     def from_yaml(cls, path: str | Path) -> "FitConfig":
         values = yaml.safe_load(Path(path).read_text())
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        # A run's record reads on any machine (a GPU run's on a laptop): its accelerator is checked where a fit uses it.
+        accelerator = values.pop("accelerator", "auto")
+        cfg = cls(**values)
+        cfg.accelerator = accelerator
+        return cfg
 
     @classmethod
     def field_names(cls) -> set[str]:

@@ -157,6 +157,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         data = as_multilabel(data, cfg.label_separator)
     elif data.task == "classification" and cfg.task == "regression":
         data = as_regression(data, cfg.label_column)
+    cfg.check_task(data.task)  # --task auto: the options that depend on it are checked now it is known
     task = make_task(data.task)
     balance = task.balance((y for _, y in data.train), len(data.classes)) if cfg.balance == "weights" else None
     if data.task == "regression":

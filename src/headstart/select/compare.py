@@ -25,7 +25,7 @@ from headstart.rundir import default_out, prepare_run_dir
 SLOPE_EPOCHS = 3
 
 
-def compare(data: str | Path, model: str = "auto", strategy: str = "two-stage", fractions=(0.1, 0.25, 0.5, 1.0),
+def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fractions=(0.1, 0.25, 0.5, 1.0),
             out: str | Path | None = None, force: bool = False, **options) -> dict:
     """Transfer vs scratch vs classical baseline on `data`; writes compare.json, compare.png and one run per fit."""
     fractions = sorted({float(f) for f in (fractions.split(",") if isinstance(fractions, str) else fractions)})
