@@ -208,3 +208,34 @@ def test_a_manifest_without_its_header_names_says_what_to_write(tmp_path):
         resolve_modality(FitConfig(data=str(tmp_path / "named.csv")))
     with pytest.raises(UserError, match="its first row is a file name, not a header"):
         resolve_modality(FitConfig(data=str(tmp_path / "bare.csv")))
+
+
+def _classes_data(counts: list[int], names=None, task_chosen="auto", **info):
+    from headstart.data.base import LabeledData
+
+    names = names or [f"c{i}" for i in range(len(counts))]
+    items = [(f"x{i}-{j}", i) for i, n in enumerate(counts) for j in range(n)]
+    return LabeledData("image", "classification", names, items, [], [], "manifest", info=info, task_chosen=task_chosen)
+
+
+def test_mostly_one_example_classes_are_refused_saying_what_the_labels_look_like(tmp_path):
+    from headstart.data.base import check_classes
+
+    numbers = [f"{0.1 * i:.3f}" for i in range(12)]
+    with pytest.raises(UserError, match="d.csv: 10 of 12 classes have one example.*all numbers: pass --task regression"):
+        check_classes(_classes_data([1] * 10 + [3, 3], numbers), "d.csv")
+    with pytest.raises(UserError, match=r"12 of 12 classes have one example.*check --label-column \(it read 'text'\)"):
+        check_classes(_classes_data([1] * 12, label_column="text"), "t.csv")
+    check_classes(_classes_data([2, 2, 2]), "small.csv")  # 3 classes of 2: a legitimate small set
+    check_classes(_classes_data([1] * 9), "few.csv")  # under 10 classes: too few to tell a label mistake
+    check_classes(_classes_data([1] * 6 + [5] * 6), "half.csv")  # rare classes beside common ones, not most
+    check_classes(_classes_data([1] * 12, task_chosen="classification"), "asked.csv")  # --task classification: as told
+    check_classes(_classes_data([1] * 12, task_chosen="multilabel"), "sets.csv")  # label sets are split into labels
+
+
+def test_a_numeric_manifest_fitted_without_a_task_is_refused_before_training(tmp_path):
+    files = sorted(make_images(tmp_path / "imgs", per_class=5).rglob("*.png"))
+    (tmp_path / "values.csv").write_text("path,label\n" + "".join(f"{f},{i * 0.5:.2f}\n" for i, f in enumerate(files)))
+    with pytest.raises(UserError, match="15 of 15 classes have one example.*pass --task regression"):
+        hs.fit(str(tmp_path / "values.csv"), out=str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()

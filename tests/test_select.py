@@ -9,7 +9,7 @@ from scipy.stats import multivariate_normal
 
 import headstart as hs
 from headstart.errors import UserError
-from headstart.select.scores import knn_accuracy, logme, logme_details, probe_accuracy
+from headstart.select.scores import knn_accuracy, knn_r2, logme, logme_details, probe_accuracy, probe_r2
 
 
 @pytest.fixture
@@ -72,6 +72,30 @@ def test_rank_bundled_backbones_and_fit_best(tiny_images, tmp_path):
     again = hs.rank(str(tiny_images), ["efficientnet_lite0"], out=str(tmp_path / "rank2"), image_size=64, progress=False,
                     cache_dir=str(tmp_path / "cache"))
     assert again[0]["features_computed"] == 0, "rank reuses the feature cache"
+
+
+def test_regression_scores_prefer_features_that_carry_the_target():
+    rng = np.random.default_rng(3)
+    informative = rng.normal(size=(80, 6))
+    target = informative[:, 0] * 2 + 0.1 * rng.normal(size=80)
+    noise = rng.normal(size=(80, 6))
+    assert knn_r2(informative, target) > 0.3 and knn_r2(noise, target) < 0.1
+    assert probe_r2(informative, target) > 0.9 and probe_r2(noise, target) < 0.1
+
+
+def test_rank_honours_the_task(tiny_images, tmp_path):
+    files = sorted(tiny_images.rglob("*.png"))
+    values = {"red": 1.0, "green": 2.0, "blue": 3.0}
+    (tmp_path / "values.csv").write_text("path,label\n" + "".join(
+        f"{f},{values[f.parent.name] + 0.01 * i:.2f}\n" for i, f in enumerate(files)))
+    options = dict(image_size=64, progress=False, cache_dir=str(tmp_path / "cache"))
+    rows = hs.rank(str(tmp_path / "values.csv"), ["efficientnet_lite0"], score="probe", task="regression",
+                   out=str(tmp_path / "rank"), **options)
+    assert json.loads((tmp_path / "rank" / "rank.json").read_text())["task"] == "regression"
+    assert rows[0]["knn"] > 0.5 and rows[0]["probe"] > 0.5 and np.isfinite(rows[0]["logme"]), rows  # R², colour -> value
+    (tmp_path / "tags.csv").write_text("path,label\n" + "".join(f"{f},{f.parent.name};colour\n" for f in files))
+    with pytest.raises(UserError, match="rank scores classification and regression data, and this reads as multi-label"):
+        hs.rank(str(tmp_path / "tags.csv"), ["efficientnet_lite0"], out=str(tmp_path / "rank_ml"), **options)
 
 
 def test_rank_cli_errors_are_one_line(tiny_images, tmp_path):

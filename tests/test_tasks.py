@@ -77,6 +77,19 @@ def test_regression_on_numeric_manifest_labels(tiny_images, tmp_path):
     assert run.metrics["r2"] > 0.8, run.metrics
     value = run.predict([str(next((tiny_images / "blue").iterdir()))])[0]["prediction"]
     assert abs(value - 3.0) < 0.5
+    # evaluate reads the labels as fit does: numbers, from a manifest or from class folders named by them
+    metrics = hs.load(run.path).evaluate(str(data), save=False)
+    assert metrics["n"] == 36 and metrics["r2"] > 0.8, metrics
+    folders = tmp_path / "by_value"
+    for name, value in VALUES.items():
+        (folders / str(value)).mkdir(parents=True)
+        for img in (tiny_images / name).iterdir():
+            (folders / str(value) / img.name).write_bytes(img.read_bytes())
+    assert run.evaluate(str(folders), save=False)["r2"] == pytest.approx(metrics["r2"])
+    with open(data, "a") as f:
+        f.write(f"{img},n/a\n")
+    with pytest.raises(UserError, match=r"values.csv row 38: label 'n/a' is not a number"):
+        run.evaluate(str(data), save=False)
 
 
 def test_balance_weights_follow_inverse_frequency():

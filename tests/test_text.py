@@ -456,6 +456,22 @@ def test_a_multi_label_text_model_evaluates_label_sets(tmp_path):
         run.evaluate(str(write_csv(tmp_path / "bad.csv", [("a text", "good;bad")])), save=False)
 
 
+def test_text_regression_fits_predicts_and_evaluates_the_label_column_as_numbers(tmp_path):
+    """--task regression on a text file: the label column's numbers are the target (as an image manifest's are)."""
+    rows = [(text, f"{(8.0 if label == 'positive' else 2.0) + 0.01 * i:.2f}")
+            for i, (text, label) in enumerate(sentiment_rows(40))]
+    data = write_csv(tmp_path / "scores.csv", rows)
+    with pytest.raises(UserError, match="classes have one example.*pass --task regression"):
+        hs.fit(str(data), strategy="linear-probe", out=str(tmp_path / "classes"), **FAST)
+    run = hs.fit(str(data), task="regression", strategy="linear-probe", out=str(tmp_path / "run"), **FAST)
+    assert run.model.task.name == "regression" and run.classes == ["label"] and run.metrics["r2"] > 0.5, run.metrics
+    assert run.predict(["a superb film, truly superb from start to finish"])[0]["prediction"] > 5
+    metrics = hs.load(run.path).evaluate(str(data), save=False)
+    assert metrics["n"] == 40 and metrics["r2"] > 0.5, metrics
+    with pytest.raises(UserError, match=r"bad.csv row 2: label 'high' is not a number"):
+        run.evaluate(str(write_csv(tmp_path / "bad.csv", [("a text", "high")])), save=False)
+
+
 def test_semicolon_and_utf16_files_read_like_csv(tmp_path):
     rows = sentiment_rows()
     semicolons = write_csv(tmp_path / "semi.csv", rows, delimiter=";")  # a spreadsheet in a decimal-comma locale

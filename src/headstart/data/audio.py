@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
-from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, label_separator_of, register_modality
+from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, label_reader, register_modality, with_task
 from headstart.data.files import (FileKind, collect_files, load_file_data, load_labeled_files, unlabeled_files,
                                  unreadable_files)
 
@@ -112,10 +112,10 @@ class Audio(Modality):
         return CLIPS.hint(source)
 
     def load(self, cfg) -> LabeledData:
-        return load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        return with_task(load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_files(source, CLIPS, model.classes, label_separator_of(model))
+        return load_labeled_files(source, CLIPS, model.classes, label_reader(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_files(inputs, CLIPS)

@@ -35,6 +35,9 @@ class LabeledData:
     layout: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or "file row N", reason)
     info: dict = field(default_factory=dict)  # facts a backbone adapts to (native image size, columns, ...)
+    # --task as given ("auto", or "multilabel" where auto found label sets): set by `with_task`; check_classes
+    # questions single-example classes only where nothing chose the task
+    task_chosen: str = "auto"
 
     @property
     def inputs(self) -> dict[str, list]:
@@ -74,6 +77,72 @@ def check_classes(data: LabeledData, source) -> LabeledData:
     for names in (group for group in alike.values() if len(group) > 1):
         warn(f"{source}: classes {', '.join(map(repr, names))} differ only in case or spacing and are learned apart; "
              "give them one spelling if they are one class")
+    if data.task == "classification" and data.task_chosen == "auto":
+        _check_single_examples(data, source)
+    return data
+
+
+# Numbers read as labels (a regression target, or the text column as --label-column) make one class per example: a
+# class of one example is never in a test split and cannot be learned. Refused where more than half of the classes
+# have one example, from 10 classes on: a small legitimate set (3 classes of 2, a few rare classes beside common
+# ones) passes, and a mistaken label column, nearly all of whose values differ, rarely has fewer than 10 of them.
+SINGLES_MIN_CLASSES = 10
+
+
+def _check_single_examples(data: LabeledData, source) -> None:
+    counts = Counter(y for split in (data.train, data.val, data.test) for _, y in split)
+    singles = sum(counts[i] == 1 for i in range(len(data.classes)))
+    if len(data.classes) < SINGLES_MIN_CLASSES or singles <= len(data.classes) / 2:
+        return
+    if all(_finite_number(c) is not None for c in data.classes):
+        fix = "the labels are all numbers: pass --task regression to predict them as a number, or"
+    elif data.info.get("label_column"):
+        fix = f"check --label-column (it read {data.info['label_column']!r}), or pass"
+    elif data.info.get("target"):
+        fix = f"check --target (it read {data.info['target']!r}), or pass"
+    else:
+        fix = "check that the labels name classes, or pass"
+    raise UserError(f"{source}: {singles} of {len(data.classes)} classes have one example, which can be neither learned "
+                    f"nor tested; {fix} --task classification to fit these classes anyway")
+
+
+def _finite_number(label: str) -> float | None:
+    try:
+        value = float(label)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def label_number(label: str, where: str) -> float:
+    """A regression label as a number, or a UserError naming `where` (fit and evaluate read labels alike)."""
+    value = _finite_number(label)
+    if value is None:
+        raise UserError(f"{where}: label {label!r} is not a number, and a regression target must be one: correct or "
+                        "remove it")
+    return value
+
+
+def label_reader(model):
+    """How evaluate reads a label for `model` other than as one of its classes: a regression model's as a number, a
+    multi-label model's as a set joined by its separator (a multi-hot vector); None for classification. Called as
+    read(label, where), `where` naming the file or row in an error."""
+    if model.task.name == "regression":
+        return label_number
+    separator = label_separator_of(model)
+    if separator:
+        return lambda label, where: required_multi_hot(label, model.classes, separator, where)
+    return None
+
+
+def with_task(data: LabeledData, cfg) -> LabeledData:
+    """Data read as classes, turned into what `cfg.task` asks: numeric labels become regression targets (so fit,
+    rank, compare and update read the same targets); a multi-label reading (asked for, or label sets under auto)
+    is noted in `task_chosen`, the split into labels left to fitting (as_multilabel)."""
+    if data.task == "classification" and cfg.task == "regression":
+        data = as_regression(data, cfg.label_column, where=str(cfg.data))
+    sets = cfg.task == "auto" and data.task == "classification" and looks_multilabel(data.classes, cfg.label_separator)
+    data.task_chosen = "multilabel" if sets else cfg.task
     return data
 
 
@@ -152,6 +221,7 @@ class Modality:
     name: str = ""
     default_backbone: str = ""
     input_noun: str = "item"  # for progress bars and summaries ("img", "text", "clip", "row")
+    decoding: str = ""  # how a file becomes the preprocessing's input, where that is not plain (export.json says it)
 
     def claims(self, source: Path, cfg) -> bool:
         """Whether `source` looks like this modality's data (auto-detection)."""
@@ -288,14 +358,10 @@ def as_multilabel(data: LabeledData, separator: str = ";") -> LabeledData:
                        data.skipped, {**data.info, "label_separator": separator})
 
 
-def as_regression(data: LabeledData, target: str) -> LabeledData:
-    """Labels that are numbers (e.g. an image manifest's label column) become regression targets."""
-    values = []
-    for c in data.classes:
-        try:
-            values.append(float(c))
-        except ValueError:
-            raise UserError(f"{data.layout} data: label {c!r} is not a number; regression needs numeric labels") from None
+def as_regression(data: LabeledData, target: str, where: str | None = None) -> LabeledData:
+    """Labels that are numbers (an image manifest's or a text file's label column) become regression targets;
+    `where` (the data's path) names the data in the error for one that is not."""
+    values = [label_number(c, where or f"{data.layout} data") for c in data.classes]
     split = {s: [(x, values[y]) for x, y in getattr(data, s)] for s in ("train", "val", "test")}
     return LabeledData(data.modality, "regression", [target], split["train"], split["val"], split["test"], data.layout,
                        data.skipped, data.info)

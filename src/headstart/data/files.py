@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData, csv_delimiter, required_multi_hot, split_unlabeled
+from headstart.data.base import LabeledData, csv_delimiter, split_unlabeled
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -127,8 +127,10 @@ def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = N
     return items, classes
 
 
-def manifest_splits(csv_path: Path, classes: list[str] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
-    """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders."""
+def manifest_splits(csv_path: Path, classes: list[str] | None = None,
+                    read: Callable[[str, str], Any] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
+    """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders. Targets are
+    class indices, or `read(label, "FILE row N")` where given (base.label_reader: numbers, label sets)."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=csv_delimiter(csv_path))
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
@@ -138,13 +140,14 @@ def manifest_splits(csv_path: Path, classes: list[str] | None = None) -> tuple[d
     index = {c: i for i, c in enumerate(classes)}
     per_split: dict[str, list[Item]] = {}
     for row_no, row in enumerate(rows, start=2):
-        if row["label"] not in index:
+        if read is None and row["label"] not in index:
             raise UserError(f"{csv_path} row {row_no}: label {row['label']!r} is not one of the classes ({', '.join(classes)})")
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise UserError(f"{csv_path} row {row_no}: unknown split {split!r} (use train, val or test, or leave it empty)")
         path = Path(row["path"]) if Path(row["path"]).is_absolute() else csv_path.parent / row["path"]
-        per_split.setdefault(SPLIT_ALIASES[split], []).append((str(path), index[row["label"]]))
+        target = read(row["label"], f"{csv_path} row {row_no}") if read else index[row["label"]]
+        per_split.setdefault(SPLIT_ALIASES[split], []).append((str(path), target))
     return per_split, classes
 
 
@@ -212,28 +215,26 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
 
 
 def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
-                       separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]], str]:
+                       read: Callable[[str, str], Any] | None = None) -> tuple[list[Item], list[tuple[str, str]], str]:
     """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
-    (else val/), a manifest's test rows (else all of them). `separator` (a multi-label model's): labels are sets
-    joined by it ("cat;dog"), read as multi-hot targets over `classes`."""
+    (else val/), a manifest's test rows (else all of them). `read` (base.label_reader's, for a regression or
+    multi-label model): a label or folder name read by it (a number, a set "cat;dog"), not as one of `classes`."""
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
     root = unwrap(root, kind)
-    own = None if separator else classes  # multi-label: the data's own label strings first, then their sets
+    own = None if read else classes  # read: the data's own label strings first, then their targets
     if root.is_file():
-        per_split, names = manifest_splits(root, own)
+        per_split, _ = manifest_splits(root, own, read)
         items = per_split.get("test") or [it for split in per_split.values() for it in split]
         scored = f"{root}: its {'test rows' if per_split.get('test') else 'rows, every split'}"
-    elif split_dir(root, "train") and (split_dir(root, "test") or split_dir(root, "val")):
-        part = split_dir(root, "test") or split_dir(root, "val")
-        items, names = class_folder_items(part, kind, own)
-        scored = str(part) if split_dir(root, "test") else f"{part} (no test folder)"
     else:
-        items, names = class_folder_items(root, kind, own)
-        scored = str(root)
-    if separator:
-        items = [(path, required_multi_hot(names[y], classes, separator, path)) for path, y in items]
+        has_split = split_dir(root, "train") and (split_dir(root, "test") or split_dir(root, "val"))
+        folder = (split_dir(root, "test") or split_dir(root, "val")) if has_split else root
+        items, names = class_folder_items(folder, kind, own)
+        scored = f"{folder} (no test folder)" if has_split and not split_dir(root, "test") else str(folder)
+        if read:  # a class folder's name, read as a manifest's label
+            items = [(path, read(names[y], str(folder / names[y]))) for path, y in items]
     items, skipped, _ = filter_readable(items, kind)
     if not items:
         raise UserError(f"{root}: no readable labeled {kind.noun} (expected class folders named {', '.join(classes)})")

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from headstart.backbones.base import Preprocess
 from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
-from headstart.data.base import LabeledData, Modality, file_hash, label_separator_of, register_modality
+from headstart.data.base import LabeledData, Modality, file_hash, label_reader, register_modality, with_task
 from headstart.data.files import (FileKind, Item, collect_files, load_file_data, load_labeled_files, unlabeled_files,
                                  unreadable_files)
 
@@ -47,8 +47,8 @@ def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fractio
     return data
 
 
-def load_labeled_items(source: str | Path, classes: list[str], separator: str | None = None) -> tuple[list[Item], list[tuple[str, str]]]:
-    return load_labeled_files(source, IMAGES, classes, separator)
+def load_labeled_items(source: str | Path, classes: list[str], read=None) -> tuple[list[Item], list[tuple[str, str]], str]:
+    return load_labeled_files(source, IMAGES, classes, read)
 
 
 def collect_image_files(paths: list[str | Path]) -> list[str]:
@@ -148,6 +148,9 @@ class Images(Modality):
     name = "image"
     default_backbone = "efficientnet_lite0"
     input_noun = "img"
+    decoding = ("8-bit RGB (16-bit and float images rescaled to 0-255), EXIF orientation applied, transparent pixels "
+                "on white; a JPEG decodes at the smallest of libjpeg's 1/2, 1/4, 1/8 scales that keeps twice the "
+                "resize side (PIL Image.draft), then resizes: a full-size decode moves probabilities by about 0.03")
 
     def claims(self, source: Path, cfg) -> bool:
         return IMAGES.claims(source)
@@ -156,10 +159,10 @@ class Images(Modality):
         return IMAGES.hint(source)
 
     def load(self, cfg) -> LabeledData:
-        return load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        return with_task(load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_items(source, model.classes, label_separator_of(model))
+        return load_labeled_items(source, model.classes, label_reader(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_image_files(inputs)

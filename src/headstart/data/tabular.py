@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
-                                looks_multilabel, multi_hot, register_modality, split_unlabeled)
+                                looks_multilabel, multi_hot, register_modality, split_unlabeled, with_task)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError, warn
 
@@ -370,8 +370,8 @@ class Tables(Modality):
     def load(self, cfg) -> LabeledData:
         # multi-label: read as classes ("a;b" one of them) here; fitting turns them into sets of labels (as_multilabel)
         task = "classification" if cfg.task == "multilabel" else cfg.task
-        return load_table_data(cfg.data, cfg.target, task, cfg.val_fraction, cfg.test_fraction, cfg.seed,
-                               cfg.label_separator)
+        return with_task(load_table_data(cfg.data, cfg.target, task, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                                         cfg.label_separator), cfg)
 
     def load_labeled(self, source, model):
         return load_labeled_rows(source, model)

@@ -13,8 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
-                                register_modality, required_multi_hot, split_unlabeled)
+from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_reader, linear_baseline,
+                                register_modality, split_unlabeled, with_task)
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 
@@ -279,9 +279,8 @@ class Texts(Modality):
         return f"for text, name its columns: --text-column {text} --label-column {label}" if text and label else ""
 
     def load(self, cfg) -> LabeledData:
-        if cfg.task == "regression":
-            raise UserError("text data supports classification only (--task regression is for tabular data)")
-        return load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        data = load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        return with_task(data, cfg)  # --task regression: the label column's numbers as targets
 
     def load_labeled(self, source, model):
         """A labeled file with the run's text/label columns, or a folder's test (else validation) file."""
@@ -296,20 +295,22 @@ class Texts(Modality):
         rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
-        separator = label_separator_of(model)
-        if separator:  # "cat;dog" -> a multi-hot target over the model's labels
-            return [(text, required_multi_hot(label, model.classes, separator, where)) for where, text, label in rows], skipped, scored
+        read = label_reader(model)
+        if read:  # a regression model's number, a multi-label model's "cat;dog" as a multi-hot target
+            return [(text, read(label, where)) for where, text, label in rows], skipped, scored
         return _items(rows, model.classes), skipped, scored
 
     def classical_baseline(self, train, test, task):
-        """TF-IDF of words and word pairs (sublinear counts) + logistic regression: the usual strong text baseline."""
+        """TF-IDF of words and word pairs (sublinear counts) + logistic regression (ridge for a regression target):
+        the usual strong text baseline."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         x_train = vectorizer.fit_transform([x for x, _ in train])
         score = linear_baseline(x_train, [y for _, y in train], vectorizer.transform([x for x, _ in test]),
                                 [y for _, y in test], task)
-        return None if score is None else ("TF-IDF + logistic regression", score)
+        model = "ridge regression" if task == "regression" else "logistic regression"
+        return None if score is None else (f"TF-IDF + {model}", score)
 
     def collect_inputs(self, inputs, model):
         """Texts given as arguments, and every row of text files (the run's text column), unusable rows included in

@@ -17,7 +17,7 @@ from headstart.errors import UserError
 from headstart.io_utils import write_json, write_text
 from headstart.progress import RunProgress
 from headstart.rundir import default_out, prepare_run_dir
-from headstart.select.scores import SCORES, knn_accuracy, logme, probe_accuracy
+from headstart.select.scores import SCORES, knn_accuracy, knn_r2, logme, probe_accuracy, probe_r2
 from headstart.train.feature_cache import FeatureCache, features_of
 
 
@@ -25,8 +25,9 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
          fit_best: bool = False, **options) -> list[dict]:
     """Transferability of each candidate body on `data` (train + val examples; test stays unseen), best first.
 
-    Scores: LogME, leave-one-out kNN accuracy and cross-validated linear-probe accuracy (classification),
-    LogME only for regression. With `fit_best`, the winner goes on to a normal `fit` (same options).
+    Scores: LogME, leave-one-out kNN accuracy and cross-validated linear-probe accuracy (classification); for
+    regression (--task regression, or a table's numeric target) LogME's regression form, kNN R² and ridge-probe R².
+    Multi-label data is refused. With `fit_best`, the winner goes on to a normal `fit` (same options).
     """
     models = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
     if not models:
@@ -38,10 +39,12 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     cfg.apply_training_defaults({})
     out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force, keep=[data, models])
     modality = resolve_modality(cfg)
-    labeled = check_classes(modality.load(cfg), data)
+    labeled = check_classes(modality.load(cfg), data)  # the loader reads --task regression's numbers as targets
+    if "multilabel" in (labeled.task, labeled.task_chosen):
+        raise UserError(f"{data}: rank scores classification and regression data, and this reads as multi-label (labels "
+                        f"joined by {cfg.label_separator!r}); pass --task classification to rank with each set of labels "
+                        "as one class, or fit each body (--model NAME) and compare their F1")
     regression = labeled.task == "regression"
-    if regression and score != "logme":
-        raise UserError("kNN and probe scores are for classification; use --score logme for a regression target")
     items = labeled.train + labeled.val
     inputs, targets = [x for x, _ in items], np.array([y for _, y in items])
     cache, progress = FeatureCache(cfg.cache_dir), RunProgress(cfg.progress)
@@ -57,13 +60,12 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         f = feats.double().numpy()
         row = {"model": name, "feature_dim": int(f.shape[1]), "input": body.preprocess.describe(),
                "logme": logme(f, targets, regression=regression)}
-        if not regression:
-            row["knn"] = knn_accuracy(f, targets)
-            row["probe"] = probe_accuracy(f, targets, seed=cfg.seed)
+        row["knn"] = knn_r2(f, targets) if regression else knn_accuracy(f, targets)
+        row["probe"] = probe_r2(f, targets, seed=cfg.seed) if regression else probe_accuracy(f, targets, seed=cfg.seed)
         row.update(features_computed=computed, feature_seconds=round(extract_s, 2), seconds=round(time.perf_counter() - start, 2))
         rows.append(row)
     rows.sort(key=lambda r: -r[score])
-    result = {"data": str(data), "score": score, "scores": {k: SCORES[k] for k in (["logme"] if regression else SCORES)},
+    result = {"data": str(data), "score": score, "scores": SCORES,
               "n_examples": len(items), "modality": modality.name, "task": labeled.task, "ranking": rows}
     write_text(out_dir / "config.yaml", cfg.to_yaml())
     write_json(out_dir / "rank.json", result)

@@ -4,8 +4,9 @@
   maximised over the prior precision alpha and noise precision beta by the paper's fixed-point iteration,
   averaged over one-hot class columns (or the standardised target for regression). Vectorised over classes:
   one eigendecomposition of F^T F serves every column.
-- kNN: leave-one-out accuracy of a cosine k-nearest-neighbour vote.
-- probe: cross-validated accuracy of logistic regression (the linear probe a fit would start from).
+- kNN: leave-one-out accuracy of a cosine k-nearest-neighbour vote (regression: R² of the neighbours' mean).
+- probe: cross-validated accuracy of logistic regression (the linear probe a fit would start from; regression:
+  cross-validated R² of ridge regression, the head a regression fit solves).
 """
 from __future__ import annotations
 
@@ -56,16 +57,19 @@ def logme_details(features: np.ndarray, targets: np.ndarray, regression: bool = 
     return {"evidence": evidence, "alpha": alpha, "beta": beta}
 
 
-def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
-    """Leave-one-out accuracy of a cosine k-NN majority vote (ties go to the nearest neighbour's class)."""
+def _neighbours(features: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k nearest other rows by cosine similarity, nearest first (leave-one-out)."""
     f = np.asarray(features, dtype=np.float64)
     f = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
-    labels = np.asarray(labels)
-    k = max(1, min(k, len(f) - 1))
     sims = f @ f.T
     np.fill_diagonal(sims, -np.inf)  # leave the sample itself out
-    neighbours = np.argsort(-sims, axis=1)[:, :k]
-    votes = labels[neighbours]
+    return np.argsort(-sims, axis=1)[:, :max(1, min(k, len(f) - 1))]
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out accuracy of a cosine k-NN majority vote (ties go to the nearest neighbour's class)."""
+    labels = np.asarray(labels)
+    votes = labels[_neighbours(features, k)]
     classes = np.unique(labels)
     counts = (votes[:, :, None] == classes[None, None, :]).sum(1) + 1e-3 * (votes[:, :1] == classes[None, :])
     return float((classes[counts.argmax(1)] == labels).mean())
@@ -91,8 +95,31 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0, fold
     return float(scores.mean())
 
 
+def knn_r2(features: np.ndarray, targets: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out R² of predicting each target by the mean of its k cosine-nearest neighbours' (regression)."""
+    from sklearn.metrics import r2_score
+
+    y = np.asarray(targets, dtype=np.float64)
+    return float(r2_score(y, y[_neighbours(features, k)].mean(1)))
+
+
+@single_threaded_blas
+def probe_r2(features: np.ndarray, targets: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """R² of cross-validated ridge predictions, strength by inner leave-one-out CV, on the raw features: the head a
+    regression fit solves (train/probe.py). Standardising them blew up near-constant features (R² -37 on 41 images)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    y = np.asarray(targets, dtype=np.float64)
+    model = RidgeCV(alphas=tuple(10.0 ** k for k in range(-3, 4)))
+    # pooled out-of-fold predictions: one R² over every row, steadier than a mean of small folds' R²
+    preds = cross_val_predict(model, features, y, cv=KFold(max(2, min(folds, len(y))), shuffle=True, random_state=seed))
+    return float(r2_score(y, preds))
+
+
 SCORES = {
     "logme": "LogME log evidence per sample (higher: features fit the labels better)",
-    "knn": "leave-one-out 5-NN accuracy (cosine)",
-    "probe": "5-fold cross-validated logistic-regression accuracy",
+    "knn": "leave-one-out 5-NN accuracy (cosine); regression: R² of the 5 neighbours' mean",
+    "probe": "5-fold cross-validated logistic-regression accuracy; regression: cross-validated ridge R²",
 }
