@@ -56,6 +56,7 @@ def test_image_export_writes_a_checked_graph_and_its_spec(exported_image_run):
     assert saved["preprocess"]["input_size"] == 64 and saved["preprocess"]["mean"][0] == pytest.approx(0.485)
     assert saved["check"]["max_abs_difference"] <= TOLERANCE and saved["check"]["batch_sizes"] == [1, 3]
     assert saved["opset"] == opset_of(folder / "model.onnx") >= 18, "export.json records the opset written"
+    assert "libjpeg's 1/2, 1/4, 1/8 scales" in saved["decoding"], "what a reimplementation must do to match"
 
 
 def test_onnx_runtime_predicts_what_pytorch_predicts_on_images(exported_image_run):

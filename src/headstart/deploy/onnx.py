@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from headstart.data import MODALITIES
 from headstart.errors import UserError
 from headstart.io_utils import temporary_folder
 
@@ -195,6 +196,7 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
             "output": {"name": model.task.output_name, "task": model.task.name, "classes": model.classes},
             "opset": written,
             "modality": model.modality,
+            **({"decoding": modality.decoding} if (modality := MODALITIES.get(model.modality)).decoding else {}),
             "preprocess": model.preprocess.to_dict(),
             "backbone": model.backbone.name,
             "torch": torch.__version__,
