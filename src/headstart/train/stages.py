@@ -111,7 +111,7 @@ class TrainingStage(Stage):
             best.seed(start_loss, task.net, start_score)
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
                                 score: round(start_score, 6), "lr": 0.0, "seconds": 0.0})
-        trainer.fit(task, train_loader, val_loader)
+        trainer.fit(task, train_loader, val_loader if ctx.data.val else None)  # none: Lightning warns of an empty one
         return trainer, best
 
 
