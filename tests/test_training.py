@@ -309,3 +309,48 @@ def test_ctrl_c_in_training_reaches_the_caller_as_keyboard_interrupt(tiny_images
     with pytest.raises(KeyboardInterrupt):
         fit_config(cfg, callbacks=[CtrlC()])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a second Ctrl-C still stops
+
+
+def test_a_fit_stopped_in_fine_tuning_resumes_from_its_last_saved_epoch(tiny_images, tmp_path, monkeypatch):
+    import lightning as L
+
+    from headstart.errors import UserError
+    from headstart.fitting import fit_config
+    from headstart.train import callbacks
+
+    monkeypatch.setattr(callbacks, "CHECKPOINT_EVERY_S", 0.0)  # save every epoch (a minute apart on real fits)
+
+    class Epochs(L.Callback):
+        """Records the fine-tuning epochs begun (its trainer runs 3); stops at the third when told to."""
+
+        def __init__(self, stop: bool):
+            self.stop, self.begun = stop, []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.max_epochs == 3:
+                self.begun.append(trainer.current_epoch)
+                if self.stop and trainer.current_epoch == 2:
+                    raise KeyboardInterrupt
+
+    options = dict(data=str(tiny_images), strategy="two-stage", out=str(tmp_path / "run"), image_size=32, epochs=3,
+                   head_epochs=5, refit="never", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit_config(FitConfig(**options), callbacks=[Epochs(stop=True)])
+    assert (tmp_path / "run" / "checkpoints" / "finetune-1.ckpt").is_file()
+    with pytest.raises(UserError, match=r"these differ: epochs 4 \(the stopped fit's: 3\)"):
+        fit_config(FitConfig(**{**options, "epochs": 4, "resume": True}))
+    resumed = Epochs(stop=False)
+    run = fit_config(FitConfig(**options, resume=True), callbacks=[resumed])
+    assert resumed.begun == [2], "the two saved epochs are not trained again"
+    assert run.metrics["stages"]["finetune"]["epochs_run"] == 3
+    assert [r["epoch"] for r in _history(run) if r["stage"] == "finetune"] == [0, 1, 2, 3]  # 0: the start, validated
+    assert not (run.path / "checkpoints").exists(), "a finished run keeps no checkpoint"
+    with pytest.raises(UserError, match="holds a finished run: nothing to resume"):
+        fit_config(FitConfig(**options, resume=True))
+
+
+def _history(run) -> list[dict]:
+    import csv
+
+    with open(run.path / "history.csv") as f:
+        return [{**row, "epoch": int(row["epoch"])} for row in csv.DictReader(f)]

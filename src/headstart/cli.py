@@ -53,6 +53,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -
     g.add_argument("--clip-seconds", type=float, default=None, help="audio: clip length (default: from the clips)")
     g.add_argument("--sample-rate", type=int, default=d.sample_rate, help="audio: resample everything to this rate")
     if saves_a_model:
+        p.add_argument("--resume", action="store_true",
+                       help="continue the interrupted fit in --out with the same options: epochs saved before the stop "
+                            "are kept (an epoch is saved when a minute has passed since the last save)")
         g.add_argument("--adapt-to", action="append", default=None, metavar="INPUTS",
                        help="unlabeled inputs (files, folders, a text or table file; repeatable) of the domain the model "
                             "will predict on, when it differs from the labeled data's: the saved head is aligned to their "

@@ -13,7 +13,7 @@ from headstart.errors import UserError
 
 
 BN_MODES = ("auto", "frozen", "all-frozen", "train")
-MODEL_ONLY_OPTIONS = ("adapt_to",)  # what rank, compare and lr-find refuse: they score the labeled data, save no model
+MODEL_ONLY_OPTIONS = ("adapt_to", "resume")  # what rank, compare and lr-find refuse: they score the labeled data, save no model
 REFIT_MODES = ("auto", "always", "never")
 SERVE_MAX_INPUTS = 256  # inputs in one request to `serve`: more are split by the client, so none holds the model long
 FLIP_MODES = ("auto", "on", "off")
@@ -119,6 +119,7 @@ class FitConfig:
     head: str = "linear"
     out: str | None = None
     force: bool = False
+    resume: bool = False  # continue an interrupted fit in `out` from its last saved epoch (train/callbacks.py)
     weights: str | None = None  # a local weights file for the backbone (.safetensors, or .pth read weights_only)
     # data
     modality: str = "auto"  # "auto": detected from the data (image, text, audio, tabular)
@@ -268,7 +269,7 @@ class FitConfig:
     def check_options(cls, options: dict, command: str = "") -> None:
         """One clear error for keyword options that are not fit options (with the closest names as a hint); `command`
         (rank, compare, lr-find) also refuses the options that only act on a saved model (MODEL_ONLY_OPTIONS)."""
-        refused = sorted(k for k in set(options) & set(MODEL_ONLY_OPTIONS) if options[k] is not None) if command else []
+        refused = sorted(k for k in set(options) & set(MODEL_ONLY_OPTIONS) if options[k] not in (None, False)) if command else []
         if refused:
             raise UserError(f"{command} judges the labeled data and saves no model, so {', '.join(refused)} does not "
                             "apply (give it to fit, tune or update)")
@@ -282,7 +283,7 @@ class FitConfig:
 
 PRETRAIN_EPOCHS = 10  # pretrain's passes over the inputs: a fit's fine-tuning epochs; contrastive training gains slowly
 # FitConfig's options that mean nothing without labels or a strategy: refused by name, not silently ignored.
-NOT_PRETRAIN_OPTIONS = ("strategy", "adapt_to", "head", "task", "label_column", "label_separator", "balance",
+NOT_PRETRAIN_OPTIONS = ("strategy", "adapt_to", "resume", "head", "task", "label_column", "label_separator", "balance",
                         "val_fraction", "test_fraction", "head_epochs", "head_lr", "head_patience", "lr_mult",
                         "patience", "label_smoothing", "bn", "ulmfit_factor", "l2sp_alpha", "pair_rounds",
                         "pair_batch_size", "refit", "lora_rank", "lora_alpha", "lora_targets")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -44,22 +45,27 @@ def fit(data: str | Path, model: str = "auto", strategy: str = "auto", **options
     return fit_config(cfg)
 
 
-def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=(), replayed=None) -> Run | None:
+def fit_config(cfg: FitConfig, *, data=None, backbone=None, callbacks=(), replayed=None,
+               checkpoints: bool = True) -> Run | None:
     """Run a fit. `data` (a LabeledData) and `backbone` replace loading them (`compare`: subsets, scratch);
     `callbacks` join every training stage's Lightning callbacks (`tune`: pruning); `replayed` (features, labels)
-    join the head stage's training rows (`update` without the old data)."""
+    join the head stage's training rows (`update` without the old data); `checkpoints`: long stages save epochs
+    under OUT/checkpoints for --resume (tune's trials do not: a study resumes by trials)."""
     with collecting_only_new_objects():
-        return _fit(cfg, data, backbone, callbacks, replayed)
+        return _fit(cfg, data, backbone, callbacks, replayed, checkpoints)
 
 
-def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None:
+def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: bool = True) -> Run | None:
     started = time.perf_counter()
     backbone_given = backbone is not None  # a given body (compare's scratch arm) cannot be rebuilt for a refit
     recipe = STRATEGIES.get(cfg.strategy)
     HEADS.get(cfg.head)  # unknown names fail before anything is written
     cfg.out = str(cfg.out or default_out(cfg.data))
     primary = is_launch_primary()
-    out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.data, cfg.model, cfg.adapt_to]) if primary else Path(cfg.out)
+    out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.data, cfg.model, cfg.adapt_to], resume=cfg.resume) \
+        if primary else Path(cfg.out)
+    if cfg.resume and (out / "config.yaml").exists():
+        check_same_options(cfg, FitConfig.from_yaml(out / "config.yaml"), out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     try:
@@ -71,6 +77,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
     data, modality, task, backbone = ctx.data, ctx.modality, ctx.task, ctx.backbone
     ctx.extra_callbacks = list(callbacks)
     ctx.replayed = replayed
+    ctx.checkpoints = out / "checkpoints" if checkpoints else None
     requested = dataclasses.replace(cfg, resolved={})  # config.yaml keeps what was asked (--lr auto), beside what it became
     if primary:
         write_text(out / "config.yaml", cfg.to_yaml())
@@ -143,6 +150,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None) -> Run | None
     write_predictions(out / "predictions.csv", [modality.describe_input(x) for x, _ in eval_items],
                       [y for _, y in eval_items], preds, data.classes, task.name)
     render_report(out)
+    if primary and ctx.checkpoints is not None:
+        shutil.rmtree(ctx.checkpoints, ignore_errors=True)  # the run is whole: nothing to resume
     print(_summary(cfg, data, metrics, ctx, out), flush=True)
     backbone.end_run()
     release_memory()
@@ -233,6 +242,22 @@ def _val_joins_train(data):
     return dataclasses.replace(data, train=data.train + data.val, val=[])
 
 
+# What a resumed fit may change: where and how it runs, not what it learns.
+RESUME_FREE_OPTIONS = {"out", "force", "resume", "progress", "num_workers", "cache_dir", "accelerator", "devices",
+                       "num_nodes", "resolved"}
+
+
+def check_same_options(cfg: FitConfig, saved: FitConfig, out: Path) -> None:
+    """--resume continues the interrupted fit only with the options it started with: each option given now must be
+    what the stopped fit had (an option left out, or auto, resolves as it did)."""
+    differ = [f"{name} {getattr(cfg, name)!r} (the stopped fit's: {getattr(saved, name)!r})"
+              for name in sorted(FitConfig.field_names() - RESUME_FREE_OPTIONS)
+              if getattr(cfg, name) not in (None, "auto") and getattr(cfg, name) != getattr(saved, name)]
+    if differ:
+        raise UserError(f"--resume continues {out} with its own options, and these differ: {'; '.join(differ)}; "
+                        "give the same ones, or --force to fit afresh")
+
+
 def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     """The same stages again, from the pre-trained body, on train + val (what auto picked, not the pick again)."""
     resolved = cfg.resolved
@@ -240,6 +265,7 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     refit_ctx = build_context(cfg, data=_val_joins_train(ctx.data), progress=False)
     cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
     refit_ctx.progress, refit_ctx.extra_callbacks, refit_ctx.replayed = ctx.progress, ctx.extra_callbacks, ctx.replayed
+    refit_ctx.checkpoints = ctx.checkpoints and ctx.checkpoints / "refit"
     picked = ctx.model_notes.get("picked")
     stages = STRATEGIES.get(picked or cfg.strategy).stages()
     refit_ctx.model_notes = {**ctx.model_notes, "refit": "train + val"}

@@ -21,13 +21,20 @@ RUN_MARK = ".headstart"  # in every folder a command writes: what --force may re
 OUTPUT_FILES = ("config.yaml", "metrics.json", "rank.json", "compare.json", "lr_find.json", "study.db", "model/model.json")
 
 
-def prepare_run_dir(out: str | Path, force: bool, keep=()) -> Path:
+def prepare_run_dir(out: str | Path, force: bool, keep=(), resume: bool = False) -> Path:
     """A new, empty output folder. `--force` replaces only an earlier output, and never one that is or holds what
     this command reads (`keep`: the data, a run:DIR body, the run being updated): a fit's --out set to its own data
-    folder, or to the run it starts from, deleted it before a line was read."""
+    folder, or to the run it starts from, deleted it before a line was read. `resume`: an interrupted fit's folder
+    is kept as it is (an empty or missing one starts afresh)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
+    if resume and out.is_dir() and any(out.iterdir()):
+        if (out / "metrics.json").exists():
+            raise UserError(f"{out} holds a finished run: nothing to resume (--force fits it again)")
+        if not (out / RUN_MARK).exists() or not (out / "config.yaml").exists():
+            raise UserError(f"{out} holds no interrupted headstart fit to resume; give the --out of the fit that stopped")
+        return out
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise UserError(f"run directory {out} exists and is not empty; pass --force to replace it, or choose another --out")

@@ -76,6 +76,8 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     for name in strategies:
         STRATEGIES.get(name)
     FitConfig.check_options(options)
+    if options.get("resume"):
+        raise UserError("tune goes on by trials: the same --storage and --study-name continue a study; --resume is fit's")
     if options.get("val_fraction") == 0:
         raise UserError("tune compares trials on validation rows, and --val-fraction 0 leaves none; leave it out")
     strategies = _strategies_for_body(data, model, strategies, options)
@@ -103,7 +105,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
                         # trials compare on validation; the best one alone is adapted (--adapt-to)
                         **{**fixed, **params, "progress": False, "refit": "never", "adapt_to": None})
-        run = fit_config(cfg, callbacks=[prune_callback(trial)])
+        run = fit_config(cfg, callbacks=[prune_callback(trial)], checkpoints=False)
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
         value, said = trial_value(notes[-1])
         trial.set_user_attr("val_loss", notes[-1]["best_val_loss"])

@@ -35,7 +35,7 @@ from headstart.strategies import STRATEGIES
 
 # What the run's config.yaml says about its own data and paths, not how to train: not carried to the update.
 # adapt_to: the run's head was aligned to that domain already, and an update learns from new labeled rows
-NOT_CARRIED = ("data", "model", "strategy", "out", "force", "weights", "resolved", "adapt_to")
+NOT_CARRIED = ("data", "model", "strategy", "out", "force", "resume", "weights", "resolved", "adapt_to")
 
 
 REHEARSAL_STRATEGY, REPLAY_STRATEGY = "l2-sp", "linear-probe"  # the defaults with old rows, and with the reference

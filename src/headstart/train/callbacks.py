@@ -1,8 +1,10 @@
-"""Callbacks: keep the best weights, record history, drive the run's progress bars."""
+"""Callbacks: keep the best weights, record history, save epochs for --resume, drive the run's progress bars."""
 from __future__ import annotations
 
 import copy
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
@@ -52,6 +54,16 @@ class BestWeights(L.Callback):
             return self.best_loss < start_loss
         return (self.best_score, -self.best_loss) > (start_score, -start_loss)
 
+    def state_dict(self) -> dict:  # saved with an epoch (EpochCheckpoint): a resumed stage keeps its best so far
+        start = None if self.start is None else dict(zip(("loss", "score", "state"), self.start))
+        return {"best_loss": self.best_loss, "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "state": self.state, "start": start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss, self.best_score, self.best_epoch = state["best_loss"], state["best_score"], state["best_epoch"]
+        self.state = state["state"]
+        self.start = None if state["start"] is None else tuple(state["start"][k] for k in ("loss", "score", "state"))
+
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.start is not None and (self.state is None or not self._epoch_beats_start()):
             self.best_loss, self.best_score, self.state = self.start
@@ -80,6 +92,40 @@ class History(L.Callback):
             "lr": lr,
             "seconds": round(time.perf_counter() - self.t0, 2),
         })
+
+    def state_dict(self) -> dict:  # a resumed stage's history starts with the epochs trained before the stop
+        return {"rows": [r for r in self.rows if r["stage"] == self.stage and r["epoch"] > 0]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows.extend(state["rows"])
+
+
+CHECKPOINT_EVERY_S = 60.0  # an epoch is saved when this long has passed since the last save
+
+
+class EpochCheckpoint(L.Callback):
+    """For --resume: the stage's whole state (weights, optimizer, schedule, epoch, the callbacks' own) saved at an
+    epoch's end, once CHECKPOINT_EVERY_S have passed since the last save, so a short fit writes nothing and a stop
+    loses at most about that long. Written beside, then renamed over: a stop mid-save keeps the last whole one.
+    Last in a stage's callbacks, so the others' states include the epoch (not a Lightning Checkpoint: with
+    enable_checkpointing off, Lightning refuses those, and on, it adds its own)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.saved_at = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.saved_at = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if time.perf_counter() - self.saved_at < CHECKPOINT_EVERY_S or trainer.current_epoch + 1 >= trainer.max_epochs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
+        self.saved_at = time.perf_counter()
 
 
 class StageProgress(L.Callback):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,6 +37,8 @@ class FitContext:
     # Features and labels of rows no longer at hand (update without the old data: the run's reference), from this
     # same frozen body: the head stage learns from them beside the training rows' cached features.
     replayed: tuple[torch.Tensor, list] | None = None
+    checkpoints: Path | None = None  # where training stages save epochs for --resume (None: they save none)
+    checkpoint_uses: dict = field(default_factory=dict)  # stage name -> times trained (auto may train one name twice)
 
     @property
     def num_workers(self) -> int:
@@ -47,6 +50,14 @@ class FitContext:
     def device(self) -> torch.device:
         """Where single-process work (feature extraction, evaluation) runs."""
         return torch.device("cuda" if self.cfg.uses_gpu() else "cpu")
+
+    def checkpoint_for(self, stage: str) -> Path | None:
+        """The file a training stage saves its epochs to, numbered in the order stages train: the same in a resumed
+        fit, whose stages run again in that order (the frozen ones from the feature cache)."""
+        if self.checkpoints is None:
+            return None
+        self.checkpoint_uses[stage] = self.checkpoint_uses.get(stage, 0) + 1
+        return self.checkpoints / f"{stage}-{self.checkpoint_uses[stage]}.ckpt"
 
     def features_and_outputs(self, model: nn.Module, inputs: list, stage: str):
         """Features and outputs of `inputs` through the whole `model` (a body pass), shown as the progress stage

@@ -12,7 +12,7 @@ from headstart.errors import UserError
 from headstart.heads import sole_linear_layer
 from headstart.model import TransferModel
 from headstart.progress import EVAL_COST, TRAIN_COST
-from headstart.train.callbacks import BestWeights, History, StageProgress
+from headstart.train.callbacks import BestWeights, EpochCheckpoint, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.engine import make_trainer, release_memory, seed_stage
 from headstart.train.feature_cache import features_of
@@ -70,10 +70,11 @@ class TrainingStage(Stage):
         `stage_callbacks()` makes the stage's own callbacks afresh for each attempt."""
         start = time.perf_counter()
         attempts = []
+        checkpoint = ctx.checkpoint_for(self.name)
 
         def attempt(batch: int, accumulate: int) -> None:
             attempts.append(self._attempt(ctx, task, *loaders(batch), epochs, patience, unit_cost, validate_first,
-                                          stage_callbacks(), accumulate))
+                                          stage_callbacks(), accumulate, checkpoint))
 
         memory = train_within_memory(ctx, self.name, task.net, batch_size, attempt)
         trainer, best = attempts[-1]
@@ -93,13 +94,14 @@ class TrainingStage(Stage):
         }
 
     def _attempt(self, ctx: FitContext, task: TransferTask, train_loader, val_loader, epochs: int, patience: int,
-                 unit_cost: float, validate_first: bool, extra_callbacks: list, accumulate: int):
+                 unit_cost: float, validate_first: bool, extra_callbacks: list, accumulate: int, checkpoint=None):
         score = f"val_{ctx.task.score_name}"
         best = BestWeights(score if ctx.task.select_by_score else None)
         # patience 0: no early stopping; the schedule anneals over the planned epochs and the best one is kept anyway
         stopper = [EarlyStopping("val_loss", patience=patience, mode="min")] if patience > 0 else []
         callbacks = [*extra_callbacks, *stopper, best, History(self.name, ctx.history),
-                     StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks]
+                     StageProgress(ctx.progress, self.name, self.cost(ctx), unit_cost), *ctx.extra_callbacks,
+                     *([EpochCheckpoint(checkpoint)] if checkpoint else [])]
         trainer = make_trainer(ctx.cfg, epochs, callbacks, accumulate)
         if validate_first and ctx.data.val:  # no validation rows (--val-fraction 0): nothing to compare the start on
             # The starting point (e.g. the head from stage 1) competes with the best epoch: when that epoch does
@@ -111,7 +113,10 @@ class TrainingStage(Stage):
             best.seed(start_loss, task.net, start_score)
             ctx.history.append({"stage": self.name, "epoch": 0, "val_loss": round(start_loss, 6),
                                 score: round(start_score, 6), "lr": 0.0, "seconds": 0.0})
-        trainer.fit(task, train_loader, val_loader if ctx.data.val else None)  # none: Lightning warns of an empty one
+        # --resume: the stage goes on from its last saved epoch; the file is headstart's own, read without unpickling
+        resumed = checkpoint if ctx.cfg.resume and checkpoint and checkpoint.exists() else None
+        trainer.fit(task, train_loader, val_loader if ctx.data.val else None,  # none: Lightning warns of an empty one
+                    ckpt_path=resumed, weights_only=True)
         return trainer, best
 
 
