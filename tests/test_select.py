@@ -149,3 +149,14 @@ def test_compare_without_a_test_split_says_how_to_get_one(tmp_path):
     make_images(tmp_path / "d" / "val", per_class=2)
     with pytest.raises(UserError, match="there is none; add a test/ folder"):
         hs.compare(str(tmp_path / "d"), out=str(tmp_path / "cmp"), progress=False)
+
+
+def test_compare_table_names_the_curves_validation_score_apart_from_the_test_score():
+    from headstart.select.compare import format_compare
+
+    arm = {"test": 0.8, "start": 1.2, "slope": -0.1, "asymptote": 0.9}
+    results = {"model": "mlp", "strategy": "auto", "score": "r2", "verdict": {"message": "ok"},
+               "fractions": {"1.0": {"train_size": 10, "transfer": arm, "scratch": arm}}}
+    header = format_compare(results).splitlines()[:2]
+    assert "val MAE, lower is better" in header[0] and "transfer (test r2)" in header[1]
+    assert "val accuracy curve" in format_compare({**results, "score": "accuracy"})

@@ -131,9 +131,11 @@ def _verdict(full_row: dict, model: str, strategy: str = "two-stage") -> dict:
 
 def format_compare(results: dict) -> str:
     score = results["score"]
+    curve = "val MAE, lower is better" if score == "r2" else "val accuracy"  # the curves are validation's, per epoch
     lines = [f"transfer ({results['model']}, {results['strategy']}) vs scratch (same architecture, random init) vs classical baseline; "
-             f"test {score}",
-             "| train fraction | n | transfer | scratch | baseline | transfer start / slope / asymptote | scratch start / slope / asymptote |",
+             f"test {score}; start / slope / asymptote of the {curve} curve",
+             f"| train fraction | n | transfer (test {score}) | scratch (test {score}) | baseline (test {score}) "
+             "| transfer start / slope / asymptote | scratch start / slope / asymptote |",
              "|---|---|---|---|---|---|---|"]
     for frac, row in results["fractions"].items():
         def sss(arm):
