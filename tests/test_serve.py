@@ -148,6 +148,20 @@ def test_info_of_a_regression_names_its_target_and_the_columns_to_send(table_cli
     assert {c["name"]: c["type"] for c in info["columns"]}["c"] == "categorical"
 
 
+def test_cells_read_as_missing_or_clipped_are_warned_in_the_answer(table_client):
+    """The client never sees the server's log: what headstart warns of its rows comes back beside the predictions."""
+    _, _, client = table_client
+    rows = [{"a": "1.5 cm", "b": 1e308, "c": "x", "d": 2}, {"a": 0.1, "b": 0.5, "c": "y", "d": 1}]
+    answer = client.post("/predict", json={"inputs": rows}).json()
+    assert len(answer["predictions"]) == 2 and len(answer["warnings"]) == 2
+    assert "row 1 column a: '1.5 cm' is not a number" in answer["warnings"][0]
+    assert "row 1 column b: 1e+308 is far outside" in answer["warnings"][1]
+    upload = pd.DataFrame(rows).to_csv(index=False).encode()
+    warned = client.post("/predict/files", files=[("files", ("mine.csv", upload, "text/csv"))]).json()["warnings"]
+    assert "mine.csv:row 2 column a" in warned[0] and "headstart-serve" not in " ".join(warned)
+    assert "warnings" not in client.post("/predict", json={"inputs": rows[1:]}).json()
+
+
 def test_a_row_without_a_trained_column_names_it(table_client):
     _, _, client = table_client
     answer = client.post("/predict", json={"inputs": [{"a": 1.0, "b": 0.5}]})

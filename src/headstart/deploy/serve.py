@@ -5,7 +5,8 @@
     POST /predict         JSON {"inputs": [...], "top_k": 1}: texts (strings) or table rows ({column: value})
     POST /predict/files   multipart "files": images, audio clips, or CSV/TSV/Parquet/JSONL files of texts or rows
 
-Both answer `{"predictions": [...]}`, the rows `Run.predict` returns (an unreadable file gets its "error" in place).
+Both answer `{"predictions": [...]}`, the rows `Run.predict` returns (an unreadable file gets its "error" in place),
+and `"warnings": [...]` where reading the inputs warned (a table cell read as missing, or clipped).
 A string in /predict is always a text, never a file name on the server; uploads are written to a private temporary
 folder and named back by their upload names, in errors too. Bad input, malformed JSON included, answers 400 with the
 one-line reason; too many inputs (the rows of uploaded files counted), 413.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.config import SERVE_MAX_INPUTS as MAX_INPUTS
-from headstart.errors import UserError
+from headstart.errors import UserError, collecting_warnings
 from headstart.run import Run, load
 
 
@@ -68,17 +69,21 @@ def create_app(run: str | Path | Run, engine: str = "torch", max_inputs: int = M
         if top_k < 1:
             raise HTTPException(400, f"top_k must be at least 1 (got {top_k})")
 
-    def answer(predict, n: int, named=str, counted: str = "") -> dict:
+    def answer(predict, n: int, named=str, counted: str = "", warned=()) -> dict:
+        """The rows, and "warnings" where reading the inputs warned (a cell read as missing or clipped): the
+        client never sees the server's log."""
         if n == 0:
             raise HTTPException(400, "no inputs to predict")
         if n > max_inputs:
             raise HTTPException(413, f"{n} inputs in one request{counted}; at most {max_inputs} "
                                      "(send them in several requests)")
         try:
-            with lock:
-                return {"predictions": predict()}
+            with lock, collecting_warnings() as warnings:
+                rows = predict()
         except UserError as err:
             raise HTTPException(400, named(str(err))) from err
+        warnings = [named(w) for w in [*warned, *warnings]]
+        return {"predictions": rows, **({"warnings": warnings} if warnings else {})}
 
     @app.get("/health")
     def health() -> dict:
@@ -110,11 +115,12 @@ def create_app(run: str | Path | Run, engine: str = "torch", max_inputs: int = M
                 return _named_back(text, names)
 
             try:  # what run.predict reads (each row of a table or text file), to count before predicting any
-                xs, inputs = run.modality.collect_inputs(list(names), run.model)
+                with collecting_warnings() as warned:
+                    xs, inputs = run.modality.collect_inputs(list(names), run.model)
             except UserError as err:
                 raise HTTPException(400, named(str(err))) from err
             rows = answer(lambda: run.predict_collected(xs, inputs, top_k, engine), len(xs), named,
-                          " (each row of an uploaded file counts)")
+                          " (each row of an uploaded file counts)", warned)
         for row in rows["predictions"]:
             row.update({k: named(row[k]) for k in ("input", "error") if k in row})
         return rows
