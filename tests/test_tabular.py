@@ -523,3 +523,12 @@ def test_a_semicolon_table_with_decimal_commas_reads_as_numbers(tmp_path):
     data, expected = load_table_data(tmp_path / "semi.csv", "label"), load_table_data(tmp_path / "t.csv", "label")
     assert data.classes == expected.classes and data.train == expected.train
     assert isinstance(data.train[0][0]["b"], float)
+
+
+def test_options_other_kinds_of_data_read_are_said_not_used(tmp_path, capsys):
+    data = make_table(tmp_path / "t.csv", n=120)
+    hs.fit(str(data), target="y", strategy="linear-probe", image_size=64, text_column="review",
+           out=str(tmp_path / "run"), **FAST)
+    err = capsys.readouterr().err
+    assert "--image-size applies to image and audio data" in err and "--text-column applies to text data" in err
+    assert "--target" not in err and err.count("is not used") == 2

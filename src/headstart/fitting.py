@@ -15,7 +15,7 @@ from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
-from headstart.data.base import as_multilabel, as_regression, check_classes, looks_multilabel
+from headstart.data.base import as_multilabel, as_regression, check_classes, looks_multilabel, warn_of_unread_options
 from headstart.drift import build_reference, save_reference
 from headstart.errors import UserError
 from headstart.evaluate import baseline_comparison
@@ -161,6 +161,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
 def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = True) -> FitContext:
     """data -> task -> backbone (adapted to the data) -> new head, and the training defaults they imply."""
     modality = resolve_modality(cfg) if data is None else MODALITIES.get(data.modality)
+    if data is None:  # the fit's own data (not a refit's or compare's rows again): said once
+        warn_of_unread_options(cfg, modality)
     data = data or check_classes(modality.load(cfg), cfg.data)
     if data.task == "classification" and (cfg.task == "multilabel" or cfg.task == "auto" and looks_multilabel(data.classes, cfg.label_separator)):
         data = as_multilabel(data, cfg.label_separator)

@@ -102,6 +102,7 @@ def clip_summary(facts: list[tuple[float, int]]) -> dict:
 @register_modality
 class Audio(Modality):
     name = "audio"
+    options = ("image_size", "clip_seconds", "sample_rate")  # the spectrogram is an image to the body
     default_backbone = "mel-efficientnet_lite0"
     input_noun = "clip"
 

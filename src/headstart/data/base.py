@@ -222,6 +222,7 @@ class Modality:
     default_backbone: str = ""
     input_noun: str = "item"  # for progress bars and summaries ("img", "text", "clip", "row")
     decoding: str = ""  # how a file becomes the preprocessing's input, where that is not plain (export.json says it)
+    options: tuple[str, ...] = ()  # the fit options that some kinds of data alone read (warn_of_unread_options)
 
     def claims(self, source: Path, cfg) -> bool:
         """Whether `source` looks like this modality's data (auto-detection)."""
@@ -365,6 +366,20 @@ def as_regression(data: LabeledData, target: str, where: str | None = None) -> L
     split = {s: [(x, values[y]) for x, y in getattr(data, s)] for s in ("train", "val", "test")}
     return LabeledData(data.modality, "regression", [target], split["train"], split["val"], split["test"], data.layout,
                        data.skipped, data.info)
+
+
+def warn_of_unread_options(cfg, modality: Modality) -> None:
+    """An option that only other kinds of data read (--image-size for a text file, --target for image folders),
+    given for this data, is said once: it was ignored without a word."""
+    defaults = type(cfg)(data="")
+    readers: dict[str, list[str]] = {}
+    for name in MODALITIES.names():
+        for option in MODALITIES.get(name).options:
+            readers.setdefault(option, []).append(name)
+    for option, names in readers.items():
+        if modality.name not in names and getattr(cfg, option) != getattr(defaults, option):
+            warn(f"--{option.replace('_', '-')} applies to {' and '.join(names)} data, and {cfg.data} is "
+                 f"{modality.name} data: it is not used")
 
 
 def register_modality(cls: type[Modality]) -> type[Modality]:

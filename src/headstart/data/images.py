@@ -148,6 +148,7 @@ class Images(Modality):
     name = "image"
     default_backbone = "efficientnet_lite0"
     input_noun = "img"
+    options = ("image_size", "flip", "crop_scale")
     decoding = ("8-bit RGB (16-bit and float images rescaled to 0-255), EXIF orientation applied, transparent pixels "
                 "on white; a JPEG decodes at the smallest of libjpeg's 1/2, 1/4, 1/8 scales that keeps twice the "
                 "resize side (PIL Image.draft), then resizes: a full-size decode moves probabilities by about 0.03")

@@ -347,6 +347,7 @@ def collect_table_rows(inputs: list[str], target: str | None) -> tuple[list[Row]
 @register_modality
 class Tables(Modality):
     name = "tabular"
+    options = ("target",)
     default_backbone = "mlp"
     input_noun = "row"
 

@@ -257,6 +257,7 @@ def _is_text_file(arg: str) -> bool:
 @register_modality
 class Texts(Modality):
     name = "text"
+    options = ("text_column", "max_length")
     default_backbone = "minilm-l6"
     input_noun = "text"
 
