@@ -52,14 +52,16 @@ def test_prune_callback_stops_a_hopeless_trial():
 
 def test_trials_rank_by_validation_score_then_loss():
     """A fine-tune that gets more right beats a probe with a lower (unsmoothed) loss; equal scores fall to the loss."""
+    from headstart.tasks import make_task
     from headstart.tuning import trial_value
 
-    probe = trial_value({"best_val_loss": 0.12, "best_val_acc": 0.96})[0]
-    finetune = trial_value({"best_val_loss": 0.14, "best_val_acc": 1.00})[0]
-    tied = trial_value({"best_val_loss": 0.10, "best_val_acc": 1.00})[0]
+    probe = trial_value({"best_val_loss": 0.12, "best_val_acc": 0.96}, by_score=True)[0]
+    finetune = trial_value({"best_val_loss": 0.14, "best_val_acc": 1.00}, by_score=True)[0]
+    tied = trial_value({"best_val_loss": 0.10, "best_val_acc": 1.00}, by_score=True)[0]
     assert finetune < probe and tied < finetune
-    assert trial_value({"best_val_loss": 0.3})[0] == 0.3, "regression: the loss"
-    worse, better = (trial_value({"best_val_loss": loss, "best_val_mae": mae})[0] for loss, mae in ((0.3, 0.9), (0.1, 0.4)))
+    assert trial_value({"best_val_loss": 0.3}, by_score=False)[0] == 0.3, "regression: the loss"
+    worse, better = (trial_value({"best_val_loss": loss, "best_val_mae": mae}, by_score=make_task("regression").select_by_score)[0]
+                     for loss, mae in ((0.3, 0.9), (0.1, 0.4)))
     assert better < worse == 0.3, "regression's MAE is lower-is-better: 1 - MAE ranked the worse model first"
 
 

@@ -27,20 +27,22 @@ CHOICE_OPTIONS = {"task": TASKS, "balance": BALANCE_MODES, "refit": REFIT_MODES,
                   "precision": PRECISIONS, "accelerator": ACCELERATORS}
 # The numeric options: (integer?, the test, what is allowed as the error says it). None, where it is the default,
 # means "the backbone's default" (TRAINING_DEFAULTS) or "from the data", and always passes.
+COUNT = (True, lambda v: v >= 1, ">= 1")  # a whole number of things: epochs, rows, pixels
+POSITIVE = (False, lambda v: v > 0, "> 0")
 NUMERIC_OPTIONS = {
-    "max_length": (True, lambda v: v >= 1, ">= 1"),
-    "clip_seconds": (False, lambda v: v > 0, "> 0"),
-    "sample_rate": (True, lambda v: v >= 1, ">= 1"),
+    "max_length": COUNT,
+    "clip_seconds": POSITIVE,
+    "sample_rate": COUNT,
     "val_fraction": (False, lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
     "test_fraction": (False, lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
     "seed": (True, lambda v: 0 <= v < 2**32, f"in [0, {2**32 - 1}]"),  # numpy's: Lightning's ValueError past it
-    "image_size": (True, lambda v: v >= 1, ">= 1"),
-    "batch_size": (True, lambda v: v >= 1, ">= 1"),
+    "image_size": COUNT,
+    "batch_size": COUNT,
     "num_workers": (True, lambda v: v >= 0, ">= 0 (0: load in the main process)"),
-    "head_epochs": (True, lambda v: v >= 1, ">= 1"),
-    "head_lr": (False, lambda v: v > 0, "> 0"),
+    "head_epochs": COUNT,
+    "head_lr": POSITIVE,
     "head_patience": (True, lambda v: v >= 0, ">= 0 (0: off)"),
-    "epochs": (True, lambda v: v >= 1, ">= 1"),
+    "epochs": COUNT,
     "lr": (False, lambda v: v > 0, "> 0 or 'auto'"),
     "lr_mult": (False, lambda v: v >= 1, ">= 1 (1: one rate for every group)"),
     "weight_decay": (False, lambda v: v >= 0, ">= 0 (0: off)"),
@@ -50,11 +52,11 @@ NUMERIC_OPTIONS = {
     "freeze_until": (True, lambda v: v >= 0, ">= 0 (0: nothing frozen)"),
     "ulmfit_factor": (False, lambda v: v >= 1, ">= 1 (1: one rate for every group)"),
     "l2sp_alpha": (False, lambda v: v >= 0, ">= 0 (0: no pull)"),
-    "pair_rounds": (True, lambda v: v >= 1, ">= 1"),
-    "pair_batch_size": (True, lambda v: v >= 1, ">= 1"),
-    "lora_rank": (True, lambda v: v >= 1, ">= 1"),
-    "lora_alpha": (False, lambda v: v > 0, "> 0"),
-    "num_nodes": (True, lambda v: v >= 1, ">= 1"),
+    "pair_rounds": COUNT,
+    "pair_batch_size": COUNT,
+    "lora_rank": COUNT,
+    "lora_alpha": POSITIVE,
+    "num_nodes": COUNT,
 }
 
 

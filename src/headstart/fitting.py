@@ -15,7 +15,7 @@ from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
-from headstart.data.base import as_multilabel, as_regression, check_classes, looks_multilabel, warn_of_unread_options
+from headstart.data.base import as_multilabel, check_classes, looks_multilabel, warn_of_unread_options
 from headstart.drift import build_reference, save_reference
 from headstart.errors import UserError
 from headstart.evaluate import baseline_comparison
@@ -166,8 +166,6 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     data = data or check_classes(modality.load(cfg), cfg.data)
     if data.task == "classification" and (cfg.task == "multilabel" or cfg.task == "auto" and looks_multilabel(data.classes, cfg.label_separator)):
         data = as_multilabel(data, cfg.label_separator)
-    elif data.task == "classification" and cfg.task == "regression":
-        data = as_regression(data, cfg.label_column)
     cfg.check_task(data.task)  # --task auto: the options that depend on it are checked now it is known
     task = make_task(data.task)
     balance = task.balance((y for _, y in data.train), len(data.classes)) if cfg.balance == "weights" else None

@@ -107,7 +107,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
                         **{**fixed, **params, "progress": False, "refit": "never", "adapt_to": None})
         run = fit_config(cfg, callbacks=[prune_callback(trial)], checkpoints=False)
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
-        value, said = trial_value(notes[-1])
+        value, said = trial_value(notes[-1], by_score=run.model.task.select_by_score)
         trial.set_user_attr("val_loss", notes[-1]["best_val_loss"])
         print(f"trial {trial.number}: {params} -> {said}", flush=True)
         return value
@@ -155,7 +155,7 @@ OBJECTIVE = ("validation error of the kept model (1 - accuracy; 1 - F1 for multi
              "loss, so the loss only breaks ties; regression: validation loss")
 
 
-def trial_value(note: dict) -> tuple[float, str]:
+def trial_value(note: dict, *, by_score: bool) -> tuple[float, str]:
     """What a trial scored (lower is better), as fit keeps its best weights: the task score first, then the loss.
 
     Trials of different strategies end on models trained towards different targets (a solved head without label
@@ -165,7 +165,7 @@ def trial_value(note: dict) -> tuple[float, str]:
 
     loss = note["best_val_loss"]
     score = note_score(note)
-    if score is None or score[0] == "mae":  # regression: its MAE is lower-is-better, and 1 - MAE ranked worse first
+    if score is None or not by_score:  # the task's rule (regression: its MAE is a loss; 1 - MAE ranked worse first)
         return loss, (f"val {score[0]} {score[1]:.4f}, " if score else "") + f"val loss {loss:.4f}"
     name, value = score
     return (1.0 - value) + 1e-6 * loss, f"val {name} {value:.4f}, val loss {loss:.4f}"

@@ -371,6 +371,8 @@ def as_regression(data: LabeledData, target: str, where: str | None = None) -> L
 def warn_of_unread_options(cfg, modality: Modality) -> None:
     """An option that only other kinds of data read (--image-size for a text file, --target for image folders),
     given for this data, is said once: it was ignored without a word."""
+    from headstart.config import flag
+
     defaults = type(cfg)(data="")
     readers: dict[str, list[str]] = {}
     for name in MODALITIES.names():
@@ -378,7 +380,7 @@ def warn_of_unread_options(cfg, modality: Modality) -> None:
             readers.setdefault(option, []).append(name)
     for option, names in readers.items():
         if modality.name not in names and getattr(cfg, option) != getattr(defaults, option):
-            warn(f"--{option.replace('_', '-')} applies to {' and '.join(names)} data, and {cfg.data} is "
+            warn(f"{flag(option)} applies to {' and '.join(names)} data, and {cfg.data} is "
                  f"{modality.name} data: it is not used")
 
 
