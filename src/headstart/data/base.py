@@ -299,8 +299,10 @@ def linear_baseline(x_train, y_train, x_test, y_test, task: str) -> float | None
     from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.model_selection import GridSearchCV
 
+    from headstart.train.probe import RIDGE_ALPHAS
+
     if task == "regression":
-        return float(RidgeCV(alphas=tuple(10.0 ** k for k in range(-3, 4))).fit(x_train, y_train).score(x_test, y_test))
+        return float(RidgeCV(alphas=RIDGE_ALPHAS).fit(x_train, y_train).score(x_test, y_test))
     if task != "classification":
         return None
     model = LogisticRegression(C=1.0, max_iter=2000)

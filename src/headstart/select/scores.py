@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from headstart.train.probe import single_threaded_blas
+from headstart.train.probe import RIDGE_ALPHAS, single_threaded_blas
 
 
 def logme(features: np.ndarray, targets: np.ndarray, regression: bool = False, iterations: int = 50) -> float:
@@ -112,7 +112,7 @@ def probe_r2(features: np.ndarray, targets: np.ndarray, seed: int = 0, folds: in
     from sklearn.model_selection import KFold, cross_val_predict
 
     y = np.asarray(targets, dtype=np.float64)
-    model = RidgeCV(alphas=tuple(10.0 ** k for k in range(-3, 4)))
+    model = RidgeCV(alphas=RIDGE_ALPHAS)
     # pooled out-of-fold predictions: one R² over every row, steadier than a mean of small folds' R²
     preds = cross_val_predict(model, features, y, cv=KFold(max(2, min(folds, len(y))), shuffle=True, random_state=seed))
     return float(r2_score(y, preds))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+RIDGE_ALPHAS = tuple(10.0 ** k for k in range(-3, 4))  # every ridge's strengths: the head, the baseline, rank
 
 
 def single_threaded_blas(fn):
@@ -143,8 +144,7 @@ def fit_ridge_head(layer: nn.Linear, feats: torch.Tensor, targets: torch.Tensor)
     """Set `layer` (D -> 1) to ridge regression on the features, alpha by efficient leave-one-out CV."""
     from sklearn.linear_model import RidgeCV
 
-    alphas = tuple(10.0 ** k for k in range(-3, 4))
-    reg = RidgeCV(alphas=alphas).fit(feats.double().numpy(), targets.double().numpy())
+    reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(feats.double().numpy(), targets.double().numpy())
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(reg.coef_, dtype=layer.weight.dtype).reshape(1, -1))
         layer.bias.fill_(float(reg.intercept_))
