@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headstart: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("headstart: interrupted (a run folder it was writing is incomplete: --force replaces it)", file=sys.stderr)
+        print("headstart: interrupted (a fit's folder is incomplete: the same command with --resume goes on, "
+              "--force starts afresh)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `headstart predict ... | head`: the reader left; no traceback (Python's documented recipe)
         import os
