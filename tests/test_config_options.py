@@ -123,3 +123,16 @@ def test_compare_defaults_to_auto_in_the_api_and_the_cli():
     compare = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["compare"]
     api_default = inspect.signature(hs.compare).parameters["strategy"].default
     assert api_default == compare.get_default("strategy") == FitConfig.strategy == "auto"
+
+
+def test_resume_is_a_flag_of_the_commands_that_save_a_model_and_refused_by_tune():
+    parser = cli.build_parser()
+    for command in ("fit", "update"):
+        args = [command, "DATA"] if command == "fit" else [command, "RUN", "DATA"]
+        assert parser.parse_args([*args, "--resume"]).resume is True
+    with pytest.raises(SystemExit):  # rank saves no model: no --resume to give
+        parser.parse_args(["rank", "DATA", "--resume"])
+    import headstart as hs
+
+    with pytest.raises(UserError, match="--resume is fit's"):
+        hs.tune("DATA", trials=1, resume=True)
