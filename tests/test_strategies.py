@@ -15,6 +15,7 @@ from headstart.cli import main
 from headstart.config import FitConfig
 from headstart.data import MODALITIES
 from headstart.data.images import load_image_data
+from headstart.errors import UserError
 from headstart.heads import build_head
 from headstart.model import TransferModel
 from headstart.progress import RunProgress
@@ -120,6 +121,13 @@ def test_ulmfit_respects_freeze_until(tiny_images, tmp_path):
     recorder = GroupsWithGradients(groups)
     with_callback(GradualUnfreeze(), recorder).run(ctx)
     assert recorder.per_epoch[0] == recorder.per_epoch[1] == {len(groups) - 1}
+
+
+def test_freeze_until_past_the_body_is_refused_before_training(tiny_images, tmp_path):
+    groups = len(create_backbone("efficientnet_lite0").layer_groups())
+    with pytest.raises(UserError, match=f"freezes every layer group of efficientnet_lite0 .*give at most {groups - 1}"):
+        hs.fit(str(tiny_images), freeze_until=groups, out=str(tmp_path / "run"), **FAST)
+    assert not (tmp_path / "run").exists(), "nothing was trained or left behind"
 
 
 def test_lp_ft_one_small_rate_from_the_solved_head(tiny_images, tmp_path):
@@ -379,8 +387,6 @@ def test_setfit_fit_saves_loads_and_predicts_identically(tiny_images, tmp_path):
 
 
 def test_setfit_refuses_what_it_cannot_pair(tiny_images, tmp_path):
-    from headstart.errors import UserError
-
     with pytest.raises(UserError, match="single-label classification"):
         hs.fit(str(tiny_images), strategy="setfit", task="multilabel", out=str(tmp_path / "ml"), **FAST)
     with pytest.raises(UserError, match="--lr auto"):
@@ -419,9 +425,13 @@ def test_refit_learns_from_validation_rows_and_is_scored_on_test(tiny_images, tm
     assert "Refit on train + val" not in (kept.path / "report.html").read_text()
 
 
-def test_no_refit_when_a_stage_chose_on_validation_or_labels_are_plenty(tiny_images, tmp_path):
+def test_no_refit_when_a_stage_chose_on_validation_or_labels_are_plenty(tiny_images, tmp_path, capsys):
     two_stage = hs.fit(str(tiny_images), strategy="two-stage", out=str(tmp_path / "ts"), **FAST)
     assert "refit" not in two_stage.metrics, "fine-tuning early-stops on validation: a refit would lose that choice"
+    assert "--refit always" not in capsys.readouterr().err
+    asked = hs.fit(str(tiny_images), strategy="two-stage", refit="always", out=str(tmp_path / "asked"), **FAST)
+    assert "refit" not in asked.metrics
+    assert "--refit always: the model is not refit on train + val, as its finetune stage" in capsys.readouterr().err
     plenty = make_images(tmp_path / "plenty", per_class=30)  # 30 per class: ~21 in training, not few
     probe = hs.fit(str(plenty), strategy="linear-probe", out=str(tmp_path / "probe"), **FAST)
     assert "refit" not in probe.metrics

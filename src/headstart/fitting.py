@@ -17,7 +17,7 @@ from headstart.config import FitConfig
 from headstart.data import MODALITIES, resolve_modality
 from headstart.data.base import as_multilabel, check_classes, looks_multilabel, warn_of_unread_options
 from headstart.drift import build_reference, save_reference
-from headstart.errors import UserError
+from headstart.errors import UserError, warn
 from headstart.evaluate import baseline_comparison
 from headstart.heads import HEADS, build_head
 from headstart.inference import features_and_outputs, outputs_of_features
@@ -175,6 +175,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     if backbone.modality != modality.name:
         raise UserError(f"--model {cfg.model} reads {backbone.modality} data, but {cfg.data} is {modality.name} data; "
                         f"use a {modality.name} backbone (e.g. {modality.default_backbone}) or pass --modality")
+    _check_freeze_until(cfg, backbone)
     filled = cfg.apply_training_defaults(backbone.default_hparams)
     cfg.resolved = {
         "modality": modality.name,
@@ -199,6 +200,16 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     return ctx
 
 
+def _check_freeze_until(cfg: FitConfig, backbone) -> None:
+    """--freeze-until at or past the last layer group freezes the whole body: a head-only fit the user did not ask
+    for by name (and would be told of only by a flat fine-tuning curve)."""
+    groups = len(backbone.layer_groups())
+    if cfg.freeze_until and cfg.freeze_until >= groups:
+        raise UserError(f"--freeze-until {cfg.freeze_until} freezes every layer group of {backbone.name} (it has {groups}: "
+                        f"0-{groups - 1}); give at most {groups - 1} to fine-tune its top group, or "
+                        "--strategy linear-probe to train the head alone")
+
+
 def _model_of(ctx: FitContext) -> TransferModel:
     cfg = ctx.cfg
     notes = {"strategy": cfg.strategy, **ctx.model_notes}
@@ -220,7 +231,15 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
     """
     from headstart.strategies.auto import FEW, FEW_VALIDATION_ROWS
 
-    if cfg.refit == "never" or not ctx.data.val or any(s.uses_validation(ctx) for s in stages):
+    if cfg.refit == "never":
+        return None
+    chooser = next((s.name for s in stages if s.uses_validation(ctx)), None)
+    if not ctx.data.val or chooser:
+        if cfg.refit == "always":  # asked for and not done: say why, not nothing
+            warn("--refit always: the model is not refit on train + val, " + (
+                "as there is no validation split" if not ctx.data.val else
+                f"as its {chooser} stage chooses its epoch or weights on the validation rows; a strategy whose head "
+                "is solved and nothing else trained (linear-probe, setfit) can be refit"))
         return None
     if cfg.refit == "auto":
         if ctx.data.task != "classification":  # no classes to count: few rows held out for validation
