@@ -97,9 +97,17 @@ def test_cli_writes_the_check_and_fails_on_drift_when_asked(colours, capsys):
 def test_a_reference_of_a_few_rows_names_no_input_unlike_it(colours):
     run, root = colours
     few = make_images(root / "few_reference", per_class=2, seed=12)  # six rows: their neighbours' distances are noise
-    report = run.monitor(str(root / "same"), reference=str(few), save=False, progress=False)
-    assert report["unlike_reference"] == [] and report["novel_rows"] == 0
+    report = run.monitor(str(root / "same"), reference=str(few), out=root / "few_check", progress=False)
+    assert report["unlike_reference"] == [] and report["novel_rows"] is None and report["novel_threshold"] is None
     assert "too few reference rows to name inputs unlike them" in verdict(report)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    saved = json.loads((root / "few_check" / "monitor.json").read_text(), parse_constant=refuse)  # no Infinity
+    assert saved["novel_threshold"] is None
+    with open(root / "few_check" / "inputs.csv") as f:
+        assert {row["unlike_reference"] for row in csv.DictReader(f)} == {""}, "not 0: nobody could tell"
 
 
 def test_a_run_without_a_reference_asks_for_one(colours, tmp_path):

@@ -111,10 +111,10 @@ def check_drift(reference: dict, features: torch.Tensor, outputs: np.ndarray, ta
     p = min(1.0, min(t["p"] for t in tests.values()) * len(tests))
     distance, ref_distance = _nearest_distances(reference["features"].float().numpy(), features.float().numpy())
     enough = len(ref_distance) >= NOVEL_MIN_REFERENCE
-    threshold = float(np.quantile(ref_distance, NOVEL_QUANTILE)) if enough else float("inf")
+    threshold = float(np.quantile(ref_distance, NOVEL_QUANTILE)) if enough else None  # null in JSON: no threshold
     report = {"drift": bool(p < alpha), "p": p, "alpha": alpha, "reference_rows": len(ref_z), "reference_split": reference["split"],
               "new_rows": len(new_z), "tests": tests, "novel_threshold": threshold,
-              "novel_rows": int((distance > threshold).sum()), "distance": distance.tolist()}
+              "novel_rows": int((distance > threshold).sum()) if enough else None, "distance": distance.tolist()}
     if counts:
         report["predicted_share"] = counts
     if task == "classification":
@@ -129,7 +129,7 @@ def verdict(report: dict) -> str:
     head = (f"DRIFT (p={report['p']:.3g} < {report['alpha']})" if report["drift"]
             else f"no drift shown (p={report['p']:.3g} >= {report['alpha']})")
     few = " - few rows: only a large shift can show" if min(report["reference_rows"], report["new_rows"]) < 30 else ""
-    novel = (f"{report['novel_rows']} new input(s) unlike any reference input" if np.isfinite(report["novel_threshold"])
+    novel = (f"{report['novel_rows']} new input(s) unlike any reference input" if report["novel_threshold"] is not None
              else f"too few reference rows to name inputs unlike them ({NOVEL_MIN_REFERENCE} needed)")
     return (f"{head}: {tests}; {report['new_rows']} new vs {report['reference_rows']} reference rows "
             f"({report['reference_split']}){few}; {novel}")
@@ -170,7 +170,9 @@ def save_check(folder: Path, report: dict, reference: dict, features: torch.Tens
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["input", "predicted", "distance_to_reference", "unlike_reference"])
-    writer.writerows([n, p, round(float(d), 6), int(d > report["novel_threshold"])] for n, p, d in zip(names, predicted, distance))
+    threshold = report["novel_threshold"]
+    writer.writerows([n, p, round(float(d), 6), "" if threshold is None else int(d > threshold)]
+                     for n, p, d in zip(names, predicted, distance))
     write_text(folder / "inputs.csv", buf.getvalue())
     plot_drift(reference, features, outputs, report | {"distance": distance}, task, folder / "drift.png")
 
@@ -198,7 +200,7 @@ def plot_drift(reference: dict, features: torch.Tensor, outputs: np.ndarray, rep
         ax.legend(fontsize=8)
     ax = axes[2]
     ax.hist(report["distance"], bins=20, color="tab:orange", alpha=0.8)
-    if np.isfinite(report["novel_threshold"]):
+    if report["novel_threshold"] is not None:
         ax.axvline(report["novel_threshold"], color="red", ls="--", label=f"{NOVEL_QUANTILE:.0%} of reference")
         ax.legend(fontsize=8)
     ax.set_title("new inputs: cosine distance to the nearest reference input", fontsize=10)

@@ -185,8 +185,9 @@ class Run:
         report = check_drift(ref, features, outputs, task, self.classes, alpha)
         distance = report.pop("distance")
         order = np.argsort(distance)[::-1]
+        threshold = report["novel_threshold"]  # None: too few reference rows to tell
         report["unlike_reference"] = [{"input": names[i], "distance": round(distance[i], 4)} for i in order[:10]
-                                      if distance[i] > report["novel_threshold"]]
+                                      if threshold is not None and distance[i] > threshold]
         report.update(inputs=listed_inputs(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
         if save and self.path.is_dir():
             folder = Path(out) if out else self.path / f"monitor-{_slug(listed_inputs(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
