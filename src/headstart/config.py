@@ -216,9 +216,10 @@ class FitConfig:
 
     def check_task(self, task: str) -> None:
         """The options that depend on the task, once it is known (fit calls it again when --task auto resolves)."""
-        if self.balance is not None and task == "regression":
+        if self.balance is not None and task in ("regression", "multitask"):
             raise UserError(f"--balance {self.balance} applies to classification and multi-label only, and {self.data} "
-                            "is a regression task: drop --balance")
+                            f"is a {'regression' if task == 'regression' else 'multi-task (several --target columns)'} "
+                            "task: drop --balance")
         if self.balance == "sampler" and task == "multilabel":  # the sampler draws by one class per example
             raise UserError("--balance sampler applies to single-label classification only; for multi-label "
                             "use --balance weights")

@@ -95,9 +95,10 @@ def check_drift(reference: dict, features: torch.Tensor, outputs: np.ndarray, ta
     ref_out, new_out = reference["outputs"].numpy(), np.asarray(outputs, dtype=np.float64).reshape(len(new_z), -1)
     tests = {"features": _bonferroni([ks_2samp(ref_z[:, j], new_z[:, j]).pvalue for j in range(ref_z.shape[1])],
                                      [f"component {j + 1}" for j in range(ref_z.shape[1])])}
-    names = classes if task in ("classification", "multilabel") else ["prediction"]
+    names = {"classification": classes, "multilabel": classes, "multitask": classes}.get(task, ["prediction"])
     tests["outputs"] = _bonferroni([ks_2samp(ref_out[:, j], new_out[:, j]).pvalue for j in range(ref_out.shape[1])],
-                                   [f"{'probability of ' if task != 'regression' else ''}{n}" for n in names])
+                                   [f"{'probability of ' if task in ('classification', 'multilabel') else ''}{n}"
+                                    for n in names])  # a multi-task's outputs are named "target=class" or "target"
     counts = {}
     if task == "classification":
         ref_counts = np.bincount(ref_out.argmax(1), minlength=len(classes))
@@ -189,7 +190,7 @@ def plot_drift(reference: dict, features: torch.Tensor, outputs: np.ndarray, rep
         ref_o, new_o, what = ref_out.max(1), new_out.max(1), "confidence (top class probability)"
     else:
         ref_o, new_o = ref_out[:, 0], new_out[:, 0]  # the value (regression), the first label's probability
-        what = "output" if task == "regression" else "first label's probability"
+        what = {"regression": "output", "multilabel": "first label's probability"}.get(task, "first output")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (ref, new, title) in zip(axes[:2], [(ref_z[:, j], new_z[:, j], f"feature component {j + 1} (most shifted)"),
                                                  (ref_o, new_o, what)]):

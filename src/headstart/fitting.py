@@ -27,10 +27,10 @@ from headstart.plots import plot_confusion_matrix, plot_history
 from headstart.predict import write_predictions
 from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
-from headstart.run import Run
+from headstart.run import Run, _slug
 from headstart.rundir import default_out, environment, is_launch_primary, prepare_run_dir, remove_if_unused, write_history_csv
 from headstart.strategies import STRATEGIES
-from headstart.tasks import make_task
+from headstart.tasks import task_of
 from headstart.train.context import FitContext
 from headstart.train.engine import collecting_only_new_objects, release_memory, resolve_precision
 from headstart.train.feature_cache import FeatureCache
@@ -148,7 +148,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
         reference = _with_replayed(reference, model, ctx.replayed, cfg.seed)
     save_reference(out / "model", reference)
     write_predictions(out / "predictions.csv", [modality.describe_input(x) for x, _ in eval_items],
-                      [y for _, y in eval_items], preds, data.classes, task.name)
+                      [y for _, y in eval_items], preds, data.classes, task)
     render_report(out)
     if primary and ctx.checkpoints is not None:
         shutil.rmtree(ctx.checkpoints, ignore_errors=True)  # the run is whole: nothing to resume
@@ -167,9 +167,9 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
     if data.task == "classification" and (cfg.task == "multilabel" or cfg.task == "auto" and looks_multilabel(data.classes, cfg.label_separator)):
         data = as_multilabel(data, cfg.label_separator)
     cfg.check_task(data.task)  # --task auto: the options that depend on it are checked now it is known
-    task = make_task(data.task)
+    task = task_of(data)
     balance = task.balance((y for _, y in data.train), len(data.classes)) if cfg.balance == "weights" else None
-    if data.task == "regression":
+    if data.task in ("regression", "multitask"):  # numbers are learned standardised
         task.fit_scale(y for _, y in data.train)
     backbone = backbone or create_backbone(cfg.model if cfg.model != "auto" else modality.default_backbone, cfg.weights)
     if backbone.modality != modality.name:
@@ -340,12 +340,17 @@ def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitConte
     plot_history(ctx.history, out / "history.png")
     if "confusion_matrix" in metrics:
         plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out / "confusion_matrix.png")
+    for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
+        if "confusion_matrix" in scores:
+            plot_confusion_matrix(scores["confusion_matrix"], scores["classes"], out / f"confusion_matrix_{_slug(target)}.png")
 
 
 def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) -> str:
     sizes = data.summary()["sizes"]
-    what = {"classification": f"{len(data.classes)} classes", "multilabel": f"{len(data.classes)} labels (multi-label)"}.get(
-        data.task, f"regression on {', '.join(data.classes)}")
+    what = {"classification": f"{len(data.classes)} classes", "multilabel": f"{len(data.classes)} labels (multi-label)",
+            "multitask": "multi-task: " + ", ".join(f"{t['name']} ({len(t['classes'])} classes)" if t["classes"] else
+                                                     f"{t['name']} (regression)" for t in data.info.get("targets", []))
+            }.get(data.task, f"regression on {', '.join(data.classes)}")
     lines = [
         "",
         f"headstart fit: {cfg.data} -> {out}",
@@ -380,7 +385,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         lines.append(f"  baseline  {metrics['baseline']['name']}, same rows, no pre-trained body to transfer: "
                      f"{metrics['split']} {baseline_comparison(metrics)[0]}")
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
-        " confusion_matrix.png" if "confusion_matrix" in metrics else "")
+        " confusion_matrix.png" if "confusion_matrix" in metrics else "") + "".join(
+        f" confusion_matrix_{_slug(t)}.png" for t, m in metrics.get("targets", {}).items() if "confusion_matrix" in m)
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
     return "\n".join(lines)
 

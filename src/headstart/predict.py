@@ -20,6 +20,8 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     writer = csv.writer(buf, lineterminator="\n")  # printed to a terminal or a pipe, not written as a Windows file
     errors = ["error"] if any("error" in r for r in rows) else []
     read = [r for r in rows if "error" not in r]
+    if read and "targets" in read[0]:
+        return _multitask_csv(rows, read[0]["targets"], errors)
     if read and "prediction" in read[0]:
         writer.writerow(["input", "prediction"] + errors)
         writer.writerows([r["input"], r.get("prediction", "")] + ([r.get("error", "")] if errors else []) for r in rows)
@@ -34,8 +36,33 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     return buf.getvalue()
 
 
-def write_predictions(path: Path, names: list[str], targets: list, preds: np.ndarray, classes: list[str], task: str) -> None:
-    """The evaluation split's predictions: input, true, predicted (+ confidence for classes), for the report."""
+def _multitask_csv(rows: list[dict], first: dict, errors: list[str]) -> str:
+    """A column per target: its value, or its most likely class and that class's probability."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["input"]
+    for name, answer in first.items():
+        header += [name] if "prediction" in answer else [name, f"{name}_probability"]
+    writer.writerow(header + errors)
+    for r in rows:
+        cells = []
+        for name, answer in first.items():
+            got = r.get("targets", {}).get(name, {})
+            if "prediction" in answer:
+                cells.append(got.get("prediction", ""))
+            else:
+                top = got.get("predictions", [{}])[0]
+                cells += [top.get("label", ""), top.get("probability", "")]
+        writer.writerow([r["input"]] + cells + ([r.get("error", "")] if errors else []))
+    return buf.getvalue()
+
+
+def write_predictions(path: Path, names: list[str], targets: list, preds: np.ndarray, classes: list[str], task) -> None:
+    """The evaluation split's predictions: input, true, predicted (+ confidence for classes), for the report. `task`:
+    the task, or its name (a multi-task needs the task: a true/predicted pair per target)."""
+    if getattr(task, "name", None) == "multitask":
+        return write_text(path, _multitask_predictions(names, targets, preds, task))
+    task = getattr(task, "name", task)
     buf = io.StringIO()
     writer = csv.writer(buf)
     if task == "classification":
@@ -50,3 +77,23 @@ def write_predictions(path: Path, names: list[str], targets: list, preds: np.nda
         writer.writerow(["input", "true", "predicted"])
         writer.writerows([name, y, round(float(p), 6)] for name, y, p in zip(names, targets, preds))
     write_text(path, buf.getvalue())
+
+
+def _multitask_predictions(names: list[str], targets: list, preds: np.ndarray, task) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    header = ["input"]
+    for part in task.parts:
+        header += [f"{part['name']}_true", f"{part['name']}_predicted"] + (
+            [f"{part['name']}_confidence"] if part["task"].name == "classification" else [])
+    writer.writerow(header)
+    for name, y, p in zip(names, targets, preds):
+        cells = []
+        for j, part in enumerate(task.parts):
+            block = p[part["block"]]
+            if part["task"].name == "classification":
+                cells += [part["classes"][int(y[j])], part["classes"][int(block.argmax())], round(float(block.max()), 6)]
+            else:
+                cells += [y[j], round(float(block[0]), 6)]
+        writer.writerow([name] + cells)
+    return buf.getvalue()

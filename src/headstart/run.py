@@ -158,6 +158,10 @@ class Run:
             write_json(folder / "metrics.json", metrics)
             if "confusion_matrix" in metrics:
                 plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
+            for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
+                if "confusion_matrix" in scores:
+                    plot_confusion_matrix(scores["confusion_matrix"], scores["classes"],
+                                          folder / f"confusion_matrix_{_slug(target)}.png", f"Confusion matrix of {target}: {data}")
             metrics["saved_to"] = str(folder)
         return metrics
 

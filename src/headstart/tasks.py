@@ -188,5 +188,115 @@ class MultiLabel(Task):
         return rows
 
 
+@TASKS.register("multitask")
+class MultiTask(Task):
+    """Several targets of one example (a table's price and category) from one body: a head per target, side by side
+    as blocks of one output layer (a linear head's blocks are exactly separate linear heads), each target's own task
+    doing its part (loss, solve, prediction, metrics) on its block; the loss is their sum.
+
+    Targets arrive as one row per example, [value of target 1, value of target 2, ...] (a class index or a number);
+    `target_scale` is the saved state: {"targets": [{"name", "task", "classes", "target_scale"}, ...]}.
+    """
+
+    name = "multitask"
+    score_name = "error"  # the mean over targets of 1 - accuracy, or the MAE in the target's standard deviations
+    select_by_score = False  # the validation loss (their sum) decides
+    output_name = "outputs"
+    SUPPORTED = ("classification", "regression")
+
+    def __init__(self, target_scale: dict | None = None):
+        self.parts, start = [], 0
+        for spec in (target_scale or {}).get("targets", []):
+            task = make_task(spec["task"], spec.get("target_scale"))
+            width = task.n_outputs(spec.get("classes") or [spec["name"]])
+            self.parts.append({"name": spec["name"], "task": task, "classes": list(spec.get("classes") or []),
+                               "block": slice(start, start + width)})
+            start += width
+
+    @property
+    def target_scale(self) -> dict:
+        return {"targets": [{"name": p["name"], "task": p["task"].name, "classes": p["classes"],
+                             "target_scale": p["task"].target_scale} for p in self.parts]}
+
+    @staticmethod
+    def output_names(targets: list[dict]) -> list[str]:
+        """One name per output: "target=class" for a class, the target's name for a number."""
+        return [name for t in targets
+                for name in ([f"{t['name']}={c}" for c in t["classes"]] if t["task"] == "classification" else [t["name"]])]
+
+    def fit_scale(self, values) -> dict:
+        rows = list(values)
+        for j, part in enumerate(self.parts):
+            if part["task"].name == "regression":
+                part["task"].fit_scale(row[j] for row in rows)
+        return self.target_scale
+
+    def n_outputs(self, classes: list[str]) -> int:
+        return self.parts[-1]["block"].stop if self.parts else 0
+
+    def targets(self, values) -> torch.Tensor:
+        rows = list(values)
+        if not rows:
+            return torch.empty(0, len(self.parts))
+        columns = [part["task"].targets(row[j] for row in rows).float() for j, part in enumerate(self.parts)]
+        return torch.stack(columns, dim=1)
+
+    def _each(self, out: torch.Tensor, y: torch.Tensor):
+        """Per target: its task, its block of outputs, its column of targets in that task's dtype."""
+        for j, part in enumerate(self.parts):
+            column = y[:, j].long() if part["task"].name == "classification" else y[:, j]
+            yield part["task"], out[:, part["block"]], column
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        return sum(task.loss(block, column, label_smoothing) for task, block, column in self._each(out, y))
+
+    def score(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        errors = [1 - task.score(block, column) if task.name == "classification"
+                  else (block.float().squeeze(1) - column).abs().mean() for task, block, column in self._each(out, y)]
+        return torch.stack(errors).mean()
+
+    def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
+        """Each target's block solved by its own task (logistic or ridge regression) on the same features."""
+        from torch import nn
+
+        solved = {}
+        for (task, _, column), part in zip(self._each(torch.empty(len(y), layer.out_features), y), self.parts):
+            block = nn.Linear(layer.in_features, part["block"].stop - part["block"].start).double()
+            solved[part["name"]] = task.solve_head(block, feats, column, seed)
+            with torch.no_grad():
+                layer.weight[part["block"]] = block.weight.to(layer.weight.dtype)
+                layer.bias[part["block"]] = block.bias.to(layer.bias.dtype)
+        return {"solver": "a solve per target", "targets": solved}
+
+    def postprocess(self, out: torch.Tensor) -> torch.Tensor:
+        """Each block's prediction side by side: a class's probability, a number in the target's units."""
+        parts = [part["task"].postprocess(out[:, part["block"]]) for part in self.parts]
+        return torch.cat([p if p.dim() == 2 else p.unsqueeze(1) for p in parts], dim=1)
+
+    def _blocks(self, preds: np.ndarray):
+        for part in self.parts:
+            block = preds[:, part["block"]]
+            yield part, (block[:, 0] if part["task"].name == "regression" else block)
+
+    def metrics(self, y_true, preds: np.ndarray, classes: list[str]) -> dict:
+        rows = [list(y) for y in y_true]
+        per_target = {part["name"]: part["task"].metrics([row[j] for row in rows], block, part["classes"] or [part["name"]])
+                      for j, (part, block) in enumerate(self._blocks(preds))}
+        return {"n": len(rows), "targets": per_target}
+
+    def summarize(self, m: dict) -> str:
+        return "\n".join(f"[{part['name']}] {part['task'].summarize(m['targets'][part['name']])}" for part in self.parts)
+
+    def rows(self, names: list[str], preds: np.ndarray, classes: list[str], top_k: int) -> list[dict]:
+        per_target = {part["name"]: part["task"].rows(names, block, part["classes"], top_k) for part, block in self._blocks(preds)}
+        return [{"input": name, "targets": {t: {k: v for k, v in rows[i].items() if k != "input"} for t, rows in per_target.items()}}
+                for i, name in enumerate(names)]
+
+
 def make_task(name: str, target_scale: dict | None = None):
     return TASKS.get(name)(target_scale)
+
+
+def task_of(data) -> Task:
+    """The task a LabeledData asks for: a multi-task's targets come from the data (`info["targets"]`)."""
+    return make_task(data.task, {"targets": data.info["targets"]} if data.task == "multitask" else None)

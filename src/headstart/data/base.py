@@ -71,6 +71,10 @@ def check_classes(data: LabeledData, source) -> LabeledData:
     if data.task == "classification" and len(data.classes) < 2:
         raise UserError(f"{source}: only one class ({data.classes[0]!r}); a classifier needs at least two (to teach a "
                         f"fitted model a new class: headstart update RUN {source})")
+    for target in data.info.get("targets", []) if data.task == "multitask" else []:
+        if target["task"] == "classification" and len(target["classes"]) < 2:
+            raise UserError(f"{source}: target {target['name']!r} has one class ({target['classes'][0]!r}) in the training "
+                            "rows; a classifier needs at least two: drop it from --target")
     alike: dict[str, list[str]] = {}
     for name in data.classes:
         alike.setdefault(re.sub(r"[\s_-]+", " ", name).strip().casefold(), []).append(name)
@@ -143,6 +147,15 @@ def with_task(data: LabeledData, cfg) -> LabeledData:
         data = as_regression(data, cfg.label_column, where=str(cfg.data))
     sets = cfg.task == "auto" and data.task == "classification" and looks_multilabel(data.classes, cfg.label_separator)
     data.task_chosen = "multilabel" if sets else cfg.task
+    return data
+
+
+def one_target(data: LabeledData, command: str) -> LabeledData:
+    """`command` (rank, compare) scores one target: a multi-task fit's several are refused, naming each to try alone."""
+    if data.task == "multitask":
+        names = [t["name"] for t in data.info["targets"]]
+        raise UserError(f"{command} scores one target, and --target names {len(names)} ({', '.join(names)}): run it "
+                        f"on each, e.g. --target {names[0]}")
     return data
 
 

@@ -133,11 +133,25 @@ def table_rows(path: Path) -> tuple[list[str], list[Row], list[str]]:
     return columns, rows, [f"{path} row {i + first}" for i in range(len(rows))]
 
 
-def _check_target(path: Path, columns: list[str], target: str | None) -> None:
+def target_columns(target: str | None, columns) -> list[str]:
+    """--target as columns: one name, or several joined by commas (a multi-task fit), unless the whole is a column."""
     if not target:
-        raise UserError(f"{path}: tabular data needs --target COLUMN, the column to predict (columns: {', '.join(columns)})")
-    if target not in columns:
-        raise UserError(f"{path}: no column {target!r} for --target; columns found: {', '.join(columns)}")
+        return []
+    return [target] if target in columns else [t.strip() for t in target.split(",") if t.strip()]
+
+
+def _check_target(path: Path, columns: list[str], target: str | None) -> list[str]:
+    """The target column(s), each checked to be in the file."""
+    if not target:
+        raise UserError(f"{path}: tabular data needs --target COLUMN, the column to predict (columns: {', '.join(columns)}; "
+                        "several, comma-separated, fit a head each)")
+    names = target_columns(target, columns)
+    for name in names:
+        if name not in columns:
+            raise UserError(f"{path}: no column {name!r} for --target; columns found: {', '.join(columns)}")
+    if len(set(names)) < len(names):
+        raise UserError(f"{path}: --target {target} names a column twice")
+    return names
 
 
 def gap_words(values: list) -> set[str] | None:
@@ -169,8 +183,10 @@ def _split_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def _feature_row(row: Row, target: str) -> Row:
-    return {c: v for c, v in row.items() if c != target}
+def _feature_row(row: Row, target: str | None) -> Row:
+    """The row less its target column(s): a feature must not be what is predicted."""
+    targets = set(target_columns(target, row))
+    return {c: v for c, v in row.items() if c not in targets}
 
 
 class _Targets:
@@ -196,14 +212,21 @@ class _Targets:
         return self.index[label], ""
 
 
-def _items(rows: list[Row], wheres: list[str], target: str, to_target) -> tuple[list, list[tuple[str, str]]]:
+def _items(rows: list[Row], wheres: list[str], targets: list[str], readers: list) -> tuple[list, list[tuple[str, str]]]:
+    """(features, target) per row, the target a list of one value per column with several targets; a row missing
+    or misreading any target is skipped, with why and which column."""
     items, skipped = [], []
     for row, where in zip(rows, wheres):
-        y, reason = to_target(row.get(target))
-        if reason:
-            skipped.append((where, f"{reason} ({target})" if reason == "missing target" else reason))
+        ys = []
+        for target, to_target in zip(targets, readers):
+            y, reason = to_target(row.get(target))
+            if reason:
+                skipped.append((where, f"{reason} ({target})" if reason == "missing target" else
+                                f"{target}: {reason}" if len(targets) > 1 else reason))
+                break
+            ys.append(y)
         else:
-            items.append((_feature_row(row, target), y))
+            items.append(({c: v for c, v in row.items() if c not in targets}, ys[0] if len(ys) == 1 else ys))
     return items, skipped
 
 
@@ -218,6 +241,8 @@ def _random_split(items: list, fraction: float, seed: int) -> tuple[list, list]:
 
 def load_table_data(source: str | Path, target: str | None, task: str = "auto", val_fraction: float = 0.15,
                     test_fraction: float = 0.15, seed: int = 0, label_separator: str = ";") -> LabeledData:
+    """The rows of `source` with `target` (one column, or several comma-separated: a multi-task fit, each column
+    classified or regressed as `task` or its values say)."""
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
@@ -227,35 +252,27 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     tables = {split: table_rows(path) for split, path in files.items()}
     columns = tables["train"][0]
     for split, (cols, _, _) in tables.items():
-        _check_target(files[split], cols, target)
-
-    train_values = [r[target] for r in tables["train"][1] if r[target] is not None]
-    if not train_values:
-        raise UserError(f"{files['train']}: every row's {target!r} is missing; nothing to learn from")
-    requested, task = task, detect_task(train_values, task)
-    gaps = gap_words(train_values) or set()  # in a numeric target, words mark gaps: those rows are skipped
-    classes = sorted({label_string(v) for v in train_values if str(v).strip() not in gaps}) if task == "classification" else [target]
-    if (requested == "auto" and task == "classification" and len(train_values) >= 20 and len(classes) > len(train_values) / 2
-            and not looks_multilabel(classes, label_separator)):  # sets of labels ("a;b") are many combinations of few
-        raise UserError(f"{files['train']}: column {target!r} has {len(classes)} distinct values in {len(train_values)} rows, "
-                        f"so most classes would have one example; choose another --target, or pass --task regression "
-                        f"(its rows that are not numbers are then skipped) or --task classification")
-    to_target = _Targets(task, classes, gaps)
+        targets = _check_target(files[split], cols, target)
+    described = [_describe_target(files["train"], tables["train"][1], name, task, label_separator) for name in targets]
+    readers = [reader for _, reader in described]
 
     splits, skipped = {}, []
     for split in ("train", "val", "test"):
         if split in tables:
             _, rows, wheres = tables[split]
-            splits[split], bad = _items(rows, wheres, target, to_target)
+            splits[split], bad = _items(rows, wheres, targets, readers)
             skipped += bad
         else:
             splits[split] = []
     train, val, test = splits["train"], splits["val"], splits["test"]
 
+    kinds = [spec["task"] for spec, _ in described]
+    strata = kinds.index("classification") if "classification" in kinds else None  # the first classified column
+
     def split_off(items, fraction):
-        if task == "classification":
-            return stratified_split(items, [y for _, y in items], fraction, seed)
-        return _random_split(items, fraction, seed)
+        if strata is None:
+            return _random_split(items, fraction, seed)
+        return stratified_split(items, [y if len(targets) == 1 else y[strata] for _, y in items], fraction, seed)
 
     if not test and root.is_file():
         train, test = split_off(train, test_fraction)
@@ -264,15 +281,38 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     if not train:
         raise UserError(f"{root}: no training rows left after skipping {len(skipped)} row(s) and splitting")
 
-    features = [c for c in columns if c != target]
+    features = [c for c in columns if c not in targets]
     everything = train + val + test
     missing = {c: n for c in features if (n := sum(1 for x, _ in everything if x.get(c) is None))}
     info = {"target": target, "columns": features, "missing": missing}
-    if task == "regression":
+    layout = "table-splits" if root.is_dir() else "table"
+    if len(targets) > 1:
+        from headstart.tasks import MultiTask
+
+        specs = [spec for spec, _ in described]
+        return LabeledData("tabular", "multitask", MultiTask.output_names(specs), train, val, test, layout, skipped,
+                           {**info, "targets": specs})
+    spec = described[0][0]
+    if spec["task"] == "regression":
         ys = np.array([y for _, y in train], dtype=np.float64)
         info["target_range"] = [float(ys.min()), float(ys.max())]
-    return LabeledData("tabular", task, classes, train, val, test, "table-splits" if root.is_dir() else "table",
-                       skipped, info)
+    return LabeledData("tabular", spec["task"], spec["classes"] or [target], train, val, test, layout, skipped, info)
+
+
+def _describe_target(path: Path, rows: list[Row], target: str, task: str, label_separator: str) -> tuple[dict, "_Targets"]:
+    """One target column: ({"name", "task", "classes"}, its reader of cells), from its training values."""
+    train_values = [r[target] for r in rows if r[target] is not None]
+    if not train_values:
+        raise UserError(f"{path}: every row's {target!r} is missing; nothing to learn from")
+    requested, task = task, detect_task(train_values, task)
+    gaps = gap_words(train_values) or set()  # in a numeric target, words mark gaps: those rows are skipped
+    classes = sorted({label_string(v) for v in train_values if str(v).strip() not in gaps}) if task == "classification" else []
+    if (requested == "auto" and task == "classification" and len(train_values) >= 20 and len(classes) > len(train_values) / 2
+            and not looks_multilabel(classes, label_separator)):  # sets of labels ("a;b") are many combinations of few
+        raise UserError(f"{path}: column {target!r} has {len(classes)} distinct values in {len(train_values)} rows, "
+                        f"so most classes would have one example; choose another --target, or pass --task regression "
+                        f"(its rows that are not numbers are then skipped) or --task classification")
+    return {"name": target, "task": task, "classes": classes}, _Targets(task, classes, gaps)
 
 
 def _model_target(model) -> str:
@@ -297,12 +337,13 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     else:
         files = [root]
     target = _model_target(model)
-    to_target = _Targets(model.task.name, model.classes, separator=label_separator_of(model) or ";")
+    parts = getattr(model.task, "parts", None)  # a multi-task model: a reader per target column
+    readers = ([_Targets(p["task"].name, p["classes"]) for p in parts] if parts else
+               [_Targets(model.task.name, model.classes, separator=label_separator_of(model) or ";")])
     items, skipped = [], []
     for path in files:
         columns, rows, wheres = table_rows(path)
-        _check_target(path, columns, target)
-        good, bad = _items(rows, wheres, target, to_target)
+        good, bad = _items(rows, wheres, _check_target(path, columns, target), readers)
         items += good
         skipped += bad
     if not items:
@@ -371,6 +412,9 @@ class Tables(Modality):
     def load(self, cfg) -> LabeledData:
         # multi-label: read as classes ("a;b" one of them) here; fitting turns them into sets of labels (as_multilabel)
         task = "classification" if cfg.task == "multilabel" else cfg.task
+        if cfg.task == "multilabel" and len(target_columns(cfg.target, ())) > 1:
+            raise UserError(f"--task multilabel reads one column of label sets; with several --target columns "
+                            f"({cfg.target}) each is classified or regressed: leave --task auto, or give one column")
         return with_task(load_table_data(cfg.data, cfg.target, task, cfg.val_fraction, cfg.test_fraction, cfg.seed,
                                          cfg.label_separator), cfg)
 

@@ -193,7 +193,8 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
             "inputs": [{"name": n, "dtype": str(t.dtype).removeprefix("torch."),
                         "shape": ["batch", *(["tokens"] if _is_sequence(t) else list(t.shape[1:]))]}
                        for n, t in zip(names, tensors)],
-            "output": {"name": model.task.output_name, "task": model.task.name, "classes": model.classes},
+            "output": {"name": model.task.output_name, "task": model.task.name, "classes": model.classes,
+                       **_target_columns(model.task)},
             "opset": written,
             "modality": model.modality,
             **({"decoding": modality.decoding} if (modality := MODALITIES.get(model.modality)).decoding else {}),
@@ -224,3 +225,12 @@ def export_onnx(model, folder: str | Path, opset: int | None = None, force: bool
         if tmp.exists():
             shutil.rmtree(tmp)
     return spec
+
+
+def _target_columns(task) -> dict:
+    """A multi-task graph's output columns per target: [start, stop) of its probabilities or its value."""
+    parts = getattr(task, "parts", None)
+    if not parts:
+        return {}
+    return {"targets": [{"name": p["name"], "task": p["task"].name, "columns": [p["block"].start, p["block"].stop],
+                         **({"classes": p["classes"]} if p["classes"] else {})} for p in parts]}

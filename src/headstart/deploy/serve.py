@@ -135,9 +135,15 @@ def info(run: Run, engine: str = "torch") -> dict:
     """What a client needs to know of the served model."""
     model = run.model
     scored = {k: v for k, v in run.metrics.items() if k in SCORES}
+    if "targets" in run.metrics:  # a multi-task run's scores, per target
+        scored["targets"] = {t: {k: v for k, v in m.items() if k in SCORES} for t, m in run.metrics["targets"].items()}
     if model.task.name == "regression":  # its one "class" is the target column's name
         predicts = {"target": model.classes[0] if model.classes else "target"}
         into = f", predicting {predicts['target']}"
+    elif model.task.name == "multitask":  # a head per target
+        predicts = {"targets": [{"name": t["name"], "task": t["task"], **({"classes": t["classes"]} if t["classes"] else {})}
+                                for t in model.task.target_scale["targets"]]}
+        into = ", predicting " + ", ".join(t["name"] for t in predicts["targets"])
     else:
         predicts = {"classes": model.classes}
         into = f" into {len(model.classes)} classes" if model.classes else ""

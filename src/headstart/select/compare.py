@@ -16,7 +16,7 @@ from headstart.backbones import create_backbone
 from headstart.backbones.base import reinitialize
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
-from headstart.data.base import check_classes
+from headstart.data.base import check_classes, one_target
 from headstart.data.splits import stratified_split
 from headstart.errors import UserError
 from headstart.io_utils import write_json, write_text
@@ -34,7 +34,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
     FitConfig.check_options(options, "compare")
     base_cfg = FitConfig(data=str(data), model=model, strategy=strategy, **options)
     modality = resolve_modality(base_cfg)
-    full = check_classes(modality.load(base_cfg), data)
+    full = one_target(check_classes(modality.load(base_cfg), data), "compare")
     if not full.test:
         how = ("add a test/ folder beside train/ and val/, or list the images in a CSV manifest (path,label[,split]) "
                "so headstart can split a test set off" if full.layout == "splits" else "let headstart split one off (--test-fraction > 0)")

@@ -12,7 +12,7 @@ import torch
 from headstart.backbones import create_backbone
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
-from headstart.data.base import check_classes
+from headstart.data.base import check_classes, one_target
 from headstart.errors import UserError
 from headstart.io_utils import write_json, write_text
 from headstart.progress import RunProgress
@@ -39,7 +39,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     cfg.apply_training_defaults({})
     out_dir = prepare_run_dir(out or default_out(f"rank-{Path(str(data)).stem}"), force, keep=[data, models])
     modality = resolve_modality(cfg)
-    labeled = check_classes(modality.load(cfg), data)  # the loader reads --task regression's numbers as targets
+    labeled = one_target(check_classes(modality.load(cfg), data), "rank")  # the loader reads --task regression's numbers as targets
     if "multilabel" in (labeled.task, labeled.task_chosen):
         raise UserError(f"{data}: rank scores classification and regression data, and this reads as multi-label (labels "
                         f"joined by {cfg.label_separator!r}); pass --task classification to rank with each set of labels "

@@ -1,0 +1,139 @@
+"""Several targets from one body (`--target a,b`): a head block per target, each solved, scored and predicted as its
+own task would, side by side; and the commands that score one target say so."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import headstart as hs
+from headstart.cli import main
+from headstart.errors import UserError
+from headstart.predict import format_rows
+from headstart.tasks import MultiTask
+from headstart.train.probe import fit_ridge_head
+
+FAST = dict(epochs=20, patience=5, batch_size=32, num_workers=0, progress=False)
+
+
+def make_table(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """price: a number from a and b; size: a class from c and d (independent of price); a row without price."""
+    rng = np.random.default_rng(seed)
+    a, b, c, d = rng.normal(size=n), rng.uniform(-2, 2, size=n), rng.normal(size=n), rng.choice(["u", "v"], size=n)
+    price = 3 * a + b + rng.normal(0, 0.2, n)
+    size = np.where(c + (d == "u") > 0.5, "big", "small")
+    df = pd.DataFrame({"a": a, "b": b, "c": c, "d": d, "price": price, "size": size})
+    df.loc[5, "price"] = np.nan
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_targets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multitask")
+    data = make_table(root / "shop.csv")
+    run = hs.fit(str(data), target="price,size", out=str(root / "run"), cache_dir=str(root / "cache"), **FAST)
+    return run, data, root
+
+
+def test_a_head_per_target_each_scored_as_its_task(two_targets):
+    run, data, root = two_targets
+    scores = run.metrics["targets"]
+    assert set(scores) == {"price", "size"} and scores["price"]["r2"] > 0.9 and scores["size"]["accuracy"] > 0.8
+    summary = json.loads((run.path / "data.json").read_text())
+    assert summary["task"] == "multitask" and summary["classes"] == ["price", "size=big", "size=small"]
+    assert summary["skipped"] == [{"where": f"{data} row 7", "reason": "missing target (price)"}]
+    assert "a" in summary["columns"] and "price" not in summary["columns"] and "size" not in summary["columns"]
+    with open(run.path / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[1:] == ["price_true", "price_predicted", "size_true", "size_predicted", "size_confidence"]
+    assert len(rows) == run.metrics["n"] and {r["size_predicted"] for r in rows} <= {"big", "small"}
+    assert (run.path / "confusion_matrix_size.png").stat().st_size > 5000
+
+
+def test_the_saved_model_predicts_every_target(two_targets, tmp_path):
+    run, data, root = two_targets
+    loaded = hs.load(run.path)
+    assert loaded.model.task.name == "multitask"
+    new = tmp_path / "new.csv"
+    pd.read_csv(data).head(4).to_csv(new, index=False)  # target columns present: dropped, never read as features
+    rows = loaded.predict([str(new)], progress=False)
+    assert set(rows[0]["targets"]) == {"price", "size"}
+    assert isinstance(rows[0]["targets"]["price"]["prediction"], float)
+    assert rows[0]["targets"]["size"]["predictions"][0]["label"] in ("big", "small")
+    without_targets = pd.read_csv(data).head(4).drop(columns=["price", "size"]).to_dict("records")
+    assert loaded.predict_values(without_targets) == [r | {"input": f"row {i + 1}"} for i, r in enumerate(rows)]
+    table = format_rows(rows, "csv").splitlines()
+    assert table[0] == "input,price,size,size_probability" and len(table) == 5
+
+
+def test_evaluate_reads_each_target_column(two_targets, tmp_path):
+    run, data, root = two_targets
+    frame = pd.read_csv(data).head(40)
+    frame.loc[0, "size"] = "huge"  # not a class the model knows
+    frame.to_csv(tmp_path / "labeled.csv", index=False)
+    metrics = hs.load(run.path).evaluate(str(tmp_path / "labeled.csv"))
+    assert metrics["n"] == 38 and set(metrics["targets"]) == {"price", "size"}
+    assert [s["reason"] for s in metrics["skipped"]] == ["size: label 'huge' is not one of the classes (big, small)",
+                                                         "missing target (price)"]
+    assert Path(metrics["saved_to"], "confusion_matrix_size.png").is_file()
+
+
+def test_onnx_export_carries_every_block(two_targets):
+    run, data, root = two_targets
+    spec = hs.export(run.path)
+    assert [t["columns"] for t in spec["output"]["targets"]] == [[0, 1], [1, 3]]
+    rows = pd.read_csv(data).head(5).drop(columns=["price", "size"]).to_dict("records")
+    eager = hs.load(run.path).predict_values(rows)
+    onnx = hs.load(run.path).predict_values(rows, engine="onnx")
+    for e, o in zip(eager, onnx):
+        assert abs(e["targets"]["price"]["prediction"] - o["targets"]["price"]["prediction"]) < 1e-3
+        assert e["targets"]["size"]["predictions"][0]["label"] == o["targets"]["size"]["predictions"][0]["label"]
+
+
+def test_each_block_is_solved_as_its_own_head():
+    """The regression block of a solved multi-task head is the ridge solution of that target alone."""
+    torch.manual_seed(0)
+    feats = torch.randn(80, 6, dtype=torch.float64)
+    value = feats[:, 0] * 2 + 0.1 * torch.randn(80, dtype=torch.float64)
+    label = (feats[:, 1] > 0).long()
+    task = MultiTask({"targets": [{"name": "v", "task": "regression", "classes": []},
+                                  {"name": "k", "task": "classification", "classes": ["no", "yes"]}]})
+    task.fit_scale([[float(v), int(k)] for v, k in zip(value, label)])
+    targets = task.targets([[float(v), int(k)] for v, k in zip(value, label)])
+    layer = nn.Linear(6, task.n_outputs([])).double()
+    task.solve_head(layer, feats, targets, seed=0)
+    alone = nn.Linear(6, 1).double()
+    fit_ridge_head(alone, feats, targets[:, 0])
+    assert torch.allclose(layer.weight[:1], alone.weight) and torch.allclose(layer.bias[:1], alone.bias)
+    probs = task.postprocess(layer(feats))
+    assert probs.shape == (80, 3) and torch.allclose(probs[:, 1:].sum(1), torch.ones(80))
+    assert (probs[:, 1:].argmax(1) == label).float().mean() > 0.9
+
+
+def test_commands_and_options_that_read_one_target_refuse_several(two_targets, tmp_path, capsys):
+    run, data, root = two_targets
+    with pytest.raises(UserError, match="--balance weights applies to classification .* multi-task"):
+        hs.fit(str(data), target="price,size", balance="weights", out=str(tmp_path / "b"), **FAST)
+    with pytest.raises(UserError, match="setfit pairs examples by class"):
+        hs.fit(str(data), target="price,size", strategy="setfit", out=str(tmp_path / "s"), **FAST)
+    with pytest.raises(UserError, match="--task multilabel reads one column"):
+        hs.fit(str(data), target="price,size", task="multilabel", out=str(tmp_path / "m"), **FAST)
+    one_size = tmp_path / "one_size.csv"
+    pd.read_csv(data).assign(size="big").to_csv(one_size, index=False)
+    with pytest.raises(UserError, match="target 'size' has one class .*drop it from --target"):
+        hs.fit(str(one_size), target="price,size", out=str(tmp_path / "o"), **FAST)
+    with pytest.raises(UserError, match="no column 'colour' for --target"):
+        hs.fit(str(data), target="price,colour", out=str(tmp_path / "c"), **FAST)
+    with pytest.raises(UserError, match="rank scores one target, and --target names 2 .*--target price"):
+        hs.rank(str(data), models=["mlp"], target="price,size", progress=False)
+    assert main(["compare", str(data), "--target", "price,size", "--model", f"run:{run.path}", "--out",
+                 str(tmp_path / "cmp")]) == 2
+    assert "compare scores one target" in capsys.readouterr().err
+    with pytest.raises(UserError, match="update handles classification and regression runs"):
+        hs.update(str(run.path), str(data), out=str(tmp_path / "u"), **FAST)
