@@ -137,3 +137,35 @@ def test_commands_and_options_that_read_one_target_refuse_several(two_targets, t
     assert "compare scores one target" in capsys.readouterr().err
     with pytest.raises(UserError, match="update handles classification and regression runs"):
         hs.update(str(run.path), str(data), out=str(tmp_path / "u"), **FAST)
+
+
+def make_reviews(path: Path, n: int = 80, seed: int = 0) -> Path:
+    """A topic (class) and a star rating (number, from the words of praise or blame) per text; one row unrated."""
+    rng = np.random.default_rng(seed)
+    topics = {"food": ["the soup", "the pasta", "dessert", "the bread"], "hotel": ["the room", "the bed", "reception", "the pool"]}
+    moods = [(1.0, "was awful and cold"), (2.5, "was rather dull"), (4.0, "was quite nice"), (5.0, "was wonderful, truly superb")]
+    rows = []
+    for i in range(n):
+        topic = ["food", "hotel"][i % 2]
+        stars, words = moods[rng.integers(len(moods))]
+        rows.append({"text": f"{rng.choice(topics[topic])} {words}", "topic": topic, "stars": stars + rng.normal(0, 0.1)})
+    rows[3]["stars"] = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_a_text_file_with_several_label_columns(tmp_path):
+    data = make_reviews(tmp_path / "reviews.csv")
+    run = hs.fit(str(data), label_column="topic,stars", strategy="linear-probe", out=str(tmp_path / "run"),
+                 cache_dir=str(tmp_path / "cache"), **FAST)
+    summary = json.loads((run.path / "data.json").read_text())
+    specs = summary["targets"]
+    assert [(t["name"], t["task"], t["classes"]) for t in specs] == [("topic", "classification", ["food", "hotel"]),
+                                                                      ("stars", "regression", [])]
+    assert run.metrics["targets"]["topic"]["accuracy"] > 0.8 and run.metrics["targets"]["stars"]["r2"] > 0.3
+    assert {"where": f"{data} row 5", "reason": "missing label (stars)"} in summary["skipped"]
+    answer = hs.load(run.path).predict_values(["the pool was wonderful, truly superb"])[0]["targets"]
+    assert answer["topic"]["predictions"][0]["label"] == "hotel" and answer["stars"]["prediction"] > 3
+    metrics = hs.load(run.path).evaluate(str(data))
+    assert metrics["n"] == 79 and set(metrics["targets"]) == {"topic", "stars"}

@@ -212,21 +212,33 @@ class _Targets:
         return self.index[label], ""
 
 
+def multitask_readers(task) -> tuple[list[str], list]:
+    """A multi-task model's target columns and a reader of each one's cells, as it was fitted."""
+    return [p["name"] for p in task.parts], [_Targets(p["task"].name, p["classes"]) for p in task.parts]
+
+
+def target_values(row: Row, targets: list[str], readers: list) -> tuple[object, str]:
+    """(the target: one value, or a list of one per column with several targets; "") or (None, why not, naming the
+    column with several)."""
+    ys = []
+    for target, to_target in zip(targets, readers):
+        y, reason = to_target(row.get(target))
+        if reason:
+            return None, (f"{reason} ({target})" if reason == "missing target" else
+                          f"{target}: {reason}" if len(targets) > 1 else reason)
+        ys.append(y)
+    return (ys[0] if len(ys) == 1 else ys), ""
+
+
 def _items(rows: list[Row], wheres: list[str], targets: list[str], readers: list) -> tuple[list, list[tuple[str, str]]]:
-    """(features, target) per row, the target a list of one value per column with several targets; a row missing
-    or misreading any target is skipped, with why and which column."""
+    """(features, target) per row; a row missing or misreading any target is skipped, with why."""
     items, skipped = [], []
     for row, where in zip(rows, wheres):
-        ys = []
-        for target, to_target in zip(targets, readers):
-            y, reason = to_target(row.get(target))
-            if reason:
-                skipped.append((where, f"{reason} ({target})" if reason == "missing target" else
-                                f"{target}: {reason}" if len(targets) > 1 else reason))
-                break
-            ys.append(y)
+        y, reason = target_values(row, targets, readers)
+        if reason:
+            skipped.append((where, reason))
         else:
-            items.append(({c: v for c, v in row.items() if c not in targets}, ys[0] if len(ys) == 1 else ys))
+            items.append(({c: v for c, v in row.items() if c not in targets}, y))
     return items, skipped
 
 
@@ -253,7 +265,7 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     columns = tables["train"][0]
     for split, (cols, _, _) in tables.items():
         targets = _check_target(files[split], cols, target)
-    described = [_describe_target(files["train"], tables["train"][1], name, task, label_separator) for name in targets]
+    described = [describe_target(files["train"], tables["train"][1], name, task, label_separator) for name in targets]
     readers = [reader for _, reader in described]
 
     splits, skipped = {}, []
@@ -299,7 +311,7 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     return LabeledData("tabular", spec["task"], spec["classes"] or [target], train, val, test, layout, skipped, info)
 
 
-def _describe_target(path: Path, rows: list[Row], target: str, task: str, label_separator: str) -> tuple[dict, "_Targets"]:
+def describe_target(path: Path, rows: list[Row], target: str, task: str, label_separator: str) -> tuple[dict, "_Targets"]:
     """One target column: ({"name", "task", "classes"}, its reader of cells), from its training values."""
     train_values = [r[target] for r in rows if r[target] is not None]
     if not train_values:
@@ -337,8 +349,7 @@ def load_labeled_rows(source: str | Path, model) -> tuple[list, list[tuple[str, 
     else:
         files = [root]
     target = _model_target(model)
-    parts = getattr(model.task, "parts", None)  # a multi-task model: a reader per target column
-    readers = ([_Targets(p["task"].name, p["classes"]) for p in parts] if parts else
+    readers = (multitask_readers(model.task)[1] if model.task.name == "multitask" else
                [_Targets(model.task.name, model.classes, separator=label_separator_of(model) or ";")])
     items, skipped = [], []
     for path in files:

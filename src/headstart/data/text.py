@@ -81,9 +81,13 @@ def _decodes(value: str | None) -> bool:
 
 
 def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]]]:
-    """Usable rows as (where, text, label) and skipped rows as (where, reason); label_column None: texts only."""
+    """Usable rows as (where, text, label) and skipped rows as (where, reason); label_column None: texts only. Several
+    label columns ("topic,sentiment": a multi-task fit) give each row's labels as {column: label}."""
+    from headstart.data.tabular import target_columns
+
     columns, records = read_records(path)
-    missing = [c for c in (text_column, label_column) if c is not None and c not in columns]
+    labels = target_columns(label_column, columns)
+    missing = [c for c in [text_column, *labels] if c not in columns]
     if missing:
         raise UserError(f"{path}: no column {' or '.join(map(repr, missing))} (found: {', '.join(columns) or 'no header'}); "
                         "pass --text-column / --label-column")
@@ -94,15 +98,18 @@ def read_rows(path: Path, text_column: str, label_column: str | None) -> tuple[l
             skipped.append((where, "not a JSON object"))
             continue
         text = _as_text(rec.get(text_column))
-        label = _as_text(rec.get(label_column)) if label_column else ""
-        if not (_decodes(text) and _decodes(label)):
+        values = {c: _as_text(rec.get(c)) for c in labels}
+        unlabeled = next((c for c, v in values.items() if v is None or not v.strip()), None)
+        if not (_decodes(text) and all(map(_decodes, values.values()))):
             skipped.append((where, "undecodable bytes (not UTF-8)"))
         elif not text or not text.strip():
             skipped.append((where, "empty text"))
-        elif label_column and (label is None or not label.strip()):
-            skipped.append((where, "missing label"))
+        elif unlabeled:
+            skipped.append((where, "missing label" + (f" ({unlabeled})" if len(labels) > 1 else "")))
         else:
-            rows.append((where, text, label.strip() if label_column else None))
+            label = None if not labels else values[labels[0]].strip() if len(labels) == 1 else {
+                c: v.strip() for c, v in values.items()}
+            rows.append((where, text, label))
     return rows, skipped
 
 
@@ -131,33 +138,82 @@ def _classes(path: Path, rows, skipped) -> list[str]:
 
 
 def load_text_data(source: str | Path, text_column: str = "text", label_column: str = "label", val_fraction: float = 0.15,
-                   test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+                   test_fraction: float = 0.15, seed: int = 0, task: str = "auto") -> LabeledData:
+    """Texts and their labels; several label columns are a multi-task fit (`_MultiTargets`), each column classified
+    or regressed as `task` or its values say."""
     root = Path(source)
     if not root.exists():
         raise UserError(f"data {root} does not exist")
     if root.is_file():
-        rows, skipped = read_rows(root, text_column, label_column)
-        classes = _classes(root, rows, skipped)
-        train = _items(rows, classes)
-        train, test = stratified_split(train, [y for _, y in train], test_fraction, seed)
-        val, layout = [], "file"
+        train_path, held_paths = root, {}
     else:
         files = {s: split_file(root, s) for s in SPLIT_STEMS}
         if files["train"] is None:
             raise UserError(f"{root}: no train.csv, train.tsv or train.jsonl (a text folder holds train + optional val/test files)")
-        rows, skipped = read_rows(files["train"], text_column, label_column)
-        classes = _classes(files["train"], rows, skipped)
-        train, held = _items(rows, classes), {}
-        for split in ("val", "test"):
-            held[split] = []
-            if files[split] is not None:
-                split_rows, split_skipped = read_rows(files[split], text_column, label_column)
-                held[split], skipped = _items(split_rows, classes), skipped + split_skipped
-        val, test, layout = held["val"], held["test"], "splits"
+        train_path, held_paths = files["train"], {s: files[s] for s in ("val", "test") if files[s] is not None}
+    rows, skipped = read_rows(train_path, text_column, label_column)
+    labeling = _MultiTargets(train_path, rows, task, seed) if rows and isinstance(rows[0][2], dict) else None
+    classes = [] if labeling else _classes(train_path, rows, skipped)
+    to_items = labeling.items if labeling else lambda rows: (_items(rows, classes), [])
+    split_off = labeling.split_off if labeling else lambda items, fraction: stratified_split(
+        items, [y for _, y in items], fraction, seed)
+    train, bad = to_items(rows)
+    skipped += bad
+    held = {"val": [], "test": []}
+    for split, path in held_paths.items():
+        split_rows, split_skipped = read_rows(path, text_column, label_column)
+        held[split], bad = to_items(split_rows)
+        skipped += split_skipped + bad
+    val, test, layout = held["val"], held["test"], "splits"
+    if root.is_file():
+        train, test = split_off(train, test_fraction)
+        layout = "file"
     if not val:
-        train, val = stratified_split(train, [y for _, y in train], val_fraction, seed)
-    return LabeledData("text", "classification", classes, train, val, test, layout, skipped,
-                       {"text_column": text_column, "label_column": label_column})
+        train, val = split_off(train, val_fraction)
+    info = {"text_column": text_column, "label_column": label_column}
+    if labeling:
+        return LabeledData("text", "multitask", labeling.output_names, train, val, test, layout, skipped,
+                           {**info, "targets": labeling.specs})
+    return LabeledData("text", "classification", classes, train, val, test, layout, skipped, info)
+
+
+class _MultiTargets:
+    """Several label columns of a text file: each column's task and classes from the training rows (as a table's
+    target columns: `data/tabular.py`), each row's targets, and splits stratified by the first classified column."""
+
+    def __init__(self, path: Path, rows, task: str, seed: int = 0):
+        from headstart.data.tabular import describe_target
+        from headstart.tasks import MultiTask
+
+        if task == "multilabel":
+            raise UserError("--task multilabel reads one column of label sets; with several --label-column columns each "
+                            "is classified or regressed: leave --task auto, or give one column")
+        self.names = list(rows[0][2])
+        described = [describe_target(path, [labels for _, _, labels in rows], name, task, ";") for name in self.names]
+        self.specs, self.readers = [spec for spec, _ in described], [reader for _, reader in described]
+        self.output_names = MultiTask.output_names(self.specs)
+        kinds = [spec["task"] for spec in self.specs]
+        self.strata = kinds.index("classification") if "classification" in kinds else None
+        self.seed = seed
+
+    def items(self, rows) -> tuple[list, list[tuple[str, str]]]:
+        from headstart.data.tabular import target_values
+
+        items, skipped = [], []
+        for where, text, labels in rows:
+            y, reason = target_values(labels, self.names, self.readers)
+            if reason:
+                skipped.append((where, reason))
+            else:
+                items.append((text, y))
+        return items, skipped
+
+    def split_off(self, items, fraction):
+        from headstart.data.tabular import _random_split
+
+        if self.strata is None:
+            return _random_split(items, fraction, self.seed)
+        return stratified_split(items, [y[self.strata] for _, y in items], fraction, self.seed)
 
 
 def guess_columns(path: Path, rows: int = 200) -> tuple[str | None, str | None]:
@@ -280,7 +336,8 @@ class Texts(Modality):
         return f"for text, name its columns: --text-column {text} --label-column {label}" if text and label else ""
 
     def load(self, cfg) -> LabeledData:
-        data = load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        data = load_text_data(cfg.data, cfg.text_column, cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                              cfg.task)
         return with_task(data, cfg)  # --task regression: the label column's numbers as targets
 
     def load_labeled(self, source, model):
@@ -296,6 +353,15 @@ class Texts(Modality):
         rows, skipped = read_rows(path, columns.get("text_column", "text"), columns.get("label_column", "label"))
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
+        if model.task.name == "multitask":  # each label column read as its target was
+            from headstart.data.tabular import multitask_readers, target_values
+
+            names, readers = multitask_readers(model.task)
+            items = []
+            for where, text, labels in rows:
+                y, reason = target_values(labels, names, readers)
+                (skipped.append((where, reason)) if reason else items.append((text, y)))
+            return items, skipped, scored
         read = label_reader(model)
         if read:  # a regression model's number, a multi-label model's "cat;dog" as a multi-hot target
             return [(text, read(label, where)) for where, text, label in rows], skipped, scored
