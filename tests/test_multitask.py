@@ -169,3 +169,27 @@ def test_a_text_file_with_several_label_columns(tmp_path):
     assert answer["topic"]["predictions"][0]["label"] == "hotel" and answer["stars"]["prediction"] > 3
     metrics = hs.load(run.path).evaluate(str(data))
     assert metrics["n"] == 79 and set(metrics["targets"]) == {"topic", "stars"}
+
+
+def test_an_image_manifest_with_several_label_columns(tmp_path):
+    """Colour (class, from the folder) and brightness (a number the squares are scaled by) of each image."""
+    from conftest import make_images
+    from PIL import Image
+
+    folder = make_images(tmp_path / "squares", per_class=12)
+    rows = []
+    for i, path in enumerate(sorted(folder.rglob("*.png"))):
+        brightness = 0.3 + 0.7 * (i % 7) / 6
+        Image.fromarray((np.asarray(Image.open(path)) * brightness).astype(np.uint8)).save(path)
+        rows.append({"path": str(path.relative_to(tmp_path)), "colour": path.parent.name, "brightness": brightness})
+    rows[0]["colour"] = ""  # unlabeled in one column: skipped
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    run = hs.fit(str(tmp_path / "manifest.csv"), label_column="colour,brightness", strategy="linear-probe", image_size=64,
+                 out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), **FAST)
+    assert run.metrics["targets"]["colour"]["accuracy"] > 0.8 and run.metrics["targets"]["brightness"]["r2"] > 0.5
+    assert json.loads((run.path / "data.json").read_text())["skipped"] == [
+        {"where": f"{tmp_path / 'manifest.csv'} row 2", "reason": "missing target (colour)"}]
+    metrics = hs.load(run.path).evaluate(str(tmp_path / "manifest.csv"))
+    assert metrics["n"] == 35 and set(metrics["targets"]) == {"colour", "brightness"}
+    with pytest.raises(UserError, match="several label columns are read from a CSV manifest"):
+        hs.fit(str(folder), label_column="colour,brightness", out=str(tmp_path / "folders"), **FAST)

@@ -48,7 +48,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, saves_a_model: bool = True) -
                         "multi-label); sampler = class-balanced batches (classification)")
     g.add_argument("--text-column", default=d.text_column, help="text: the column holding the text")
     g.add_argument("--label-column", default=d.label_column, help="text: the column holding the label; several, comma-separated "
-                   "(topic,stars), fit a head each on one body (multi-task)")
+                   "(topic,stars), fit a head each on one body (multi-task; also an image/audio manifest's columns)")
     g.add_argument("--target", default=None, help="tabular: the column to predict (makes a CSV/Parquet tabular data); several, "
                    "comma-separated (price,category), fit a head each on one body (multi-task)")
     g.add_argument("--max-length", type=int, default=None, help="text: tokens per text (default: from the training texts)")

@@ -81,9 +81,10 @@ def _check(path: str) -> tuple[tuple[float, int] | None, str]:
 CLIPS = FileKind("clips", frozenset(AUDIO_EXTENSIONS), _check)
 
 
-def load_audio_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+def load_audio_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+                    label_column: str | None = None, task: str = "auto") -> LabeledData:
     """The layouts of data/files.py with clips; the data summary records their durations and native rate."""
-    data, facts = load_file_data(source, CLIPS, "audio", val_fraction, test_fraction, seed)
+    data, facts = load_file_data(source, CLIPS, "audio", val_fraction, test_fraction, seed, label_column, task)
     data.info.update(clip_summary(facts))
     return data
 
@@ -113,10 +114,10 @@ class Audio(Modality):
         return CLIPS.hint(source)
 
     def load(self, cfg) -> LabeledData:
-        return with_task(load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed), cfg)
+        return with_task(load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.label_column, cfg.task), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_files(source, CLIPS, model.classes, label_reader(model))
+        return load_labeled_files(source, CLIPS, model.classes, label_reader(model), model.task)
 
     def collect_inputs(self, inputs, model):
         files = collect_files(inputs, CLIPS)

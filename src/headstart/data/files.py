@@ -2,7 +2,8 @@
 
 - split folders `DATA/{train,val,test}/<class>/*` (val may be named valid or validation);
 - one folder of class folders, split here (stratified);
-- a CSV manifest `path,label[,split]`, paths relative to the CSV's folder.
+- a CSV manifest `path,label[,split]`, paths relative to the CSV's folder; with several `--label-column`s
+  (`path,colour,size[,split]`) a target per column, a multi-task fit (`manifest_targets`).
 
 A `FileKind` says which files belong (extensions) and how to check one fully (decode it). Unreadable files
 are skipped and listed, never crash a run; no files, a single class or an empty class is one clear error.
@@ -127,28 +128,70 @@ def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = N
     return items, classes
 
 
-def manifest_splits(csv_path: Path, classes: list[str] | None = None,
-                    read: Callable[[str, str], Any] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
-    """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders. Targets are
-    class indices, or `read(label, "FILE row N")` where given (base.label_reader: numbers, label sets)."""
+def manifest_rows(csv_path: Path, label_columns: tuple[str, ...] = ("label",)) -> list[tuple[str, str, str, dict]]:
+    """(where, path, split, {label column: label}) per row of a manifest: paths from the manifest's folder, split
+    names as for folders ("" unsplit)."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=csv_delimiter(csv_path))
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise UserError(f"{csv_path}: a manifest needs columns path,label (found: {', '.join(reader.fieldnames or [])})")
+        needed = ["path", *label_columns]
+        if not reader.fieldnames or not set(needed) <= set(reader.fieldnames):
+            raise UserError(f"{csv_path}: a manifest needs columns {','.join(needed)} (found: {', '.join(reader.fieldnames or [])})")
         rows = list(reader)
-    classes = classes or sorted({r["label"] for r in rows if r["label"]})
-    index = {c: i for i, c in enumerate(classes)}
-    per_split: dict[str, list[Item]] = {}
+    out = []
     for row_no, row in enumerate(rows, start=2):
-        if read is None and row["label"] not in index:
-            raise UserError(f"{csv_path} row {row_no}: label {row['label']!r} is not one of the classes ({', '.join(classes)})")
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise UserError(f"{csv_path} row {row_no}: unknown split {split!r} (use train, val or test, or leave it empty)")
         path = Path(row["path"]) if Path(row["path"]).is_absolute() else csv_path.parent / row["path"]
-        target = read(row["label"], f"{csv_path} row {row_no}") if read else index[row["label"]]
-        per_split.setdefault(SPLIT_ALIASES[split], []).append((str(path), target))
+        out.append((f"{csv_path} row {row_no}", str(path), SPLIT_ALIASES[split], {c: row[c] for c in label_columns}))
+    return out
+
+
+def manifest_splits(csv_path: Path, classes: list[str] | None = None,
+                    read: Callable[[str, str], Any] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
+    """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders. Targets are
+    class indices, or `read(label, "FILE row N")` where given (base.label_reader: numbers, label sets)."""
+    rows = manifest_rows(csv_path)
+    classes = classes or sorted({labels["label"] for *_, labels in rows if labels["label"]})
+    index = {c: i for i, c in enumerate(classes)}
+    per_split: dict[str, list[Item]] = {}
+    for where, path, split, labels in rows:
+        label = labels["label"]
+        if read is None and label not in index:
+            raise UserError(f"{where}: label {label!r} is not one of the classes ({', '.join(classes)})")
+        per_split.setdefault(split, []).append((path, read(label, where) if read else index[label]))
     return per_split, classes
+
+
+def several_label_columns(label_column: str | None) -> list[str]:
+    """A manifest's label columns when --label-column names several (a multi-task fit), else [] (its `label`)."""
+    names = [c.strip() for c in (label_column or "").split(",") if c.strip()]
+    return names if len(names) > 1 else []
+
+
+def manifest_targets(csv_path: Path, names: list[str], task: str = "auto", fitted=None) -> tuple[dict[str, list], list, list[dict]]:
+    """A multi-task manifest: (items per split with a target per column, skipped rows, each column's {"name", "task",
+    "classes"}); the columns' tasks and classes read from the training rows, or a fitted model's (`fitted`: its task)."""
+    from headstart.data.tabular import describe_target, multitask_readers, target_values
+
+    rows = manifest_rows(csv_path, tuple(names))
+    if fitted is not None:
+        specs, (_, readers) = fitted.target_scale["targets"], multitask_readers(fitted)
+    else:
+        if task == "multilabel":
+            raise UserError("--task multilabel reads one column of label sets; with several --label-column columns each "
+                            "is classified or regressed: leave --task auto, or give one column")
+        train = [labels for _, _, split, labels in rows if split in ("train", "")]
+        described = [describe_target(csv_path, train, name, task, ";") for name in names]
+        specs, readers = [spec for spec, _ in described], [reader for _, reader in described]
+    per_split, skipped = {}, []
+    for where, path, split, labels in rows:
+        y, reason = target_values({c: (v if v.strip() else None) for c, v in labels.items()}, names, readers)
+        if reason:
+            skipped.append((where, reason))
+        else:
+            per_split.setdefault(split, []).append((path, y))
+    return per_split, skipped, specs
 
 
 def filter_readable(items: list[Item], kind: FileKind) -> tuple[list[Item], list[tuple[str, str]], list]:
@@ -178,13 +221,20 @@ def _check_classes(root: Path, kind: FileKind, classes: list[str], train: list[I
 
 
 def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fraction: float, test_fraction: float,
-                   seed: int) -> tuple[LabeledData, list]:
+                   seed: int, label_column: str | None = None, task: str = "auto") -> tuple[LabeledData, list]:
     """Discover the layout, drop unreadable files, split what is not split yet (stratified); also the training
-    files' facts (from `kind.check`), for the modality's data summary."""
+    files' facts (from `kind.check`), for the modality's data summary. Several `label_column`s of a manifest are a
+    multi-task fit."""
     given = Path(source)
     if not given.exists():
         raise UserError(f"data {given} does not exist")
     root = unwrap(given, kind)
+    names = several_label_columns(label_column)
+    if names and not root.is_file():
+        raise UserError(f"--label-column {label_column}: several label columns are read from a CSV manifest "
+                        f"(path,{','.join(names)}[,split]), and {given} is a folder of {kind.noun}")
+    if names:
+        return _load_multitask_manifest(root, given, kind, modality, names, task, val_fraction, test_fraction, seed)
     if root.is_file():
         per_split, classes = manifest_splits(root)
         train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
@@ -214,8 +264,37 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
     return data, facts
 
 
+def _load_multitask_manifest(root: Path, given: Path, kind: FileKind, modality: str, names: list[str], task: str,
+                             val_fraction: float, test_fraction: float, seed: int) -> tuple[LabeledData, list]:
+    from headstart.data.tabular import _random_split
+    from headstart.tasks import MultiTask
+
+    per_split, skipped, specs = manifest_targets(root, names, task)
+    train, skipped_train, facts = filter_readable(per_split.get("train", []) + per_split.get("", []), kind)
+    val, skipped_val, _ = filter_readable(per_split.get("val", []), kind)
+    test, skipped_test, _ = filter_readable(per_split.get("test", []), kind)
+    if not train:
+        raise UserError(f"{root}: no readable, labeled training {kind.noun}")
+    kinds = [spec["task"] for spec in specs]
+    strata = kinds.index("classification") if "classification" in kinds else None  # the first classified column
+
+    def split_off(items, fraction):
+        if strata is None:
+            return _random_split(items, fraction, seed)
+        return stratified_split(items, [y[strata] for _, y in items], fraction, seed)
+
+    if not test:
+        train, test = split_off(train, test_fraction)
+    if not val:
+        train, val = split_off(train, val_fraction)
+    layout = "manifest" + (f" in {root.relative_to(given)}" if root != given else "")
+    data = LabeledData(modality, "multitask", MultiTask.output_names(specs), train, val, test, layout,
+                       skipped + skipped_train + skipped_val + skipped_test, {"targets": specs, "label_column": ",".join(names)})
+    return data, facts
+
+
 def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
-                       read: Callable[[str, str], Any] | None = None) -> tuple[list[Item], list[tuple[str, str]], str]:
+                       read: Callable[[str, str], Any] | None = None, fitted=None) -> tuple[list[Item], list[tuple[str, str]], str]:
     """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
     (else val/), a manifest's test rows (else all of them). `read` (base.label_reader's, for a regression or
     multi-label model): a label or folder name read by it (a number, a set "cat;dog"), not as one of `classes`."""
@@ -223,6 +302,15 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
     if not root.exists():
         raise UserError(f"data {root} does not exist")
     root = unwrap(root, kind)
+    if fitted is not None and fitted.name == "multitask":  # a multi-task model reads its label columns of a manifest
+        names = [t["name"] for t in fitted.target_scale["targets"]]
+        if not root.is_file():
+            raise UserError(f"{source}: a multi-task model is evaluated on a CSV manifest (path,{','.join(names)}[,split])")
+        per_split, bad, _ = manifest_targets(root, names, fitted=fitted)
+        items, skipped, _ = filter_readable(per_split.get("test") or [it for split in per_split.values() for it in split], kind)
+        if not items:
+            raise UserError(f"{root}: no readable labeled {kind.noun}")
+        return items, bad + skipped, f"{root}: its {'test rows' if per_split.get('test') else 'rows, every split'}"
     own = None if read else classes  # read: the data's own label strings first, then their targets
     if root.is_file():
         per_split, _ = manifest_splits(root, own, read)

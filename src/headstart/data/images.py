@@ -40,15 +40,16 @@ def is_image(path: Path) -> bool:
     return IMAGES.owns(path)
 
 
-def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> LabeledData:
+def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+                    label_column: str | None = None, task: str = "auto") -> LabeledData:
     """The layouts of data/files.py with images; the data summary records their median native size."""
-    data, sizes = load_file_data(source, IMAGES, "image", val_fraction, test_fraction, seed)
+    data, sizes = load_file_data(source, IMAGES, "image", val_fraction, test_fraction, seed, label_column, task)
     data.info["native_size"] = int(statistics.median(sizes))
     return data
 
 
-def load_labeled_items(source: str | Path, classes: list[str], read=None) -> tuple[list[Item], list[tuple[str, str]], str]:
-    return load_labeled_files(source, IMAGES, classes, read)
+def load_labeled_items(source: str | Path, classes: list[str], read=None, fitted=None) -> tuple[list[Item], list[tuple[str, str]], str]:
+    return load_labeled_files(source, IMAGES, classes, read, fitted)
 
 
 def collect_image_files(paths: list[str | Path]) -> list[str]:
@@ -160,10 +161,10 @@ class Images(Modality):
         return IMAGES.hint(source)
 
     def load(self, cfg) -> LabeledData:
-        return with_task(load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed), cfg)
+        return with_task(load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.label_column, cfg.task), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_items(source, model.classes, label_reader(model))
+        return load_labeled_items(source, model.classes, label_reader(model), model.task)
 
     def collect_inputs(self, inputs, model):
         files = collect_image_files(inputs)
