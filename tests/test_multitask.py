@@ -54,6 +54,9 @@ def test_a_head_per_target_each_scored_as_its_task(two_targets):
     assert list(rows[0])[1:] == ["price_true", "price_predicted", "size_true", "size_predicted", "size_confidence"]
     assert len(rows) == run.metrics["n"] and {r["size_predicted"] for r in rows} <= {"big", "small"}
     assert (run.path / "confusion_matrix_size.png").stat().st_size > 5000
+    report = (run.path / "report.html").read_text()
+    assert "price: test R² <b>" in report and "size: test accuracy <b>" in report
+    assert "Metrics per class of size" in report and 'alt="confusion matrix of size"' in report
 
 
 def test_the_saved_model_predicts_every_target(two_targets, tmp_path):

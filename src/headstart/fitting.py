@@ -21,13 +21,13 @@ from headstart.errors import UserError, warn
 from headstart.evaluate import baseline_comparison
 from headstart.heads import HEADS, build_head
 from headstart.inference import features_and_outputs, outputs_of_features
-from headstart.io_utils import write_json, write_text
+from headstart.io_utils import slug, write_json, write_text
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix, plot_history
 from headstart.predict import write_predictions
 from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
-from headstart.run import Run, _slug
+from headstart.run import Run
 from headstart.rundir import default_out, environment, is_launch_primary, prepare_run_dir, remove_if_unused, write_history_csv
 from headstart.strategies import STRATEGIES
 from headstart.tasks import task_of
@@ -342,7 +342,7 @@ def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitConte
         plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out / "confusion_matrix.png")
     for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
         if "confusion_matrix" in scores:
-            plot_confusion_matrix(scores["confusion_matrix"], scores["classes"], out / f"confusion_matrix_{_slug(target)}.png")
+            plot_confusion_matrix(scores["confusion_matrix"], scores["classes"], out / f"confusion_matrix_{slug(target)}.png")
 
 
 def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) -> str:
@@ -386,7 +386,7 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
                      f"{metrics['split']} {baseline_comparison(metrics)[0]}")
     files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
         " confusion_matrix.png" if "confusion_matrix" in metrics else "") + "".join(
-        f" confusion_matrix_{_slug(t)}.png" for t, m in metrics.get("targets", {}).items() if "confusion_matrix" in m)
+        f" confusion_matrix_{slug(t)}.png" for t, m in metrics.get("targets", {}).items() if "confusion_matrix" in m)
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
     return "\n".join(lines)
 

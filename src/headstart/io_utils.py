@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -49,3 +50,8 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def slug(given) -> str:
+    """A file-name-safe tail of what was given (eval-<slug>, monitor-<slug>-<time>, confusion_matrix_<target>.png)."""
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(given)).strip('_')[-60:]

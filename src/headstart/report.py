@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.evaluate import baseline_comparison
-from headstart.io_utils import write_text
+from headstart.io_utils import slug, write_text
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;line-height:1.4}
@@ -100,6 +100,25 @@ def _mistakes(rows: list[dict], modality, limit: int = 12) -> str:
     return f'<div class="mistakes">{"".join(cards)}</div>'
 
 
+def _scores_line(metrics: dict, split: str) -> str:
+    """The headline scores of one task's metrics ("" for none: a multi-task's are per target)."""
+    if "accuracy" in metrics:
+        return (f"<p>{split} accuracy <b>{metrics['accuracy']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
+                f"precision {metrics['precision_macro']:.4f}, recall {metrics['recall_macro']:.4f} (n={metrics['n']})</p>")
+    if "f1_micro" in metrics:
+        return (f"<p>{split} micro F1 <b>{metrics['f1_micro']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
+                f"mAP {metrics['map']:.4f} (n={metrics['n']})</p>")
+    if "r2" in metrics:
+        return (f"<p>{split} R² <b>{metrics['r2']:.4f}</b>, MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f} "
+                f"(n={metrics['n']})</p>")
+    return ""
+
+
+def _per_class_table(metrics: dict) -> str:
+    return _table(["class", "precision", "recall", "F1", "support"],
+                  [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]])
+
+
 def render_report(run: str | Path) -> Path:
     """Write `<run>/report.html` from the files in the run directory; returns its path."""
     run = Path(run)
@@ -109,15 +128,10 @@ def render_report(run: str | Path) -> Path:
     modality = _modality(data.get("modality"))
     parts = [f"<h1>headstart run: {html.escape(run.name)}</h1>"]
 
-    if "accuracy" in metrics:
-        parts.append(f"<p>{metrics.get('split', 'eval')} accuracy <b>{metrics['accuracy']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
-                     f"precision {metrics['precision_macro']:.4f}, recall {metrics['recall_macro']:.4f} (n={metrics['n']})</p>")
-    elif "f1_micro" in metrics:
-        parts.append(f"<p>{metrics.get('split', 'eval')} micro F1 <b>{metrics['f1_micro']:.4f}</b>, macro F1 {metrics['f1_macro']:.4f}, "
-                     f"mAP {metrics['map']:.4f} (n={metrics['n']})</p>")
-    elif "r2" in metrics:
-        parts.append(f"<p>{metrics.get('split', 'eval')} R² <b>{metrics['r2']:.4f}</b>, MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f} "
-                     f"(n={metrics['n']})</p>")
+    split = metrics.get("split", "eval")
+    parts.append(_scores_line(metrics, split))
+    for target, scores in metrics.get("targets", {}).items():  # multi-task: a line per target
+        parts.append(_scores_line(scores, f"{html.escape(target)}: {split}"))
     refit = metrics.get("refit")
     if refit:  # the validation split joined training: say which model the numbers above describe
         scored = ("the model fitted on train + val, on the test split it never saw" if refit.get("fitted_once")
@@ -139,7 +153,8 @@ def render_report(run: str | Path) -> Path:
             parts.append(f"<p>Stage {html.escape(name)}: {html.escape(note['memory'])}.</p>")
     compare = _json(run / "compare.json")
     if compare:
-        cls = "warn" if compare["verdict"]["negative_transfer"] or compare["verdict"].get("no_gain") else "ok"
+        verdict = compare["verdict"]  # a gain within chance on the test split is no clear gain: not shown in green
+        cls = "warn" if verdict["negative_transfer"] or verdict.get("no_gain") or verdict.get("within_chance") else "ok"
         parts.append(f'<p class="{cls}">{html.escape(compare["verdict"]["message"])}</p>')
 
     parts.append("<h2>Data</h2>")
@@ -158,9 +173,13 @@ def render_report(run: str | Path) -> Path:
 
     if metrics.get("per_class"):
         parts.append("<h2>Metrics per class</h2>")
-        parts.append(_table(["class", "precision", "recall", "F1", "support"],
-                            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]]))
+        parts.append(_per_class_table(metrics))
         parts.append(_figure(run, "confusion_matrix.png", "confusion matrix"))
+    for target, scores in metrics.get("targets", {}).items():
+        if scores.get("per_class"):
+            parts.append(f"<h2>Metrics per class of {html.escape(target)}</h2>")
+            parts.append(_per_class_table(scores))
+            parts.append(_figure(run, f"confusion_matrix_{slug(target)}.png", f"confusion matrix of {target}"))
 
     parts.append("<h2>Learning curves</h2>")
     parts.append(_figure(run, "history.png", "learning curves per stage") or "<p>No per-epoch history.</p>")

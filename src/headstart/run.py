@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,9 @@ import torch
 from headstart.data import MODALITIES
 from headstart.drift import ALPHA
 from headstart.errors import UserError
+from headstart.evaluate import fitted_rows_note
 from headstart.inference import predict_outputs
-from headstart.io_utils import write_json
+from headstart.io_utils import slug, write_json
 from headstart.model import TransferModel
 from headstart.plots import plot_confusion_matrix
 
@@ -153,15 +153,18 @@ class Run:
         metrics = self.model.task.metrics([y for _, y in items], preds, self.classes)
         metrics["data"], metrics["scored"] = str(data), scored
         metrics["skipped"] = [{"where": p, "reason": r} for p, r in skipped]
+        note = fitted_rows_note(self.path, data, metrics["n"]) if self.path.is_dir() else None
+        if note:  # scores inflated by rows the model learned from: kept with them (metrics.json, the API)
+            metrics["warning"] = note
         if save and self.path.is_dir():
-            folder = self.path / f"eval-{_slug(data)}"
+            folder = self.path / f"eval-{slug(data)}"
             write_json(folder / "metrics.json", metrics)
             if "confusion_matrix" in metrics:
                 plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
             for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
                 if "confusion_matrix" in scores:
                     plot_confusion_matrix(scores["confusion_matrix"], scores["classes"],
-                                          folder / f"confusion_matrix_{_slug(target)}.png", f"Confusion matrix of {target}: {data}")
+                                          folder / f"confusion_matrix_{slug(target)}.png", f"Confusion matrix of {target}: {data}")
             metrics["saved_to"] = str(folder)
         return metrics
 
@@ -194,7 +197,7 @@ class Run:
                                       if threshold is not None and distance[i] > threshold]
         report.update(inputs=listed_inputs(inputs), skipped=[{"where": w, "reason": r} for w, r in skipped])
         if save and self.path.is_dir():
-            folder = Path(out) if out else self.path / f"monitor-{_slug(listed_inputs(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
+            folder = Path(out) if out else self.path / f"monitor-{slug(listed_inputs(inputs))}-{time.strftime('%Y%m%d-%H%M%S')}"
             predicted = [r.get("prediction", ";".join(p["label"] for p in r.get("predictions", [])))
                          for r in self.model.task.rows(names, outputs, self.classes, 1)]
             save_check(folder, report, ref, features, outputs, task, names, predicted, distance)
@@ -225,11 +228,6 @@ class Run:
 
     def summarize(self, metrics: dict) -> str:
         return self.model.task.summarize(metrics)
-
-
-def _slug(data) -> str:
-    """A folder-name-safe tail of what was given (eval-<slug>, monitor-<slug>-<time>)."""
-    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(data)).strip('_')[-60:]
 
 
 def listed_inputs(inputs) -> str:
