@@ -13,7 +13,8 @@ def test_tune_study_is_shared_and_best_is_refit(tiny_images, tmp_path):
     second = hs.tune(str(tiny_images), trials=1, strategies="linear-probe,finetune", out=str(tmp_path / "b"),
                      storage=storage, study_name="colors", **options)
     assert len(first["trials"]) == 2 and len(second["trials"]) == 3, "the second machine joined the same study"
-    assert all({"lr", "weight_decay", "strategy"} <= set(t["params"]) for t in second["trials"])
+    for t in second["trials"]:  # a probe's solved head reads none of the searched numbers; fine-tuning reads them
+        assert {"lr", "weight_decay"} <= set(t["params"]) or t["params"] == {"strategy": "linear-probe"}
     assert all("epochs" not in t["params"] for t in second["trials"]), "an option the user fixed is not searched"
     best = hs.load(tmp_path / "b" / "best")
     assert best.metrics["accuracy"] >= 0 and json.loads((tmp_path / "b" / "tune.json").read_text())["best"] == second["best"]
@@ -85,3 +86,30 @@ def test_an_untrained_body_is_tuned_only_with_strategies_that_train_it(tmp_path)
     assert all(t["state"] in ("COMPLETE", "PRUNED") for t in result["trials"]), "no trial failed"
     with pytest.raises(UserError, match="untrained body and none of --strategies setfit"):
         hs.tune(str(tmp_path / "t.csv"), trials=1, strategies="setfit", out=str(tmp_path / "none"), **options)
+
+
+def test_each_strategy_is_searched_only_over_what_it_reads():
+    from headstart.tuning import SEARCHED, options_used_by
+
+    assert options_used_by("linear-probe") == set(), "a solved head: lr, batch size, epochs and decay go unread"
+    assert options_used_by("setfit") == {"lr", "weight_decay"}, "one pass in --pair-batch-size steps"
+    assert options_used_by("two-stage") == options_used_by("auto") == set(SEARCHED)
+
+
+def test_a_probe_trial_is_not_fitted_twice(tiny_images, tmp_path):
+    """Three linear-probe trials drew three learning rates it never reads and fitted the same head three times."""
+    result = hs.tune(str(tiny_images), trials=2, strategies="linear-probe", out=str(tmp_path / "t"), image_size=64,
+                     progress=False, cache_dir=str(tmp_path / "cache"), num_workers=0)
+    assert [t["params"] for t in result["trials"]] == [{"strategy": "linear-probe"}] * 2
+    assert result["trials"][0]["value"] == result["trials"][1]["value"]
+    assert not (tmp_path / "t" / "trials" / "001").exists(), "the repeat took the first trial's value, no fit"
+
+
+def test_zero_trials_is_refused_before_a_study_is_made(tiny_images, tmp_path):
+    import pytest
+
+    from headstart.errors import UserError
+
+    with pytest.raises(UserError, match="--trials must be at least 1"):
+        hs.tune(str(tiny_images), trials=0, out=str(tmp_path / "t"))
+    assert not (tmp_path / "t").exists()

@@ -144,6 +144,8 @@ def cmd_evaluate(args) -> None:
     metrics = run.evaluate(args.data)
     print(f"scored: {metrics['scored']}")
     print(run.summarize(metrics))
+    if metrics.get("warning"):  # the fit's training rows among those scored: said beside the numbers they inflate
+        print(f"warning: {metrics['warning']}")
     if metrics.get("skipped"):
         shown = "; ".join(f"{s['where']}: {s['reason']}" for s in metrics["skipped"][:5])
         more = f"; ... ({len(metrics['skipped']) - 5} more in metrics.json)" if len(metrics["skipped"]) > 5 else ""
@@ -178,7 +180,8 @@ def cmd_export(args) -> None:
 def cmd_rank(args) -> None:
     from headstart.api import rank
 
-    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "strategy", "out", "force")}
+    # --strategy stays: --fit-best fits with it (it was dropped, and the winner was fitted with auto)
+    options = {k: v for k, v in vars(args).items() if k in FitConfig.field_names() and k not in ("data", "model", "out", "force")}
     options = {k: v for k, v in options.items() if v is not None}
     rank(args.data, args.models, score=args.score, out=args.out, force=args.force, fit_best=args.fit_best, **options)
 

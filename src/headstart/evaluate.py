@@ -1,6 +1,9 @@
 """Metrics (scikit-learn): accuracy, macro precision/recall/F1, per-class table, confusion matrix; MAE, RMSE, R²."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error,
                              precision_recall_fscore_support, r2_score)
@@ -86,3 +89,41 @@ def per_class_table(metrics: dict) -> str:
     for row in metrics["per_class"]:
         lines.append(f"{row['class']:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}")
     return "\n".join(lines)
+
+
+def fitted_rows_note(run: str | Path, data: str | Path, scored: int) -> str | None:
+    """When `evaluate` scored the very data a run was fitted on and more rows than the fit held out, say so: the
+    score counts rows the model learned from (a 40-image folder scored 0.95 where its 6 test images gave 0.67).
+    The fit's data path is read from its config.yaml."""
+    import yaml
+
+    run = Path(run)
+    config, info = run / "config.yaml", run / "data.json"
+    if not config.is_file() or not info.is_file():
+        return None
+    recorded = yaml.safe_load(config.read_text()) or {}
+    if Path(str(data)).resolve() not in _fitted_paths(run, recorded):
+        return None
+    sizes = json.loads(info.read_text()).get("sizes", {})
+    held_out = sizes.get("test") or sizes.get("val") or 0
+    learned = scored - held_out
+    if learned <= 0:  # a split layout's test (or val) part: the rows the fit itself was scored on
+        return None
+    part = "test" if sizes.get("test") else "validation"
+    return (f"{data} is the data this run was fitted on: {learned} of the {scored} rows scored trained or validated it, "
+            f"so these scores are optimistic. The fit's own score on its {held_out} {part} rows is in "
+            f"{run / 'metrics.json'}; to judge the model, evaluate data it never saw.")
+
+
+def _fitted_paths(run: Path, recorded: dict) -> set[Path]:
+    """Where a run's data may be: config.yaml keeps `data` and `out` as given, relative to where the fit ran; that
+    folder is the run's own less its `out`, so a run evaluated from elsewhere is still matched."""
+    data, out = recorded.get("data"), recorded.get("out")
+    if not data:
+        return set()
+    paths = {Path(str(data)).resolve()}
+    run_parts, out_parts = run.resolve().parts, Path(str(out)).parts if out else ()
+    if out and not Path(str(out)).is_absolute() and run_parts[-len(out_parts):] == out_parts:
+        fit_cwd = Path(*run_parts[:-len(out_parts)])
+        paths.add((fit_cwd / str(data)).resolve())
+    return paths

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from headstart.io_utils import atomic_write  # noqa: E402
 
@@ -65,7 +66,7 @@ def plot_compare(results: dict, path: str | Path) -> None:
     fig, (ax_epochs, ax_frac) = plt.subplots(1, 2, figsize=(11, 4))
     fractions = list(results["fractions"])
     full = results["fractions"][fractions[-1]]
-    ylabel = "validation " + ("MAE" if results["score"] == "r2" else "accuracy")
+    ylabel = "validation " + {"r2": "MAE (lower is better)", "f1_micro": "micro F1"}.get(results["score"], "accuracy")
     for arm, style in (("transfer", "-"), ("scratch", "--")):
         curve = full[arm].get("curve", [])
         ax_epochs.plot(range(1, len(curve) + 1), curve, style, marker=".", label=arm)
@@ -74,13 +75,24 @@ def plot_compare(results: dict, path: str | Path) -> None:
         ax_frac.plot([float(f) for f in fractions], [results["fractions"][f].get("baseline", {}).get("test") for f in fractions],
                      ":", marker="s", label=full["baseline"]["name"])
         ax_epochs.axhline(full["baseline"]["test"], color="gray", ls=":", label=f"{full['baseline']['name']} (test)")
-    ax_epochs.set_xlabel("epoch (all training on the full data)")
+    extra = len(full["transfer"].get("curve", [])) - len(full["scratch"].get("curve", []))
+    first = "epoch" if extra == 1 else f"{extra} epochs"
+    head_first = f"; transfer's first {first}: its head on frozen features" if extra > 0 else ""  # then as scratch's
+    ax_epochs.set_xlabel(f"epoch (all training on the full data{head_first})")
+    ax_epochs.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_epochs.set_ylabel(ylabel)
     ax_frac.set_xlabel("fraction of the training set")
     ax_frac.set_ylabel(f"test {results['score']}")
     ax_frac.set_xscale("log")
+    ticks = [float(f) for f in fractions]  # the fractions run, written as given: log ticks read "6x10^-1"
+    ax_frac.set_xticks(ticks, fractions)
+    ax_frac.minorticks_off()
     for ax in (ax_epochs, ax_frac):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(results["verdict"]["message"][:110], fontsize=9)
+    verdict = results["verdict"]
+    title = verdict["message"].split(". ")[0][:110]
+    if verdict.get("within_chance"):  # the caution is the message's last sentence, past what the title shows
+        title += f"\n(a gap within chance on {results.get('n_test')} test examples)"
+    fig.suptitle(title, fontsize=9)
     _save(fig, Path(path))

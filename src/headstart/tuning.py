@@ -54,7 +54,8 @@ def resolve_auto_lr(ctx, stage=None) -> None:
                                   "trainable_params": result["trainable_params"]}
 
 
-SEARCH_SPACE = "lr (log 1e-5..1e-2), batch size (16, 32, 64), epochs (2..15), strategy, weight decay (log 1e-5..0.1)"
+SEARCH_SPACE = ("strategy; lr (log 1e-5..1e-2), batch size (16, 32, 64), epochs (2..15) and weight decay (log "
+                "1e-5..0.1) where the strategy reads them")
 
 
 def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: str | list[str] = "two-stage,finetune,linear-probe",
@@ -75,6 +76,8 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
     strategies = [s.strip() for s in (strategies.split(",") if isinstance(strategies, str) else strategies) if s.strip()]
     for name in strategies:
         STRATEGIES.get(name)
+    if trials < 1:  # else a study was created and "no trial completed ... try more --trials" blamed the trials
+        raise UserError(f"--trials must be at least 1 (got {trials})")
     FitConfig.check_options(options)
     if options.get("resume"):
         raise UserError("tune goes on by trials: the same --storage and --study-name continue a study; --resume is fit's")
@@ -87,21 +90,29 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # before the study: its "[I ...] A new study created" line
     study = optuna.create_study(study_name=study_name or f"headstart-{Path(str(data)).stem}", storage=storage,
                                 direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed = {k: v for k, v in options.items() if v is not None}  # an option the user sets is not searched
 
     def objective(trial: "optuna.Trial") -> float:
         space = {
-            "strategy": lambda: trial.suggest_categorical("strategy", strategies),
             "lr": lambda: trial.suggest_float("lr", 1e-5, 1e-2, log=True),
             "batch_size": lambda: trial.suggest_categorical("batch_size", [16, 32, 64]),
             "epochs": lambda: trial.suggest_int("epochs", 2, 15),
             "weight_decay": lambda: trial.suggest_float("weight_decay", 1e-5, 0.1, log=True),
         }
-        params = {name: suggest() for name, suggest in space.items() if name not in fixed}
+        params = {} if "strategy" in fixed else {"strategy": trial.suggest_categorical("strategy", strategies)}
+        used = options_used_by(fixed.get("strategy") or params["strategy"])
+        params |= {name: suggest() for name, suggest in space.items() if name in used and name not in fixed}
+        earlier = _same_trial(study, trial.number, params)
+        if earlier is not None:  # a probe has nothing to vary: fitting it again would only repeat that trial
+            trial.set_user_attr("said", earlier.user_attrs.get("said", ""))
+            trial.set_user_attr("val_loss", earlier.user_attrs.get("val_loss"))
+            print(f"trial {trial.number}: {params} -> as trial {earlier.number} (not refitted): "
+                  f"{earlier.user_attrs.get('said', '')}", flush=True)
+            return earlier.value
         cfg = FitConfig(data=str(data), model=model, out=str(out_dir / "trials" / f"{trial.number:03d}"), force=True,
                         # trials compare on validation; the best one alone is adapted (--adapt-to)
                         **{**fixed, **params, "progress": False, "refit": "never", "adapt_to": None})
@@ -109,6 +120,7 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
         notes = [n for n in run.metrics["stages"].values() if "best_val_loss" in n]
         value, said = trial_value(notes[-1], by_score=run.model.task.select_by_score)
         trial.set_user_attr("val_loss", notes[-1]["best_val_loss"])
+        trial.set_user_attr("said", said)
         print(f"trial {trial.number}: {params} -> {said}", flush=True)
         return value
 
@@ -126,7 +138,38 @@ def tune(data: str | Path, trials: int = 20, model: str = "auto", strategies: st
                "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "value": t.value}
                           for t in study.trials]}
     write_json(out_dir / "tune.json", summary)
+    print(f"tune: {len(study.trials)} trial(s) in {out_dir / 'tune.json'}; the best trial refitted as a run in "
+          f"{out_dir / 'best'}", flush=True)
     return summary
+
+
+SEARCHED = ("lr", "batch_size", "epochs", "weight_decay")
+
+
+def options_used_by(strategy: str) -> set[str]:
+    """The searched options that `strategy`'s stages read. A solved head (linear-probe) reads none of them and setfit's
+    pair pass neither batch size nor epochs: drawn anyway, they made trials that differed only in unused numbers."""
+    from headstart.strategies import STRATEGIES
+    from headstart.train.contrastive import ContrastiveBody
+    from headstart.train.stages import FineTune
+
+    if strategy == "auto":  # it may pick any strategy
+        return set(SEARCHED)
+    used: set[str] = set()
+    for stage in STRATEGIES.get(strategy).stages():
+        if isinstance(stage, ContrastiveBody):  # a FineTune too, but steps in --pair-batch-size pairs, one pass
+            used |= {"lr", "weight_decay"}
+        elif isinstance(stage, FineTune):
+            used |= set(SEARCHED)
+    return used
+
+
+def _same_trial(study, number: int, params: dict):
+    """A finished trial with exactly these parameters, if any (its fit would be this one's)."""
+    import optuna
+
+    return next((t for t in study.trials if t.number != number and t.params == params
+                 and t.state == optuna.trial.TrialState.COMPLETE), None)
 
 
 def _strategies_for_body(data, model: str, strategies: list[str], options: dict) -> list[str]:

@@ -8,6 +8,7 @@ result says "negative transfer" plainly, with what to try next.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from headstart.io_utils import write_json, write_text
 from headstart.rundir import default_out, prepare_run_dir
 
 SLOPE_EPOCHS = 3
+# Per task: the test score compared, the validation column of its per-epoch curve, and whether higher is better.
+TASK_SCORES = {"classification": ("accuracy", "val_acc", True), "multilabel": ("f1_micro", "val_f1", True),
+               "regression": ("r2", "val_mae", False)}
 
 
 def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fractions=(0.1, 0.25, 0.5, 1.0),
@@ -47,12 +51,14 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
     # The budget both models get: as many fine-tuning epochs, no early stopping cutting one curve short.
     budget = {"patience": 10**6}
     regression = full.task == "regression"
+    # label sets are read as classes ("a;b") until fitting splits them: the runs are multi-label, and so is the score
+    task = "multilabel" if full.task_chosen == "multilabel" else full.task
     started = time.perf_counter()
-    results = {"data": str(data), "model": model_name, "strategy": strategy, "task": full.task,
-               "score": "r2" if regression else "accuracy", "fractions": {}}
+    results = {"data": str(data), "model": model_name, "strategy": strategy, "task": task,
+               "score": TASK_SCORES[task][0], "n_test": len(full.test), "fractions": {}}
     for frac in fractions:
         train = _subset(full.train, frac, base_cfg.seed, regression)
-        part = type(full)(full.modality, full.task, full.classes, train, full.val, full.test, full.layout, full.skipped, full.info)
+        part = dataclasses.replace(full, train=train)  # every other field as read, task_chosen too
         row = {"train_size": len(train)}
         for arm, arm_strategy, body in (("transfer", strategy, None), ("scratch", "finetune", "scratch")):
             from headstart.fitting import fit_config
@@ -62,12 +68,14 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
                             **{**options, **budget, "refit": "never"})  # every arm learns from the same rows
             backbone = reinitialize(create_backbone(model_name, cfg.weights), cfg.seed) if body == "scratch" else None
             run = fit_config(cfg, data=part, backbone=backbone)
-            row[arm] = _arm_summary(run, regression)
-        baseline = modality.classical_baseline(train, full.test, full.task)
+            row[arm] = _arm_summary(run, task)
+        # multi-label: the baseline would score whole label sets as classes, not comparable with micro F1
+        baseline = modality.classical_baseline(train, full.test, task) if task != "multilabel" else None
         if baseline:
             row["baseline"] = {"name": baseline[0], "test": baseline[1]}
         results["fractions"][f"{frac:g}"] = row
-    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name, strategy)
+    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name, strategy,
+                                  n_test=len(full.test) if task == "classification" else None, modality=modality.name)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out_dir / "compare.json", results)
     from headstart.plots import plot_compare
@@ -90,33 +98,68 @@ def _subset(items: list, fraction: float, seed: int, regression: bool) -> list:
     return kept
 
 
-def _arm_summary(run, regression: bool) -> dict:
+def _arm_summary(run, task: str) -> dict:
     """Per-epoch validation curve and start / slope / asymptote from a run's history."""
-    key, sign = ("val_mae", -1) if regression else ("val_acc", 1)
+    score, key, higher_is_better = TASK_SCORES[task]
     curve = [row[key] for row in run.history if row.get(key) is not None and row["epoch"] > 0]
-    test = run.metrics["r2" if regression else "accuracy"]
-    summary = {"test": test, "curve": curve, "seconds": run.metrics.get("seconds")}
+    summary = {"test": run.metrics[score], "curve": curve, "seconds": run.metrics.get("seconds")}
     if curve:
         k = min(SLOPE_EPOCHS, len(curve) - 1)
         summary.update(start=curve[0], slope=(curve[k] - curve[0]) / k if k else 0.0,
-                       asymptote=(max if sign > 0 else min)(curve))
+                       asymptote=(max if higher_is_better else min)(curve))
     return summary
 
 
-def _verdict(full_row: dict, model: str, strategy: str = "two-stage") -> dict:
+def chance_margin(scores: list[float], n: int) -> float:
+    """Two standard errors of the difference of two accuracies on `n` test examples (binomial, at their mean): a gap
+    below it is within what another draw of as many test examples could turn around."""
+    p = sum(scores) / len(scores)
+    return 2 * (2 * p * (1 - p) / n) ** 0.5 if n else float("inf")
+
+
+def _within_chance(transfer: float, rivals: dict, n_test: int | None) -> str:
+    """A sentence for a verdict drawn from a gap too small for the test split, else ""."""
+    if not n_test:
+        return ""
+    gaps = [abs(score - transfer) for score in rivals.values() if score != transfer]
+    margin = chance_margin([transfer, *rivals.values()], n_test)
+    if not gaps or min(gaps) >= margin:
+        return ""
+    return (f" On {n_test} test examples a gap under {margin:.2f} is within chance (two standard errors): "
+            "the order may turn on another draw; more test data would settle it.")
+
+
+INPUT_SIZE_OPTION = {"image": "--image-size", "text": "--max-length", "audio": "--clip-seconds"}
+
+
+def _verdict(full_row: dict, model: str, strategy: str = "two-stage", n_test: int | None = None,
+             modality: str = "image") -> dict:
+    """Transfer against scratch and the baseline on the full data; `n_test` (accuracy only) adds whether the closest
+    gap is within chance on that many test examples (1 of 6 images called "helped" plainly)."""
     transfer = full_row["transfer"]["test"]
     rivals = {"scratch": full_row["scratch"]["test"]}
     if "baseline" in full_row:
         rivals[full_row["baseline"]["name"]] = full_row["baseline"]["test"]
     beaten_by = [name for name, score in rivals.items() if score > transfer]
     tied = [name for name, score in rivals.items() if score == transfer]
+    caution = _within_chance(transfer, rivals, n_test)
+    verdict = _verdict_of(transfer, rivals, beaten_by, tied, model, strategy, modality)
+    if caution:
+        verdict.update(within_chance=True, message=verdict["message"].rstrip(".") + "." + caution)
+    return verdict
+
+
+def _verdict_of(transfer: float, rivals: dict, beaten_by: list, tied: list, model: str, strategy: str,
+                modality: str) -> dict:
     if not beaten_by and not tied:
         return {"negative_transfer": False, "message": f"transfer from {model} helped: {transfer:.4f} vs "
                 + ", ".join(f"{n} {s:.4f}" for n, s in rivals.items())}
     tries = ["another body (`headstart rank DATA --models ...`)"]
     if strategy == "linear-probe":
         tries.append("fine-tuning all layers instead of a probe (--strategy two-stage or finetune)")
-    tries += ["a larger input (--image-size, --max-length)", "more labeled data"]
+    if modality in INPUT_SIZE_OPTION:  # a table's rows have no size to raise
+        tries.append(f"a larger input ({INPUT_SIZE_OPTION[modality]})")
+    tries.append("more labeled data")
     try_these = f"Try {', '.join(tries[:-1])} or {tries[-1]}."
     if not beaten_by:  # level is no harm done, and no help either: said apart from negative transfer
         return {"negative_transfer": False, "no_gain": True,
@@ -129,9 +172,12 @@ def _verdict(full_row: dict, model: str, strategy: str = "two-stage") -> dict:
     }
 
 
+CURVE_NAMES = {"r2": "val MAE, lower is better", "accuracy": "val accuracy", "f1_micro": "val micro F1"}
+
+
 def format_compare(results: dict) -> str:
     score = results["score"]
-    curve = "val MAE, lower is better" if score == "r2" else "val accuracy"  # the curves are validation's, per epoch
+    curve = CURVE_NAMES.get(score, "val accuracy")  # the curves are validation's, per epoch
     lines = [f"transfer ({results['model']}, {results['strategy']}) vs scratch (same architecture, random init) vs classical baseline; "
              f"test {score}; start / slope / asymptote of the {curve} curve",
              f"| train fraction | n | transfer (test {score}) | scratch (test {score}) | baseline (test {score}) "

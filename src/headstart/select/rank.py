@@ -29,9 +29,12 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     regression (--task regression, or a table's numeric target) LogME's regression form, kNN R² and ridge-probe R².
     Multi-label data is refused. With `fit_best`, the winner goes on to a normal `fit` (same options).
     """
-    models = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    models = list(dict.fromkeys(m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()))
     if not models:
         raise UserError("rank needs at least one model (--models a,b,c)")
+    if options.get("weights") and len(models) > 1:  # one file cannot be the weights of several bodies
+        raise UserError(f"--weights names one body's weights, and rank was given {len(models)} models; rank them "
+                        "without it, or fit each body with its weights and rank run:DIR bodies")
     if score not in SCORES:
         raise UserError(f"--score must be one of {', '.join(SCORES)}, not {score!r}")
     FitConfig.check_options(options, "rank")
@@ -44,6 +47,7 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         raise UserError(f"{data}: rank scores classification and regression data, and this reads as multi-label (labels "
                         f"joined by {cfg.label_separator!r}); pass --task classification to rank with each set of labels "
                         "as one class, or fit each body (--model NAME) and compare their F1")
+    _check_candidates(models, modality.name, data)
     regression = labeled.task == "regression"
     items = labeled.train + labeled.val
     inputs, targets = [x for x, _ in items], np.array([y for _, y in items])
@@ -52,7 +56,8 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     rows = []
     for name in models:
         start = time.perf_counter()
-        body = create_backbone(name, None)
+        torch.manual_seed(cfg.seed)  # an untrained body (a table's mlp) draws its layers: the same draw on every rank
+        body = create_backbone(name, cfg.weights)
         if body.modality != modality.name:
             raise UserError(f"{name} reads {body.modality} data, but {data} is {modality.name} data")
         body.adapt(labeled, cfg)
@@ -82,6 +87,21 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
     return rows
 
 
+def _check_candidates(models: list[str], modality: str, data) -> None:
+    """Every name known and of the data's modality before the first feature pass (a typo in the last name failed
+    after the passes of the others); run:, hf: and timm: bodies are checked as they are built."""
+    from headstart.backbones import BACKBONES, backbone_modality
+
+    for name in models:
+        if ":" not in name:
+            BACKBONES.get(name)  # the "unknown backbone ... choose one of" error
+        reads = backbone_modality(name)
+        if reads is None and name.startswith("run:"):
+            create_backbone(name)  # no run there: its one-line error
+        if reads is not None and reads != modality:
+            raise UserError(f"{name} reads {reads} data, but {data} is {modality} data")
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -94,7 +114,8 @@ def format_table(result: dict) -> str:
     rows, score = result["ranking"], result["score"]
     cols = [c for c in ("logme", "knn", "probe") if c in rows[0]]
     width = max(10, *(len(r["model"]) for r in rows))
-    lines = [f"ranked by {score} on {result['n_examples']} labeled {result['modality']} examples ({result['task']})",
+    task = "regression: knn and probe are R²" if result["task"] == "regression" else result["task"]
+    lines = [f"ranked by {score} on {result['n_examples']} labeled {result['modality']} examples ({task})",
              f"{'#':>2}  {'model':<{width}}  " + "  ".join(f"{c:>7}" for c in cols) + "  features  seconds"]
     for i, r in enumerate(rows, 1):
         lines.append(f"{i:>2}  {r['model']:<{width}}  " + "  ".join(f"{r[c]:7.4f}" for c in cols)
