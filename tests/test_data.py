@@ -157,7 +157,7 @@ def test_missing_path_is_one_clear_error(tmp_path):
 
 
 def test_labeled_items_reject_unknown_class(tiny_images):
-    with pytest.raises(UserError, match="not one of the model's classes"):
+    with pytest.raises(UserError, match="not one of the model's classes .*move that folder out .*headstart update RUN DATA"):
         load_labeled_items(tiny_images, ["red", "green"])
 
 

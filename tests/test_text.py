@@ -184,7 +184,8 @@ def test_one_class_and_no_rows_are_clear_errors(tmp_path):
 def test_unknown_label_in_a_held_out_file_names_the_row(tmp_path):
     write_csv(tmp_path / "d" / "train.csv", sentiment_rows(10))
     write_csv(tmp_path / "d" / "test.csv", [("meh", "neutral")])
-    with pytest.raises(UserError, match=r"test.csv row 2: label 'neutral' is not one of the classes \(negative, positive\)"):
+    with pytest.raises(UserError, match=r"test.csv row 2: label 'neutral' is not one of the classes \(negative, positive\); "
+                                        "add training rows with it"):
         load_text_data(tmp_path / "d")
 
 

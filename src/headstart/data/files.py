@@ -123,7 +123,8 @@ def class_folder_items(root: Path, kind: FileKind, classes: list[str] | None = N
             raise UserError(f"{root / name}: class {name!r} has no folder in {train_dir} (its classes: {', '.join(classes)}); "
                             f"add {train_dir / name} with training {kind.noun}, or move this folder out of {root}")
         if name not in index:
-            raise UserError(f"{root / name}: class {name!r} is not one of the model's classes ({', '.join(classes)})")
+            raise UserError(f"{root / name}: class {name!r} is not one of the model's classes ({', '.join(classes)}); move "
+                            "that folder out of the data to score the rest, or teach the model the class first: headstart update RUN DATA")
         items += [(str(p), index[name]) for p in sorted((root / name).rglob("*")) if p.is_file() and kind.owns(p)]
     return items, classes
 
@@ -158,7 +159,8 @@ def manifest_splits(csv_path: Path, classes: list[str] | None = None,
     for where, path, split, labels in rows:
         label = labels["label"]
         if read is None and label not in index:
-            raise UserError(f"{where}: label {label!r} is not one of the classes ({', '.join(classes)})")
+            raise UserError(f"{where}: label {label!r} is not one of the model's classes ({', '.join(classes)}); remove "
+                            "the rows with it to score the rest, or teach the model the class first: headstart update RUN DATA")
         per_split.setdefault(split, []).append((path, read(label, where) if read else index[label]))
     return per_split, classes
 

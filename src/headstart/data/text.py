@@ -121,12 +121,13 @@ def split_file(root: Path, split: str) -> Path | None:
     return None
 
 
-def _items(rows, classes: list[str]) -> list[tuple[str, int]]:
+def _items(rows, classes: list[str], fix: str = "add training rows with it, or remove those rows") -> list[tuple[str, int]]:
+    """(text, class index) per row; a label outside `classes` is an error saying `fix`."""
     index = {c: i for i, c in enumerate(classes)}
     for where, _, label in rows:
         if label not in index:
             shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-            raise UserError(f"{where}: label {label!r} is not one of the classes ({shown})")
+            raise UserError(f"{where}: label {label!r} is not one of the classes ({shown}); {fix}")
     return [(text, index[label]) for _, text, label in rows]
 
 
@@ -365,7 +366,7 @@ class Texts(Modality):
         read = label_reader(model)
         if read:  # a regression model's number, a multi-label model's "cat;dog" as a multi-hot target
             return [(text, read(label, where)) for where, text, label in rows], skipped, scored
-        return _items(rows, model.classes), skipped, scored
+        return _items(rows, model.classes, "remove the rows with it to score the rest, or teach the model the class first: headstart update RUN DATA"), skipped, scored
 
     def classical_baseline(self, train, test, task):
         """TF-IDF of words and word pairs (sublinear counts) + logistic regression (ridge for a regression target):
