@@ -2,6 +2,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,10 @@ def test_predict_top_k_and_evaluate(tiny_run):
     metrics = run.evaluate(str(data))
     assert metrics["n"] == 42 and metrics["accuracy"] >= 0.8
     assert (run.path / json.loads(json.dumps(metrics["saved_to"])).split("/")[-1] / "metrics.json").is_file()
+    with open(Path(metrics["saved_to"]) / "predictions.csv") as f:
+        scored = list(csv.DictReader(f))
+    assert len(scored) == 42 and {r["true"] for r in scored} == {"red", "green", "blue"}
+    assert sum(r["true"] == r["predicted"] for r in scored) / 42 == pytest.approx(metrics["accuracy"])
 
 
 def test_predict_refuses_top_k_under_one_and_shows_progress_past_a_batch(tiny_run, capsys):

@@ -159,6 +159,11 @@ class Run:
         if save and self.path.is_dir():
             folder = self.path / f"eval-{slug(data)}"
             write_json(folder / "metrics.json", metrics)
+            from headstart.predict import write_predictions
+
+            # each scored item's true and predicted target, to look for the mistakes behind the scores
+            write_predictions(folder / "predictions.csv", [self.modality.describe_input(x) for x, _ in items],
+                              [y for _, y in items], preds, self.classes, self.model.task)
             if "confusion_matrix" in metrics:
                 plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
             for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
