@@ -164,7 +164,7 @@ class MultiLabel(Task):
         return 2 * tp / (pred.sum() + y.sum()).clamp(min=1)
 
     def solve_head(self, layer, feats: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
-        return {"solver": "one-vs-rest logistic regression (scikit-learn)", **fit_one_vs_rest_head(layer, feats, y)}
+        return {"solver": "one-vs-rest logistic regression (scikit-learn)", **fit_one_vs_rest_head(layer, feats, y, seed)}
 
     output_name = "probabilities"
 
