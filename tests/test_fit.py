@@ -58,6 +58,19 @@ def test_a_damaged_model_file_is_one_clear_error(tiny_run, tmp_path, name):
         hs.load(tmp_path)
 
 
+def test_a_folder_holding_runs_names_them(tiny_run, tmp_path):
+    """`evaluate tune_out DATA`: the tune folder is not a run, its best/ is."""
+    run, _ = tiny_run
+    shutil.copytree(run.path / "model", tmp_path / "tune" / "best" / "model")
+    shutil.copytree(run.path / "model", tmp_path / "tune" / "trials" / "000" / "model")
+    with pytest.raises(UserError, match=rf"not a headstart run .*the runs in it: {tmp_path / 'tune' / 'best'}, "
+                                        rf"{tmp_path / 'tune' / 'trials' / '000'}$"):
+        hs.load(tmp_path / "tune")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"pass the --out folder of a fit$"):
+        hs.load(tmp_path / "empty")
+
+
 def test_predict_top_k_and_evaluate(tiny_run):
     run, data = tiny_run
     rows = run.predict([str(data / "red")], top_k=2)

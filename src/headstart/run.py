@@ -239,10 +239,21 @@ def listed_inputs(inputs) -> str:
     return str(inputs) if isinstance(inputs, (str, Path)) else ", ".join(map(str, inputs))
 
 
+def _runs_inside(folder: Path) -> list[Path]:
+    """Runs a command's folder holds (tune's best/, rank --fit-best's fit/, compare's arms), nearest first."""
+    if not folder.is_dir():
+        return []
+    found = [p.parent.parent for p in folder.glob("*/model/model.json")]
+    found += [p.parent.parent for p in folder.glob("*/*/model/model.json")]
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
+
+
 def load(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "model" / "model.json").is_file() and not (path / "model.json").is_file():
-        raise UserError(f"{path} is not a headstart run (no model/model.json); pass the --out folder of a fit")
+        inside = _runs_inside(path)
+        hint = f"; the runs in it: {', '.join(map(str, inside[:3]))}" + (" ..." if len(inside) > 3 else "") if inside else ""
+        raise UserError(f"{path} is not a headstart run (no model/model.json); pass the --out folder of a fit{hint}")
     run = Run(path if (path / "model").is_dir() else path.parent)
     run.model  # noqa: B018 - load now so a broken run fails here, not at first use
     return run
