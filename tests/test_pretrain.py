@@ -1,4 +1,5 @@
 """`headstart pretrain`: a body trained self-supervised on unlabeled inputs, reused by `fit --model run:DIR`."""
+import csv
 import dataclasses
 import json
 import math
@@ -118,6 +119,7 @@ def test_cli_pretrain_names_the_next_steps(tmp_path, capsys):
                  "--flip", "off", "--crop-scale", "0.8", "--color", "1", "--blur", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"headstart rank LABELED --models efficientnet_lite0,run:{tmp_path / 'pre'}" in out
+    assert "  body      efficientnet_lite0, input" in out  # no "from": the body is the named one
     config = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
     assert (config["crop_scale"], config["colour"], config["blur"]) == (0.8, 1.0, 0.0)  # --color is --colour's alias
     assert main(["pretrain", str(inputs), "--out", str(tmp_path / "bad"), "--blur", "2"]) == 2
@@ -187,3 +189,50 @@ def test_table_pretrain_leaves_the_label_out_and_a_fit_reuses_the_body(tmp_path)
     fitted = hs.fit(str(table), target="label", model=f"run:{run.path}", out=str(tmp_path / "fit"), progress=False)
     resolved = yaml.safe_load((fitted.path / "config.yaml").read_text())["resolved"]
     assert fitted.metrics["accuracy"] > 0.75 and "encoder kept from the reused body" in resolved["input"]
+
+
+def test_a_pretrain_stopped_mid_way_resumes_from_its_last_saved_epoch(tmp_path, monkeypatch, capsys):
+    from headstart.train import callbacks, self_supervised
+
+    monkeypatch.setattr(callbacks, "CHECKPOINT_EVERY_S", 0.0)  # save every epoch (a minute apart on real runs)
+    begun = []
+
+    class StopAfterSecondSave(callbacks.EpochCheckpoint):
+        """Records the epochs begun; the stopping run is interrupted right after epoch 2 is saved."""
+        stop = True
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            begun.append(trainer.current_epoch)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+            if self.stop and trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(self_supervised, "EpochCheckpoint", StopAfterSecondSave)
+    inputs = make_images(tmp_path / "unlabeled", per_class=4)
+    out = tmp_path / "pre"
+    options = dict(out=str(out), image_size=32, epochs=4, batch_size=8, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        hs.pretrain(str(inputs), **options)
+    assert (out / "checkpoints" / "self-supervised-1.ckpt").is_file() and not (out / "metrics.json").exists()
+    with pytest.raises(UserError, match=r"these differ: temperature 0.2 \(the stopped pretrain's: 0.1\)"):
+        hs.pretrain(str(inputs), **options, temperature=0.2, resume=True)
+    begun.clear()
+    StopAfterSecondSave.stop = False
+    run = hs.pretrain(str(inputs), **options, resume=True)
+    assert begun == [2, 3], "the two saved epochs are not trained again"
+    assert run.metrics["pretrain"]["epochs_run"] == 4
+    with open(out / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
+    assert not (out / "checkpoints").exists(), "a finished run keeps no checkpoint"
+    with pytest.raises(UserError, match="holds a finished run: nothing to resume"):
+        hs.pretrain(str(inputs), **options, resume=True)
+    assert main(["pretrain", str(inputs), "--resume"]) == 2  # no --out: nothing to go on from
+    assert "give its --out" in capsys.readouterr().err
+    stopped_fit = tmp_path / "fit"
+    stopped_fit.mkdir()
+    (stopped_fit / ".headstart").write_text("")
+    (stopped_fit / "config.yaml").write_text(yaml.safe_dump({"data": str(inputs), "strategy": "two-stage"}))
+    with pytest.raises(UserError, match="holds a stopped fit, not a pretrain"):
+        hs.pretrain(str(inputs), **{**options, "out": str(stopped_fit)}, resume=True)

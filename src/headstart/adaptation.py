@@ -25,11 +25,13 @@ assumes.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
-from headstart.errors import UserError
+from headstart.errors import UserError, warn
 
 MIN_TARGET_INPUTS = 20  # fewer give too noisy a mean and deviation per feature to move a head by
 GAP_ROWS = 1000  # per domain, at most, for the domain gap's classifier
@@ -73,16 +75,34 @@ def domain_gap(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> flo
     return round(float(max(0.0, 2 * (2 * accuracy - 1))), 3)
 
 
-def target_inputs(modality, paths: list[str], model) -> tuple[list, int]:
-    """The readable target inputs in `paths` (files, folders, text or table files, as `predict` reads them) and how
-    many were skipped as unreadable."""
-    inputs, _ = modality.collect_inputs(paths, model)
+def check_target_paths(adapt_to) -> None:
+    """Before a fit trains: a --adapt-to path that does not exist (a typo) is refused, since the alignment comes
+    after training and failed only then, the fit's work lost. A one-token entry is a path unless 20 or more entries
+    were given (a text model may align to texts themselves; a text with spaces is never taken for a path)."""
+    entries = [str(p) for p in (adapt_to if isinstance(adapt_to, (list, tuple)) else [adapt_to])]
+    for entry in entries:
+        one_token = entry.strip() and not any(ch.isspace() for ch in entry)
+        looks_like_path = "/" in entry or "\\" in entry or Path(entry).suffix
+        if one_token and (looks_like_path or len(entries) < MIN_TARGET_INPUTS) and not Path(entry).exists():
+            raise UserError(f"--adapt-to {entry} does not exist; give the unlabeled inputs of the target domain "
+                            "(files, folders, a text or table file)")
+
+
+def target_inputs(modality, paths: list[str], model) -> tuple[list, list[dict]]:
+    """The readable target inputs in `paths` (files, folders, text or table files, as `predict` reads them) and
+    those skipped as unreadable (where, why), said in a warning: the alignment measures only what it read."""
+    inputs, names = modality.collect_inputs(paths, model)
     bad = modality.unreadable(inputs)
+    skipped = [{"where": str(names[i]), "reason": why} for i, why in bad.items()]
+    if skipped:
+        shown = "; ".join(f"{s['where']} ({s['reason']})" for s in skipped[:3])
+        warn(f"--adapt-to: {len(skipped)} unreadable input(s) skipped: {shown}"
+             + (f" and {len(skipped) - 3} more (metrics.json adaptation.unreadable)" if len(skipped) > 3 else ""))
     inputs = [x for i, x in enumerate(inputs) if i not in bad]
     if len(inputs) < MIN_TARGET_INPUTS:
         raise UserError(f"--adapt-to {', '.join(paths)}: {len(inputs)} readable input(s); at least {MIN_TARGET_INPUTS} "
                         "unlabeled inputs of the target domain are needed to measure its features")
-    return inputs, len(bad)
+    return inputs, skipped
 
 
 def adapt_head(model, source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> dict:
@@ -125,4 +145,5 @@ def adapt_to_target(ctx, model) -> dict:
         source, target = (ctx.features_and_outputs(model, xs, f"features ({label}, for --adapt-to)")[0] for xs, label in
                           (([x for x, _ in ctx.data.train], "train"), (inputs, "target")))
     note = adapt_head(model, source.float(), target.float(), ctx.cfg.seed)
-    return {"inputs": paths, "skipped": skipped, "source_rows": len(source), **note}
+    return {"inputs": paths, "skipped": len(skipped), **({"unreadable": skipped} if skipped else {}),
+            "source_rows": len(source), **note}

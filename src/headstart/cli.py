@@ -268,6 +268,8 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                   "predicts it)",
         "epochs": f"passes over the inputs (default: the body's, {PRETRAIN_EPOCHS} for the bundled ones)",
         "lr": "peak rate; the body trains at lr x 0.4 (default: the backbone's, else 0.001)",
+        "resume": "continue the interrupted pretrain in --out with the same options: epochs saved before the stop are "
+                  "kept (an epoch is saved when a minute has passed since the last save)",
     }
     for action in p._actions:
         if action.dest in NOT_PRETRAIN_OPTIONS:

@@ -282,11 +282,15 @@ class FitConfig:
             hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
                      for name in unknown]
             raise UserError(f"unknown option(s): {', '.join(hints)}; `headstart fit --help` lists them")
+        if options.get("adapt_to") and not command:
+            from headstart.adaptation import check_target_paths
+
+            check_target_paths(options["adapt_to"])  # a typo fails now, not after the whole fit has trained
 
 
 PRETRAIN_EPOCHS = 10  # pretrain's passes over the inputs: a fit's fine-tuning epochs; contrastive training gains slowly
 # FitConfig's options that mean nothing without labels or a strategy: refused by name, not silently ignored.
-NOT_PRETRAIN_OPTIONS = ("strategy", "adapt_to", "resume", "head", "task", "label_column", "label_separator", "balance",
+NOT_PRETRAIN_OPTIONS = ("strategy", "adapt_to", "head", "task", "label_column", "label_separator", "balance",
                         "val_fraction", "test_fraction", "head_epochs", "head_lr", "head_patience", "lr_mult",
                         "patience", "label_smoothing", "bn", "ulmfit_factor", "l2sp_alpha", "pair_rounds",
                         "pair_batch_size", "refit", "lora_rank", "lora_alpha", "lora_targets")

@@ -24,7 +24,7 @@ import numpy as np
 
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
-from headstart.data.base import LabeledData
+from headstart.data.base import LabeledData, check_classes
 from headstart.errors import UserError
 from headstart.drift import load_reference
 from headstart.inference import predict_outputs
@@ -45,9 +45,34 @@ def update(run: str | Path | Run, data: str | Path, out: str | Path | None = Non
            replay: int | None = None, strategy: str | None = None, **options) -> Run | None:
     """`headstart update`: fit `data` from `run`'s model with rehearsal of its old rows (else of its reference's
     features); forgetting measured. `strategy`: l2-sp with old rows, linear-probe without them, unless given."""
+    if replay is not None and replay < 0:
+        raise UserError(f"--replay is a number of old training rows to rehearse, 0 or more, not {replay}")
     run = run if isinstance(run, Run) else load(run)
+    check_updatable(run)
     cfg = carried_config(run, data, out or f"{run.path}-updated", strategy or REHEARSAL_STRATEGY, options)
+    check_same_modality(run, cfg)
     return update_with(run, resolve_modality(cfg).load(cfg), cfg, old_data, replay, strategy_given=strategy is not None)
+
+
+def check_updatable(run: Run) -> None:
+    """A pretrain run is a body without labels or a head: nothing to update (its inputs are no labeled data)."""
+    if run.model.provenance.get("strategy") == "pretrain":
+        raise UserError(f"{run.path} is a pre-trained body (headstart pretrain), with no head or labels to update: "
+                        f"fit the labeled data from it with --model run:{run.path}")
+
+
+def check_same_modality(run: Run, cfg: FitConfig) -> None:
+    """New data of another kind than the run's (a text file for an image run) is refused by name: read as the
+    run's kind, it failed with that kind's complaint (an image manifest's missing path column)."""
+    from headstart.data import MODALITIES
+
+    source = Path(cfg.data)
+    if cfg.modality != "auto" or not source.exists():
+        return
+    kind = next((name for name in MODALITIES.names() if MODALITIES.get(name).claims(source, cfg)), None)
+    if kind and kind != run.model.modality:
+        raise UserError(f"{cfg.data} holds {kind} data, but {run.path} is a model of {run.model.modality} data: an "
+                        f"update learns more of its own kind; for {kind} data fit a {kind} model")
 
 
 def carried_config(run: Run, data, out, strategy: str, options: dict) -> FitConfig:
@@ -61,8 +86,10 @@ def carried_config(run: Run, data, out, strategy: str, options: dict) -> FitConf
 def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, replay: int | None = None,
                 strategy_given: bool = True) -> Run | None:
     """The update of `run` on data already loaded (rows from anywhere: a loader, pseudo-labels, a stream)."""
+    check_updatable(run)
     old, where = _old_data(FitConfig.from_yaml(run.path / "config.yaml"), old_data)
-    merged = _merged(new, old, replay, cfg.seed, run)
+    # the run's classes and the new data's meet only here: "Bees" beside the run's "bees" is a new class, and says so
+    merged = check_classes(_merged(new, old, replay, cfg.seed, run), f"{run.path} + {cfg.data}")
     rehearsed = len(merged.train) - len(new.train)
     reference = None if rehearsed else _replayable_reference(run)
     if reference is not None and not strategy_given:

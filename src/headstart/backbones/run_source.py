@@ -14,7 +14,8 @@ def body_of_run(path: str, weights: str | None = None):
     if weights:
         raise UserError("--weights cannot be combined with --model run:DIR (the run's weights are the body)")
     if not (Path(path) / "model" / "model.json").is_file() and not (Path(path) / "model.json").is_file():
-        raise UserError(f"--model run:{path}: no headstart run there (expected {path}/model/model.json from a fit's --out)")
+        raise UserError(f"--model run:{path}: no headstart run there (expected {path}/model/model.json from a fit's --out)"
+                        + _what_is_there(Path(path)))
     source = TransferModel.load(path)
     body = source.backbone
     body.pretrained = True  # trained by the source run
@@ -22,6 +23,22 @@ def body_of_run(path: str, weights: str | None = None):
     body.source_head = {"classes": source.classes, "task": source.task.name, "head": source.head_name,
                         "state": source.head.state_dict(), "target_scale": source.task.target_scale}
     return body
+
+
+# Folders other commands write, which hold no model of their own: what to give instead
+NOT_A_MODEL = {"rank.json": "a rank's scores", "compare.json": "a compare's curves", "lr_find.json": "an lr-find's sweep"}
+
+
+def _what_is_there(path: Path) -> str:
+    """Where a user pointed run: at another command's folder, what it is and where its model is, if anywhere."""
+    if (path / "best" / "model" / "model.json").is_file():
+        return f"; it is a tune's folder: its best trial, refit, is run:{path / 'best'}"
+    made = next((what for name, what in NOT_A_MODEL.items() if (path / name).is_file()), None)
+    if made:
+        return f"; it holds {made}, not a model: fit first, then reuse that run's --out"
+    if (path / "config.yaml").is_file():
+        return "; it holds an unfinished run (a model is saved at its end; a stopped one goes on with --resume)"
+    return ""
 
 
 def source_head_state(backbone, head_name: str, task, classes: list[str]) -> dict | None:

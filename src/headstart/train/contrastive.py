@@ -43,6 +43,9 @@ from headstart.train.stages import FineTune, trainable_parameters
 from headstart.train.variants import batch_norms
 
 SETFIT_LR_SCALE = 0.4  # SetFit's body rate 2e-5 over the usual transformer fine-tuning rate 5e-5
+# One example per class gives no same-class pair: the stage then only pushes the classes' examples apart
+NO_POSITIVES = ("; warning: one training example per class, so no same-class pairs: the body only learned to push "
+                "examples apart (a few more per class give the pairs that pull a class together)")
 
 
 def draw_pairs(labels: np.ndarray, rounds: int, seed: int) -> list[tuple[int, int, float]]:
@@ -164,7 +167,7 @@ class ContrastiveBody(FineTune):
         trainable = trainable_parameters(backbone)
         ctx.stage_notes[self.name] = {  # no validation here: a record, not a best epoch (the head stage has that)
             "summary": f"{len(pairs)} pairs ({positives} same-class), pair loss {loss:.4f}, {trainable:,} trainable "
-                       f"params, {seconds:.1f} s",
+                       f"params, {seconds:.1f} s" + (NO_POSITIVES if pairs and not positives else ""),
             "pairs": len(pairs), "positive_pairs": positives, "rounds_per_example": cfg.pair_rounds,
             "pairs_per_step": cfg.pair_batch_size, "steps": trainer.global_step,
             "final_pair_loss": round(loss, 6), "lr": peak_lr,

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones.weights import state_digest
 from headstart.progress import EVAL_COST, TRAIN_COST
-from headstart.train.callbacks import BestWeights, History, StageProgress
+from headstart.train.callbacks import BestWeights, EpochCheckpoint, History, StageProgress
 from headstart.train.context import FitContext
 from headstart.train.contrastive import SETFIT_LR_SCALE
 from headstart.train.engine import make_trainer
@@ -122,6 +122,8 @@ class SelfSupervised(FineTune):
         train = TwoViews(backbone.views([x for x, _ in ctx.data.train], cfg))
         held_out = TwoViews(backbone.views([x for x, _ in ctx.data.val], cfg), seed=cfg.seed)  # the same pairs each epoch
         workers, start, runs = ctx.num_workers, time.perf_counter(), []
+        checkpoint = ctx.checkpoint_for(self.name)  # --resume: the epochs saved before a stop (None: none are saved)
+        resumed = checkpoint if cfg.resume and checkpoint and checkpoint.exists() else None
 
         def loader(items: Dataset, batch: int, shuffle: bool) -> DataLoader:
             return DataLoader(items, batch_size=batch, shuffle=shuffle, drop_last=shuffle and len(items) > batch,
@@ -131,10 +133,13 @@ class SelfSupervised(FineTune):
         def attempt(batch: int, accumulate: int) -> None:
             best = BestWeights()
             progress = StageProgress(ctx.progress, self.name, self.cost(ctx), 2.0)
-            trainer = make_trainer(cfg, cfg.epochs, [History(self.name, ctx.history), best, progress, *ctx.extra_callbacks],
-                                   accumulate)
+            callbacks = [History(self.name, ctx.history), best, progress, *ctx.extra_callbacks,
+                         *([EpochCheckpoint(checkpoint)] if checkpoint else [])]  # last: the others' states include the epoch
+            trainer = make_trainer(cfg, cfg.epochs, callbacks, accumulate)
             runs.append((trainer, best))
-            trainer.fit(task, loader(train, batch, True), loader(held_out, batch, False) if len(held_out) else None)
+            # the checkpoint is headstart's own, read without unpickling (as a fit's, train/stages.py)
+            trainer.fit(task, loader(train, batch, True), loader(held_out, batch, False) if len(held_out) else None,
+                        ckpt_path=resumed, weights_only=True)
 
         memory = train_within_memory(ctx, self.name, backbone, cfg.batch_size, attempt)
         trainer, best = runs[-1]
