@@ -316,6 +316,7 @@ def test_a_fit_stopped_in_fine_tuning_resumes_from_its_last_saved_epoch(tiny_ima
 
     from headstart.errors import UserError
     from headstart.fitting import fit_config
+    from headstart.rundir import RUN_MARK
     from headstart.train import callbacks
 
     monkeypatch.setattr(callbacks, "CHECKPOINT_EVERY_S", 0.0)  # save every epoch (a minute apart on real fits)
@@ -347,6 +348,14 @@ def test_a_fit_stopped_in_fine_tuning_resumes_from_its_last_saved_epoch(tiny_ima
     assert not (run.path / "checkpoints").exists(), "a finished run keeps no checkpoint"
     with pytest.raises(UserError, match="holds a finished run: nothing to resume"):
         fit_config(FitConfig(**options, resume=True))
+    with pytest.raises(UserError, match="--resume continues a stopped fit in its folder: give its --out"):
+        fit_config(FitConfig(**{**options, "out": None, "resume": True}))
+    pretrain_folder = tmp_path / "pre"
+    pretrain_folder.mkdir()
+    (pretrain_folder / RUN_MARK).write_text("")  # as a stopped pretrain leaves its folder
+    (pretrain_folder / "config.yaml").write_text(FitConfig(data=str(tiny_images), strategy="pretrain").to_yaml())
+    with pytest.raises(UserError, match="holds a pretrain, not a fit"):
+        fit_config(FitConfig(**{**options, "out": str(pretrain_folder), "resume": True}))
 
 
 def _history(run) -> list[dict]:

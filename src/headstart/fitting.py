@@ -60,6 +60,8 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
     backbone_given = backbone is not None  # a given body (compare's scratch arm) cannot be rebuilt for a refit
     recipe = STRATEGIES.get(cfg.strategy)
     HEADS.get(cfg.head)  # unknown names fail before anything is written
+    if cfg.resume and not cfg.out:  # else a fresh run would start in a new timestamped folder, resuming nothing
+        raise UserError("--resume continues a stopped fit in its folder: give its --out")
     cfg.out = str(cfg.out or default_out(cfg.data))
     primary = is_launch_primary()
     out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.data, cfg.model, cfg.adapt_to], resume=cfg.resume) \
@@ -269,6 +271,9 @@ RESUME_FREE_OPTIONS = {"out", "force", "resume", "progress", "num_workers", "cac
 def check_same_options(cfg: FitConfig, saved: FitConfig, out: Path) -> None:
     """--resume continues the interrupted fit only with the options it started with: each option given now must be
     what the stopped fit had (an option left out, or auto, resolves as it did)."""
+    if saved.strategy == "pretrain":
+        raise UserError(f"{out} holds a pretrain, not a fit: `headstart pretrain ... --resume` goes on with it; give "
+                        "this fit the --out it stopped in")
     differ = [f"{name} {getattr(cfg, name)!r} (the stopped fit's: {getattr(saved, name)!r})"
               for name in sorted(FitConfig.field_names() - RESUME_FREE_OPTIONS)
               if getattr(cfg, name) not in (None, "auto") and getattr(cfg, name) != getattr(saved, name)]
