@@ -60,12 +60,15 @@ def test_a_damaged_model_file_is_one_clear_error(tiny_run, tmp_path, name):
 
 def test_a_folder_holding_runs_names_them(tiny_run, tmp_path):
     """`evaluate tune_out DATA`: the tune folder is not a run, its best/ is."""
-    run, _ = tiny_run
+    run, data = tiny_run
     shutil.copytree(run.path / "model", tmp_path / "tune" / "best" / "model")
     shutil.copytree(run.path / "model", tmp_path / "tune" / "trials" / "000" / "model")
     with pytest.raises(UserError, match=rf"not a headstart run .*the runs in it: {tmp_path / 'tune' / 'best'}, "
                                         rf"{tmp_path / 'tune' / 'trials' / '000'}$"):
         hs.load(tmp_path / "tune")
+    with pytest.raises(UserError, match=rf"{tmp_path / 'tune' / 'best'} is a run's folder, not a backbone name: "
+                                        rf"reuse its body as run:{tmp_path / 'tune' / 'best'}"):
+        hs.fit(str(data), model=str(tmp_path / "tune" / "best"), out=str(tmp_path / "x"), progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"pass the --out folder of a fit$"):
         hs.load(tmp_path / "empty")

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from headstart.backbones.base import Backbone, Preprocess
 from headstart.backbones.registry import ADAPTERS, BACKBONES, SOURCES
 from headstart.backbones.timm_backbone import TimmBackbone
+from headstart.errors import UserError
 
 ADAPTERS.register("timm")(TimmBackbone.from_spec)
 
@@ -25,7 +27,18 @@ def create_backbone(name: str, weights: str | None = None) -> Backbone:
     if ":" in name:
         source, rest = name.split(":", 1)
         return SOURCES.get(source)(rest, weights)
-    return BACKBONES.get(name).create(weights)  # raises the "unknown backbone" error with the choices
+    check_name(name)
+    return BACKBONES.get(name).create(weights)
+
+
+def check_name(name: str) -> None:
+    """A plain name that is no registered backbone fails with the choices, or, for a run's folder given as a path,
+    with how to reuse it (`run:`)."""
+    if name in BACKBONES or ":" in name:
+        return
+    if (Path(name) / "model" / "model.json").is_file():
+        raise UserError(f"{name} is a run's folder, not a backbone name: reuse its body as run:{name}")
+    BACKBONES.get(name)  # the "unknown backbone" error with the choices
 
 
 def rebuild_backbone(spec: dict, folder=None) -> Backbone:

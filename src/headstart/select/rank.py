@@ -90,11 +90,10 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
 def _check_candidates(models: list[str], modality: str, data) -> None:
     """Every name known and of the data's modality before the first feature pass (a typo in the last name failed
     after the passes of the others); run:, hf: and timm: bodies are checked as they are built."""
-    from headstart.backbones import BACKBONES, backbone_modality
+    from headstart.backbones import backbone_modality, check_name
 
     for name in models:
-        if ":" not in name:
-            BACKBONES.get(name)  # the "unknown backbone ... choose one of" error
+        check_name(name)  # the "unknown backbone ... choose one of" error
         reads = backbone_modality(name)
         if reads is None and name.startswith("run:"):
             create_backbone(name)  # no run there: its one-line error
