@@ -335,6 +335,7 @@ def test_run_source_linear_probe_keeps_the_body(source_run, tmp_path):
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert cfg["model"] == f"run:{src.path}" and cfg["resolved"]["body_from"] == str(src.path)
     assert cfg["resolved"]["backbone_weights"].startswith("run-")
+    assert json.loads((run.path / "model" / "model.json").read_text())["training"]["body_from"] == f"run:{src.path}"
     assert cfg["resolved"]["ignored_columns"] == ["label", "noise"]  # extra columns: ignored and said so
     enc = hs.load(run.path).model.backbone.preprocess
     assert enc.to_dict()["columns"] == src.model.backbone.preprocess.to_dict()["columns"]  # the source's encoder

@@ -184,6 +184,7 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         "task": task.name,
         **({"class_weights": balance} if balance else {}),
         "model": backbone.name,
+        **({"body_from": backbone.source_run} if getattr(backbone, "source_run", None) else {}),  # run:DIR's folder
         **backbone.adapt(data, cfg),
         "preprocess": backbone.preprocess.to_dict(),
         "precision": resolve_precision(cfg, backbone),
@@ -199,6 +200,8 @@ def build_context(cfg: FitConfig, data=None, backbone=None, progress: bool = Tru
         cfg.resolved["head_from"] = f"run:{backbone.source_run} (same classes): kept unless the head stage beats it"
     ctx = FitContext(cfg, data, modality, task, backbone, head, FeatureCache(cfg.cache_dir), RunProgress(progress))
     ctx.head_trained = ctx.head_from_source = source_head is not None
+    if cfg.resolved.get("body_from"):  # model.json says whose body this is, beyond its architecture
+        ctx.model_notes["body_from"] = f"run:{cfg.resolved['body_from']}"
     return ctx
 
 
@@ -361,7 +364,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         f"headstart fit: {cfg.data} -> {out}",
         f"  data      {data.modality}, {what}, train {sizes['train']} / val {sizes['val']} / test {sizes['test']} ({data.layout})"
         + (f", {len(data.skipped)} item(s) skipped (unreadable or invalid; listed in data.json)" if data.skipped else ""),
-        f"  backbone  {cfg.resolved['model']}" + (f", input {cfg.resolved['input']}" if "input" in cfg.resolved else ""),
+        f"  backbone  {cfg.resolved['model']}" + (f", the body of run:{cfg.resolved['body_from']}" if cfg.resolved.get("body_from") else "")
+        + (f", input {cfg.resolved['input']}" if "input" in cfg.resolved else ""),
         f"  strategy  {cfg.strategy}: {STRATEGIES.get(cfg.strategy).summary}",
     ]
     for name, note in ctx.stage_notes.items():
