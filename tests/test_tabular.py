@@ -533,3 +533,11 @@ def test_options_other_kinds_of_data_read_are_said_not_used(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--image-size applies to image and audio data" in err and "--text-column applies to text data" in err
     assert "--target" not in err and err.count("is not used") == 2
+
+
+def test_a_run_body_of_another_kind_than_the_data_is_refused_by_name(source_run, tiny_images, tmp_path):
+    """A table's body on image folders failed as "a tabular folder needs train.csv"."""
+    src, _ = source_run
+    with pytest.raises(UserError, match=rf"{tiny_images} holds image data, but --model run:{src.path} reads tabular "
+                                        r"data: use a backbone for image data \(e.g. efficientnet_lite0\)"):
+        hs.fit(str(tiny_images), model=f"run:{src.path}", out=str(tmp_path / "x"), **FAST)

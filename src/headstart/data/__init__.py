@@ -29,6 +29,7 @@ def resolve_modality(cfg) -> Modality:
     if cfg.model != "auto":
         named = backbone_modality(cfg.model)
         if named:
+            _check_kind(cfg, named)
             return MODALITIES.get(named)
     source = Path(cfg.data)
     if not source.exists():
@@ -38,6 +39,18 @@ def resolve_modality(cfg) -> Modality:
             return MODALITIES.get(name)
     hints = "".join(f"; {hint}" for name in MODALITIES.names() if (hint := MODALITIES.get(name).hint(source)))
     raise UserError(f"{source}: cannot tell what kind of data this is{hints}; or pass --modality ({', '.join(MODALITIES.names())})")
+
+
+def _check_kind(cfg, reads: str) -> None:
+    """Data that another modality claims, and the named body's does not, is refused by name: read as the body's
+    kind, a folder of images failed as a table without train.csv."""
+    source = Path(cfg.data)
+    if not source.exists() or MODALITIES.get(reads).claims(source, cfg):
+        return
+    kind = next((n for n in MODALITIES.names() if MODALITIES.get(n).claims(source, cfg)), None)
+    if kind:
+        raise UserError(f"{source} holds {kind} data, but --model {cfg.model} reads {reads} data: use a backbone "
+                        f"for {kind} data (e.g. {MODALITIES.get(kind).default_backbone}), or pass --modality")
 
 
 __all__ = ["MODALITIES", "LabeledData", "Modality", "resolve_modality"]
