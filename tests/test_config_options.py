@@ -136,3 +136,13 @@ def test_resume_is_a_flag_of_the_commands_that_save_a_model_and_refused_by_tune(
 
     with pytest.raises(UserError, match="--resume is fit's"):
         hs.tune("DATA", trials=1, resume=True)
+
+
+def test_update_help_lists_no_body_option_and_refuses_one(capsys):
+    """update starts from the run's own body: --model and --weights are not offered, and say why when given."""
+    with pytest.raises(SystemExit):
+        cli.main(["update", "--help"])
+    shown = capsys.readouterr().out
+    assert "--replay" in shown and "--model" not in shown and "--weights" not in shown
+    assert cli.main(["update", "RUN", "DATA", "--model", "mlp"]) == 2
+    assert "update starts from the run's own model; --model does not apply" in capsys.readouterr().err

@@ -310,6 +310,8 @@ def _add_carried_fit_arguments(p: argparse.ArgumentParser) -> None:
         if action.dest in FitConfig.field_names():
             action.default = argparse.SUPPRESS
             action.help = re.sub(r"%\(default\)[sr]", "the run's", action.help or "")
+        if action.dest in ("model", "weights"):  # the run's own body: not listed, and refused by name when given
+            action.help = argparse.SUPPRESS
 
 
 def build_parser() -> argparse.ArgumentParser:
