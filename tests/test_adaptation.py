@@ -99,6 +99,7 @@ def test_too_few_target_inputs_is_one_clear_error(tmp_path, tiny_images):
     with pytest.raises(UserError, match=rf"--adapt-to .*few: {MIN_TARGET_INPUTS - 1} readable input"):
         hs.fit(str(tiny_images), strategy="linear-probe", image_size=32, adapt_to=str(few), out=str(tmp_path / "run"),
                progress=False)
+    assert not (tmp_path / "run").exists(), "refused before training: no half-written run to --force over"
 
 
 def test_the_cli_takes_several_target_folders():

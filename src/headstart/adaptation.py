@@ -88,6 +88,10 @@ def check_target_paths(adapt_to) -> None:
                             "(files, folders, a text or table file)")
 
 
+def target_paths(cfg) -> list[str]:
+    return [str(p) for p in (cfg.adapt_to if isinstance(cfg.adapt_to, list) else [cfg.adapt_to])]
+
+
 def target_inputs(modality, paths: list[str], model) -> tuple[list, list[dict]]:
     """The readable target inputs in `paths` (files, folders, text or table files, as `predict` reads them) and
     those skipped as unreadable (where, why), said in a warning: the alignment measures only what it read."""
@@ -135,8 +139,8 @@ def adapt_to_target(ctx, model) -> dict:
     from headstart.train.feature_cache import features_of
     from headstart.train.stages import cached_features
 
-    paths = [str(p) for p in (ctx.cfg.adapt_to if isinstance(ctx.cfg.adapt_to, list) else [ctx.cfg.adapt_to])]
-    inputs, skipped = target_inputs(ctx.modality, paths, model)
+    paths = target_paths(ctx.cfg)
+    inputs, skipped = ctx.adapt_inputs or target_inputs(ctx.modality, paths, model)
     if not ctx.backbone_changed:  # the frozen body: both through the feature cache
         source = cached_features(ctx, "train")
         target, _, _ = features_of(ctx.cache, ctx.backbone, ctx.modality, inputs, 2 * ctx.cfg.batch_size, ctx.device,

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from headstart.adaptation import adapt_to_target
+from headstart.adaptation import adapt_to_target, target_inputs, target_paths
 from headstart.backbones import create_backbone
 from headstart.backbones.run_source import source_head_state
 from headstart.config import FitConfig
@@ -77,6 +77,13 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
             remove_if_unused(out)
         raise
     data, modality, task, backbone = ctx.data, ctx.modality, ctx.task, ctx.backbone
+    if cfg.adapt_to:  # read now: a folder with nothing readable fails before the fit trains, not after
+        try:
+            ctx.adapt_inputs = target_inputs(modality, target_paths(cfg), _model_of(ctx))
+        except Exception:
+            if primary:
+                remove_if_unused(out)
+            raise
     ctx.extra_callbacks = list(callbacks)
     ctx.replayed = replayed
     ctx.checkpoints = out / "checkpoints" if checkpoints else None
@@ -292,6 +299,7 @@ def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:
     refit_ctx = build_context(cfg, data=_val_joins_train(ctx.data), progress=False)
     cfg.resolved = resolved  # config.yaml describes the validated fit; the refit repeats it
     refit_ctx.progress, refit_ctx.extra_callbacks, refit_ctx.replayed = ctx.progress, ctx.extra_callbacks, ctx.replayed
+    refit_ctx.adapt_inputs = ctx.adapt_inputs
     refit_ctx.checkpoints = ctx.checkpoints and ctx.checkpoints / "refit"
     picked = ctx.model_notes.get("picked")
     stages = STRATEGIES.get(picked or cfg.strategy).stages()

@@ -39,6 +39,7 @@ class FitContext:
     replayed: tuple[torch.Tensor, list] | None = None
     checkpoints: Path | None = None  # where training stages save epochs for --resume (None: they save none)
     checkpoint_uses: dict = field(default_factory=dict)  # stage name -> times trained (auto may train one name twice)
+    adapt_inputs: tuple | None = None  # --adapt-to's readable inputs and those skipped, read before training
 
     @property
     def num_workers(self) -> int:
