@@ -189,6 +189,9 @@ def test_table_pretrain_leaves_the_label_out_and_a_fit_reuses_the_body(tmp_path)
     fitted = hs.fit(str(table), target="label", model=f"run:{run.path}", out=str(tmp_path / "fit"), progress=False)
     resolved = yaml.safe_load((fitted.path / "config.yaml").read_text())["resolved"]
     assert fitted.metrics["accuracy"] > 0.75 and "encoder kept from the reused body" in resolved["input"]
+    forgot = hs.pretrain(str(table), model="mlp", epochs=1, out=str(tmp_path / "forgot"), progress=False)  # no --target
+    with pytest.raises(UserError, match="trained with label as an input column, which this fit predicts.* --target label"):
+        hs.fit(str(table), target="label", model=f"run:{forgot.path}", out=str(tmp_path / "fit2"), progress=False)
 
 
 def test_a_pretrain_stopped_mid_way_resumes_from_its_last_saved_epoch(tmp_path, monkeypatch, capsys):

@@ -418,6 +418,13 @@ class MLPBody(Backbone):
         if missing:
             source = getattr(self, "source_run", None)
             where = f"the body of run:{source}" if source else "this body"
+            from headstart.data.tabular import target_columns
+
+            targets = set(target_columns(data.info.get("target") or cfg.target, missing))
+            if targets & set(missing):  # the body read this fit's target as a feature (pretrain without --target)
+                raise UserError(f"{where} was trained with {', '.join(sorted(targets & set(missing)))} as an input "
+                                "column, which this fit predicts: a body must not read its label; pre-train (or fit) "
+                                f"it again with --target {cfg.target}")
             raise UserError(f"{cfg.data} lacks column(s) that {where} was trained on: {', '.join(missing)} "
                             f"(it reads {', '.join(enc.names)}; columns are matched by name)")
         extra = [c for c in columns if c not in set(enc.names)]
