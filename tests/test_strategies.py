@@ -397,7 +397,8 @@ def test_cli_setfit_with_pair_rounds(tiny_images, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["fit", str(tiny_images), "--strategy", "setfit", "--pair-rounds", "2", "--pair-batch-size", "4", "--out",
                  str(out), "--image-size", "64", "--batch-size", "8", "--num-workers", "0", "--no-progress"]) == 0
-    assert "pairs     " in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "pairs     " in said and "through the pair-trained backbone, frozen for the head, in" in said
     note = json.loads((out / "metrics.json").read_text())["stages"]["pairs"]
     sizes = json.loads((out / "data.json").read_text())["sizes"]
     rows = sizes["train"] + sizes["val"]  # few labels and a test split: one fit, on train + val

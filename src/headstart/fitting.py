@@ -376,10 +376,11 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
         + (f", input {cfg.resolved['input']}" if "input" in cfg.resolved else ""),
         f"  strategy  {cfg.strategy}: {STRATEGIES.get(cfg.strategy).summary}",
     ]
+    body = "the frozen backbone"
     for name, note in ctx.stage_notes.items():
         memory = f"; {note['memory']}" if "memory" in note else ""  # train/memory.py: a halved batch, accumulated
         if name == "features":
-            lines.append(f"  features  {note['inputs']} {ctx.modality.input_noun}{'s' if note['inputs'] != 1 else ''} through the frozen backbone in "
+            lines.append(f"  features  {note['inputs']} {ctx.modality.input_noun}{'s' if note['inputs'] != 1 else ''} through {body} in "
                          f"{format_seconds(note['seconds'])} (cached for next time)")
         elif "skipped" in note:
             lines.append(f"  {name:<9} skipped: {note['skipped']}")
@@ -391,6 +392,8 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
             loss = "no validation rows" if note["best_val_loss"] is None else f"val loss {note['best_val_loss']:.4f}"
             lines.append(f"  {name:<9} best epoch {note['best_epoch']}/{note['epochs_run']}, {score}{loss}, "
                          f"{note['trainable_params']:,} trainable params, {format_seconds(note['seconds'])}{memory}")
+        if name == "pairs":  # setfit trained the body on pairs first: the head's features are that body's
+            body = "the pair-trained backbone, frozen for the head,"
     lines.append(f"  cache     {ctx.cache.hits} feature(s) reused, {ctx.cache.computed} computed")
     if "refit" in metrics:
         scored = "it, on test" if metrics["refit"].get("fitted_once") else "the model before the refit, on val"
