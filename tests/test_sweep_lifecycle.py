@@ -130,7 +130,9 @@ def test_pretrain_refuses_inputs_of_another_kind_than_its_body(tmp_path):
     texts = tmp_path / "texts.csv"
     texts.write_text("text\n" + "".join(f"a sentence number {i}\n" for i in range(12)))
     # read as the body's kind, each was "too few readable inputs" (a folder's name one text; no image in a CSV)
-    with pytest.raises(UserError, match="texts.csv holds text inputs, but --model efficientnet_lite0 reads image"):
+    with pytest.raises(UserError, match="texts.csv holds text data, but --model efficientnet_lite0 reads image"):
         hs.pretrain(str(texts), model="efficientnet_lite0", out=str(tmp_path / "a"), progress=False)
-    with pytest.raises(UserError, match="unlabeled holds image inputs, but --model minilm-l6 reads text"):
+    with pytest.raises(UserError, match="unlabeled holds image data, but --model minilm-l6 reads text"):
         hs.pretrain(str(images), model="minilm-l6", out=str(tmp_path / "b"), progress=False)
+    with pytest.raises(UserError, match="texts.csv holds text inputs, but --model efficientnet_lite0 reads image"):
+        hs.pretrain([str(images), str(texts)], model="efficientnet_lite0", out=str(tmp_path / "c"), progress=False)

@@ -202,7 +202,6 @@ class MultiTask(Task):
     score_name = "error"  # the mean over targets of 1 - accuracy, or the MAE in the target's standard deviations
     select_by_score = False  # the validation loss (their sum) decides
     output_name = "outputs"
-    SUPPORTED = ("classification", "regression")
 
     def __init__(self, target_scale: dict | None = None):
         self.parts, start = [], 0
@@ -241,11 +240,14 @@ class MultiTask(Task):
         columns = [part["task"].targets(row[j] for row in rows).float() for j, part in enumerate(self.parts)]
         return torch.stack(columns, dim=1)
 
+    def _column(self, y: torch.Tensor, j: int) -> torch.Tensor:
+        """Target j's column, in its task's dtype (class indices are long)."""
+        return y[:, j].long() if self.parts[j]["task"].name == "classification" else y[:, j]
+
     def _each(self, out: torch.Tensor, y: torch.Tensor):
-        """Per target: its task, its block of outputs, its column of targets in that task's dtype."""
+        """Per target: its task, its block of outputs, its column of targets."""
         for j, part in enumerate(self.parts):
-            column = y[:, j].long() if part["task"].name == "classification" else y[:, j]
-            yield part["task"], out[:, part["block"]], column
+            yield part["task"], out[:, part["block"]], self._column(y, j)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         return sum(task.loss(block, column, label_smoothing) for task, block, column in self._each(out, y))
@@ -260,9 +262,9 @@ class MultiTask(Task):
         from torch import nn
 
         solved = {}
-        for (task, _, column), part in zip(self._each(torch.empty(len(y), layer.out_features), y), self.parts):
+        for j, part in enumerate(self.parts):
             block = nn.Linear(layer.in_features, part["block"].stop - part["block"].start).double()
-            solved[part["name"]] = task.solve_head(block, feats, column, seed)
+            solved[part["name"]] = part["task"].solve_head(block, feats, self._column(y, j), seed)
             with torch.no_grad():
                 layer.weight[part["block"]] = block.weight.to(layer.weight.dtype)
                 layer.bias[part["block"]] = block.bias.to(layer.bias.dtype)

@@ -150,6 +150,13 @@ def with_task(data: LabeledData, cfg) -> LabeledData:
     return data
 
 
+def refuse_multilabel_of_several(task: str, option: str) -> None:
+    """--task multilabel names one column of label sets: with several target columns it has no column to read."""
+    if task == "multilabel":
+        raise UserError(f"--task multilabel reads one column of label sets; with several {option} columns each is "
+                        "classified or regressed: leave --task auto, or give one column")
+
+
 def one_target(data: LabeledData, command: str) -> LabeledData:
     """`command` (rank, compare) scores one target: a multi-task fit's several are refused, naming each to try alone."""
     if data.task == "multitask":

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from headstart.data.base import LabeledData, csv_delimiter, split_unlabeled
-from headstart.data.splits import stratified_split
+from headstart.data.base import LabeledData, csv_delimiter, refuse_multilabel_of_several, split_unlabeled
+from headstart.data.splits import split_targets, stratified_split
 from headstart.errors import UserError
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -180,9 +180,7 @@ def manifest_targets(csv_path: Path, names: list[str], task: str = "auto", fitte
     if fitted is not None:
         specs, (_, readers) = fitted.target_scale["targets"], multitask_readers(fitted)
     else:
-        if task == "multilabel":
-            raise UserError("--task multilabel reads one column of label sets; with several --label-column columns each "
-                            "is classified or regressed: leave --task auto, or give one column")
+        refuse_multilabel_of_several(task, "--label-column")
         train = [labels for _, _, split, labels in rows if split in ("train", "")]
         described = [describe_target(csv_path, train, name, task, ";") for name in names]
         specs, readers = [spec for spec, _ in described], [reader for _, reader in described]
@@ -268,7 +266,6 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
 
 def _load_multitask_manifest(root: Path, given: Path, kind: FileKind, modality: str, names: list[str], task: str,
                              val_fraction: float, test_fraction: float, seed: int) -> tuple[LabeledData, list]:
-    from headstart.data.tabular import _random_split
     from headstart.tasks import MultiTask
 
     per_split, skipped, specs = manifest_targets(root, names, task)
@@ -277,18 +274,10 @@ def _load_multitask_manifest(root: Path, given: Path, kind: FileKind, modality: 
     test, skipped_test, _ = filter_readable(per_split.get("test", []), kind)
     if not train:
         raise UserError(f"{root}: no readable, labeled training {kind.noun}")
-    kinds = [spec["task"] for spec in specs]
-    strata = kinds.index("classification") if "classification" in kinds else None  # the first classified column
-
-    def split_off(items, fraction):
-        if strata is None:
-            return _random_split(items, fraction, seed)
-        return stratified_split(items, [y[strata] for _, y in items], fraction, seed)
-
     if not test:
-        train, test = split_off(train, test_fraction)
+        train, test = split_targets(train, test_fraction, seed, specs)
     if not val:
-        train, val = split_off(train, val_fraction)
+        train, val = split_targets(train, val_fraction, seed, specs)
     layout = "manifest" + (f" in {root.relative_to(given)}" if root != given else "")
     data = LabeledData(modality, "multitask", MultiTask.output_names(specs), train, val, test, layout,
                        skipped + skipped_train + skipped_val + skipped_test, {"targets": specs, "label_column": ",".join(names)})

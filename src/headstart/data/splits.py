@@ -1,7 +1,9 @@
-"""Stratified train/val/test splits (scikit-learn), reproducible from a seed."""
+"""Stratified train/val/test splits (scikit-learn), and random ones for numeric targets, reproducible from a seed."""
 from __future__ import annotations
 
 from collections import Counter
+
+import numpy as np
 
 from sklearn.model_selection import train_test_split
 
@@ -35,3 +37,23 @@ def _hold_out_every_class(kept: list[int], off: list[int], labels: list[int], co
         off = [i for i in off if i != back] + [give]
         held[c], held[donor] = 1, held[donor] - 1
     return kept, off
+
+
+def random_split(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Split off `fraction` of the items at random (targets without classes to stratify by); (kept, split_off)."""
+    if fraction <= 0 or len(items) < 2:
+        return list(items), []
+    n_off = min(max(1, int(round(fraction * len(items)))), len(items) - 1)
+    order = np.random.default_rng(seed).permutation(len(items))
+    off = set(order[:n_off].tolist())
+    return [x for i, x in enumerate(items) if i not in off], [x for i, x in enumerate(items) if i in off]
+
+
+def split_targets(items: list, fraction: float, seed: int, specs: list[dict]) -> tuple[list, list]:
+    """Split off `fraction` of multi-target items (a target per column, `specs` saying each column's task): stratified
+    by the first classified column, at random where every column is a number."""
+    kinds = [spec["task"] for spec in specs]
+    if "classification" not in kinds:
+        return random_split(items, fraction, seed)
+    column = kinds.index("classification")
+    return stratified_split(items, [y[column] for _, y in items], fraction, seed)

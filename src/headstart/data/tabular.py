@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_separator_of, linear_baseline,
-                                looks_multilabel, multi_hot, register_modality, split_unlabeled, with_task)
-from headstart.data.splits import stratified_split
+                                looks_multilabel, multi_hot, refuse_multilabel_of_several, register_modality,
+                                split_unlabeled, with_task)
+from headstart.data.splits import random_split, split_targets, stratified_split
 from headstart.errors import UserError, warn
 
 TABLE_EXTENSIONS = {".csv", ".tsv", ".parquet", ".pq"}
@@ -242,15 +243,6 @@ def _items(rows: list[Row], wheres: list[str], targets: list[str], readers: list
     return items, skipped
 
 
-def _random_split(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    if fraction <= 0 or len(items) < 2:
-        return list(items), []
-    n_off = min(max(1, int(round(fraction * len(items)))), len(items) - 1)
-    order = np.random.default_rng(seed).permutation(len(items))
-    off = set(order[:n_off].tolist())
-    return [x for i, x in enumerate(items) if i not in off], [x for i, x in enumerate(items) if i in off]
-
-
 def load_table_data(source: str | Path, target: str | None, task: str = "auto", val_fraction: float = 0.15,
                     test_fraction: float = 0.15, seed: int = 0, label_separator: str = ";") -> LabeledData:
     """The rows of `source` with `target` (one column, or several comma-separated: a multi-task fit, each column
@@ -278,13 +270,14 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
             splits[split] = []
     train, val, test = splits["train"], splits["val"], splits["test"]
 
-    kinds = [spec["task"] for spec, _ in described]
-    strata = kinds.index("classification") if "classification" in kinds else None  # the first classified column
+    specs = [spec for spec, _ in described]
 
     def split_off(items, fraction):
-        if strata is None:
-            return _random_split(items, fraction, seed)
-        return stratified_split(items, [y if len(targets) == 1 else y[strata] for _, y in items], fraction, seed)
+        if len(specs) > 1:
+            return split_targets(items, fraction, seed, specs)
+        if specs[0]["task"] == "classification":
+            return stratified_split(items, [y for _, y in items], fraction, seed)
+        return random_split(items, fraction, seed)
 
     if not test and root.is_file():
         train, test = split_off(train, test_fraction)
@@ -301,7 +294,6 @@ def load_table_data(source: str | Path, target: str | None, task: str = "auto", 
     if len(targets) > 1:
         from headstart.tasks import MultiTask
 
-        specs = [spec for spec, _ in described]
         return LabeledData("tabular", "multitask", MultiTask.output_names(specs), train, val, test, layout, skipped,
                            {**info, "targets": specs})
     spec = described[0][0]
@@ -423,9 +415,8 @@ class Tables(Modality):
     def load(self, cfg) -> LabeledData:
         # multi-label: read as classes ("a;b" one of them) here; fitting turns them into sets of labels (as_multilabel)
         task = "classification" if cfg.task == "multilabel" else cfg.task
-        if cfg.task == "multilabel" and len(target_columns(cfg.target, ())) > 1:
-            raise UserError(f"--task multilabel reads one column of label sets; with several --target columns "
-                            f"({cfg.target}) each is classified or regressed: leave --task auto, or give one column")
+        if len(target_columns(cfg.target, ())) > 1:
+            refuse_multilabel_of_several(cfg.task, "--target")
         return with_task(load_table_data(cfg.data, cfg.target, task, cfg.val_fraction, cfg.test_fraction, cfg.seed,
                                          cfg.label_separator), cfg)
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from headstart.data.base import (LabeledData, Modality, csv_delimiter, file_encoding, label_reader, linear_baseline,
-                                register_modality, split_unlabeled, with_task)
-from headstart.data.splits import stratified_split
+                                refuse_multilabel_of_several, register_modality, split_unlabeled, with_task)
+from headstart.data.splits import split_targets, stratified_split
 from headstart.errors import UserError
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl")
@@ -180,21 +180,17 @@ def load_text_data(source: str | Path, text_column: str = "text", label_column: 
 
 class _MultiTargets:
     """Several label columns of a text file: each column's task and classes from the training rows (as a table's
-    target columns: `data/tabular.py`), each row's targets, and splits stratified by the first classified column."""
+    target columns: `data/tabular.py`), each row's targets, and their splits (`split_targets`)."""
 
     def __init__(self, path: Path, rows, task: str, seed: int = 0):
         from headstart.data.tabular import describe_target
         from headstart.tasks import MultiTask
 
-        if task == "multilabel":
-            raise UserError("--task multilabel reads one column of label sets; with several --label-column columns each "
-                            "is classified or regressed: leave --task auto, or give one column")
+        refuse_multilabel_of_several(task, "--label-column")
         self.names = list(rows[0][2])
         described = [describe_target(path, [labels for _, _, labels in rows], name, task, ";") for name in self.names]
         self.specs, self.readers = [spec for spec, _ in described], [reader for _, reader in described]
         self.output_names = MultiTask.output_names(self.specs)
-        kinds = [spec["task"] for spec in self.specs]
-        self.strata = kinds.index("classification") if "classification" in kinds else None
         self.seed = seed
 
     def items(self, rows) -> tuple[list, list[tuple[str, str]]]:
@@ -210,11 +206,7 @@ class _MultiTargets:
         return items, skipped
 
     def split_off(self, items, fraction):
-        from headstart.data.tabular import _random_split
-
-        if self.strata is None:
-            return _random_split(items, fraction, self.seed)
-        return stratified_split(items, [y[self.strata] for _, y in items], fraction, self.seed)
+        return split_targets(items, fraction, self.seed, self.specs)
 
 
 def guess_columns(path: Path, rows: int = 200) -> tuple[str | None, str | None]:
@@ -361,12 +353,16 @@ class Texts(Modality):
             items = []
             for where, text, labels in rows:
                 y, reason = target_values(labels, names, readers)
-                (skipped.append((where, reason)) if reason else items.append((text, y)))
+                if reason:
+                    skipped.append((where, reason))
+                else:
+                    items.append((text, y))
             return items, skipped, scored
         read = label_reader(model)
         if read:  # a regression model's number, a multi-label model's "cat;dog" as a multi-hot target
             return [(text, read(label, where)) for where, text, label in rows], skipped, scored
-        return _items(rows, model.classes, "remove the rows with it to score the rest, or teach the model the class first: headstart update RUN DATA"), skipped, scored
+        fix = "remove the rows with it to score the rest, or teach the model the class first: headstart update RUN DATA"
+        return _items(rows, model.classes, fix), skipped, scored
 
     def classical_baseline(self, train, test, task):
         """TF-IDF of words and word pairs (sublinear counts) + logistic regression (ridge for a regression target):
