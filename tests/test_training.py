@@ -354,7 +354,7 @@ def test_a_fit_stopped_in_fine_tuning_resumes_from_its_last_saved_epoch(tiny_ima
     pretrain_folder.mkdir()
     (pretrain_folder / RUN_MARK).write_text("")  # as a stopped pretrain leaves its folder
     (pretrain_folder / "config.yaml").write_text(FitConfig(data=str(tiny_images), strategy="pretrain").to_yaml())
-    with pytest.raises(UserError, match="holds a pretrain, not a fit"):
+    with pytest.raises(UserError, match="holds a stopped pretrain, not a fit"):
         fit_config(FitConfig(**{**options, "out": str(pretrain_folder), "resume": True}))
 
 

@@ -279,17 +279,18 @@ RESUME_FREE_OPTIONS = {"out", "force", "resume", "progress", "num_workers", "cac
 
 
 def check_same_options(cfg: FitConfig, saved: FitConfig, out: Path) -> None:
-    """--resume continues the interrupted fit only with the options it started with: each option given now must be
-    what the stopped fit had (an option left out, or auto, resolves as it did)."""
-    if saved.strategy == "pretrain":
-        raise UserError(f"{out} holds a pretrain, not a fit: `headstart pretrain ... --resume` goes on with it; give "
-                        "this fit the --out it stopped in")
-    differ = [f"{name} {getattr(cfg, name)!r} (the stopped fit's: {getattr(saved, name)!r})"
-              for name in sorted(FitConfig.field_names() - RESUME_FREE_OPTIONS)
+    """--resume continues the interrupted fit (or pretrain: `cfg` a PretrainConfig) only with the options it started
+    with: each option given now must be what the stopped one had (an option left out, or auto, resolves as it did)."""
+    kind, other = ("pretrain", "fit") if cfg.strategy == "pretrain" else ("fit", "pretrain")
+    if (saved.strategy == "pretrain") != (kind == "pretrain"):
+        raise UserError(f"{out} holds a stopped {other}, not a {kind}: `headstart {other} ... --resume` goes on with it; "
+                        f"give this {kind} the --out it stopped in")
+    differ = [f"{name} {getattr(cfg, name)!r} (the stopped {kind}'s: {getattr(saved, name)!r})"
+              for name in sorted(type(cfg).field_names() - RESUME_FREE_OPTIONS)
               if getattr(cfg, name) not in (None, "auto") and getattr(cfg, name) != getattr(saved, name)]
     if differ:
         raise UserError(f"--resume continues {out} with its own options, and these differ: {'; '.join(differ)}; "
-                        "give the same ones, or --force to fit afresh")
+                        f"give the same ones, or --force to {'pre-train' if kind == 'pretrain' else 'fit'} afresh")
 
 
 def _refit(cfg: FitConfig, ctx: FitContext) -> FitContext:

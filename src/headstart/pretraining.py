@@ -48,7 +48,7 @@ def pretrain(inputs: str | Path | list, model: str = "auto", out: str | Path | N
 
 
 def _pretrain(cfg: PretrainConfig) -> Run | None:
-    from headstart.fitting import build_context  # fitting imports the strategies, which a CLI --help never needs
+    from headstart.fitting import build_context, check_same_options  # fitting imports the strategies, which --help never needs
 
     started = time.perf_counter()
     modality = _modality_of(cfg)
@@ -59,7 +59,7 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
     primary = is_launch_primary()
     out = prepare_run_dir(cfg.out, cfg.force, keep=[cfg.inputs, cfg.model], resume=cfg.resume) if primary else Path(cfg.out)
     if cfg.resume and (out / "config.yaml").exists():
-        _check_same_options(cfg, PretrainConfig.from_yaml(out / "config.yaml"), out)
+        check_same_options(cfg, PretrainConfig.from_yaml(out / "config.yaml"), out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
         ctx = build_context(cfg, data, progress=cfg.progress and primary)
@@ -104,21 +104,6 @@ def _pretrain(cfg: PretrainConfig) -> Run | None:
     ctx.backbone.end_run()
     release_memory()
     return Run(out, model)
-
-
-def _check_same_options(cfg: PretrainConfig, saved: PretrainConfig, out: Path) -> None:
-    """--resume goes on only with the options the stopped pretrain had (fit's rule: one left out, or auto, is its)."""
-    from headstart.fitting import RESUME_FREE_OPTIONS
-
-    if saved.strategy != "pretrain":
-        raise UserError(f"{out} holds a stopped fit, not a pretrain: `headstart fit ... --resume` goes on with it; "
-                        "give this pretrain the --out it stopped in")
-    differ = [f"{name} {getattr(cfg, name)!r} (the stopped pretrain's: {getattr(saved, name)!r})"
-              for name in sorted(PretrainConfig.field_names() - RESUME_FREE_OPTIONS)
-              if getattr(cfg, name) not in (None, "auto") and getattr(cfg, name) != getattr(saved, name)]
-    if differ:
-        raise UserError(f"--resume continues {out} with its own options, and these differ: {'; '.join(differ)}; "
-                        "give the same ones, or --force to pre-train afresh")
 
 
 def _without_duplicates(data, cfg: PretrainConfig):
