@@ -250,8 +250,8 @@ def refit_reason(cfg: FitConfig, ctx: FitContext, stages: list) -> str | None:
         if cfg.refit == "always":  # asked for and not done: say why, not nothing
             warn("--refit always: the model is not refit on train + val, " + (
                 "as there is no validation split" if not ctx.data.val else
-                f"as its {chooser} stage chooses its epoch or weights on the validation rows; a strategy whose head "
-                "is solved and nothing else trained (linear-probe, setfit) can be refit"))
+                f"as its {chooser} stage chooses its epoch or weights on the validation rows; a strategy that chooses "
+                "nothing there (linear-probe, setfit) can be refit"))
         return None
     if cfg.refit == "auto":
         if ctx.data.task != "classification":  # no classes to count: few rows held out for validation

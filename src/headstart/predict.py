@@ -58,18 +58,17 @@ def _multitask_csv(rows: list[dict], first: dict, errors: list[str]) -> str:
 
 
 def write_predictions(path: Path, names: list[str], targets: list, preds: np.ndarray, classes: list[str], task) -> None:
-    """The evaluation split's predictions: input, true, predicted (+ confidence for classes), for the report. `task`:
-    the task, or its name (a multi-task needs the task: a true/predicted pair per target)."""
-    if getattr(task, "name", None) == "multitask":
+    """The scored rows' predictions: input, true, predicted (+ confidence for classes; a multi-task's pair per target),
+    for the report and evaluate's folder."""
+    if task.name == "multitask":
         return write_text(path, _multitask_predictions(names, targets, preds, task))
-    task = getattr(task, "name", task)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    if task == "classification":
+    if task.name == "classification":
         writer.writerow(["input", "true", "predicted", "confidence"])
         for name, y, p in zip(names, targets, preds):
             writer.writerow([name, classes[y], classes[int(p.argmax())], round(float(p.max()), 6)])
-    elif task == "multilabel":
+    elif task.name == "multilabel":
         writer.writerow(["input", "true", "predicted"])
         for name, y, p in zip(names, targets, preds):
             writer.writerow([name, ";".join(c for c, t in zip(classes, y) if t), ";".join(c for c, q in zip(classes, p) if q >= 0.5)])
