@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-
 from sklearn.model_selection import train_test_split
 
 
