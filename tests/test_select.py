@@ -122,11 +122,12 @@ def test_verdict_flags_negative_transfer_when_a_rival_beats_transfer_and_no_gain
     assert "scratch" in _verdict(row, "m")["message"]
 
 
-def test_compare_transfer_scratch_baseline(tiny_images, tmp_path):
+def test_compare_transfer_scratch_baseline(tiny_images, tmp_path, capsys):
     out = tmp_path / "cmp"
-    result = hs.compare(str(tiny_images), fractions="0.5,1", out=str(out), image_size=64, epochs=2, batch_size=16,
-                        progress=False, cache_dir=str(tmp_path / "cache"))
-    assert list(result["fractions"]) == ["0.5", "1"]
+    result = hs.compare(str(tiny_images), fractions="0.01,0.02,0.5,1", out=str(out), image_size=64, epochs=2,
+                        batch_size=16, progress=False, cache_dir=str(tmp_path / "cache"))
+    assert list(result["fractions"]) == ["0.01", "0.5", "1"], "0.02 of 26 images: the rows of 0.01 again, not refitted"
+    assert "fraction 0.02 draws as many training rows (3) as fraction 0.01: not fitted again" in capsys.readouterr().out
     full, half = result["fractions"]["1"], result["fractions"]["0.5"]
     assert half["train_size"] < full["train_size"]
     for arm in ("transfer", "scratch"):

@@ -58,6 +58,11 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
                "score": TASK_SCORES[task][0], "n_test": len(full.test), "fractions": {}}
     for frac in fractions:
         train = _subset(full.train, frac, base_cfg.seed, regression)
+        same = next((f for f, r in results["fractions"].items() if r["train_size"] == len(train)), None)
+        if same is not None:  # a fraction too small to differ from the one before: the same rows, fitted once
+            print(f"compare: fraction {frac:g} draws as many training rows ({len(train)}) as fraction {same}: not "
+                  "fitted again", flush=True)
+            continue
         part = dataclasses.replace(full, train=train)  # every other field as read, task_chosen too
         row = {"train_size": len(train)}
         for arm, arm_strategy, body in (("transfer", strategy, None), ("scratch", "finetune", "scratch")):
@@ -74,7 +79,8 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
         if baseline:
             row["baseline"] = {"name": baseline[0], "test": baseline[1]}
         results["fractions"][f"{frac:g}"] = row
-    results["verdict"] = _verdict(results["fractions"][f"{fractions[-1]:g}"], model_name, strategy,
+    last = list(results["fractions"])[-1]  # the largest fraction fitted
+    results["verdict"] = _verdict(results["fractions"][last], model_name, strategy,
                                   n_test=len(full.test) if task == "classification" else None, modality=modality.name)
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out_dir / "compare.json", results)
@@ -82,7 +88,7 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
 
     plot_compare(results, out_dir / "compare.png")
     write_text(out_dir / "compare.md", format_compare(results) + "\n")
-    _into_transfer_report(out_dir / f"train-{fractions[-1]:g}" / "transfer", out_dir, results)
+    _into_transfer_report(out_dir / f"train-{last}" / "transfer", out_dir, results)
     print("\n" + format_compare(results) + f"\nsaved to {out_dir}/compare.json, compare.png", flush=True)
     return results
 
