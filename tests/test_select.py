@@ -72,6 +72,16 @@ def test_rank_bundled_backbones_and_fit_best(tiny_images, tmp_path):
     again = hs.rank(str(tiny_images), ["efficientnet_lite0"], out=str(tmp_path / "rank2"), image_size=64, progress=False,
                     cache_dir=str(tmp_path / "cache"))
     assert again[0]["features_computed"] == 0, "rank reuses the feature cache"
+    assert "caution" not in saved, "12 images per class (train + val): enough to rank"
+
+
+def test_rank_on_too_few_examples_says_its_scores_are_noise(tmp_path, capsys):
+    from conftest import make_images
+
+    few = make_images(tmp_path / "few", per_class=3)
+    hs.rank(str(few), ["efficientnet_lite0"], out=str(tmp_path / "rank"), image_size=32, progress=False)
+    assert "caution: 2 example(s) in the smallest class: too few" in capsys.readouterr().out
+    assert "label more" in json.loads((tmp_path / "rank" / "rank.json").read_text())["caution"]
 
 
 def test_regression_scores_prefer_features_that_carry_the_target():

@@ -71,7 +71,8 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         rows.append(row)
     rows.sort(key=lambda r: -r[score])
     result = {"data": str(data), "score": score, "scores": SCORES,
-              "n_examples": len(items), "modality": modality.name, "task": labeled.task, "ranking": rows}
+              "n_examples": len(items), "modality": modality.name, "task": labeled.task, "ranking": rows,
+              **_caution(targets, regression)}
     write_text(out_dir / "config.yaml", cfg.to_yaml())
     write_json(out_dir / "rank.json", result)
     write_text(out_dir / "rank.csv", _csv(rows))
@@ -85,6 +86,24 @@ def rank(data: str | Path, models: list[str] | str, score: str = "logme", out: s
         write_json(out_dir / "fit" / "rank.json", result)
         render_report(out_dir / "fit")
     return rows
+
+
+FEW_TO_RANK = 5  # examples per class (rows, for regression: 4 x as many) below which the scores are mostly noise
+
+
+def _caution(targets: np.ndarray, regression: bool) -> dict:
+    """{"caution": why the scores cannot separate the bodies} on too few examples, else {}."""
+    if regression:
+        few = len(targets) < 4 * FEW_TO_RANK
+        what = f"{len(targets)} examples"
+    else:
+        smallest = int(np.unique(targets, return_counts=True)[1].min())
+        few = smallest < FEW_TO_RANK
+        what = f"{smallest} example(s) in the smallest class"
+    if not few:
+        return {}
+    return {"caution": f"{what}: too few for the kNN vote and the probe's cross-validation to tell the bodies "
+                       "apart (their scores are mostly noise); label more before choosing"}
 
 
 def _check_candidates(models: list[str], modality: str, data) -> None:
@@ -119,4 +138,6 @@ def format_table(result: dict) -> str:
     for i, r in enumerate(rows, 1):
         lines.append(f"{i:>2}  {r['model']:<{width}}  " + "  ".join(f"{r[c]:7.4f}" for c in cols)
                      + f"  {r['feature_dim']:>8}  {r['seconds']:7.1f}")
+    if result.get("caution"):
+        lines.append(f"caution: {result['caution']}")
     return "\n".join(lines)
