@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from headstart.backbones.run_source import body_was_trained
 from headstart.config import FitConfig
 from headstart.data import resolve_modality
 from headstart.data.base import LabeledData, check_classes
@@ -91,6 +92,8 @@ def update_with(run: Run, new: LabeledData, cfg: FitConfig, old_data=None, repla
     # the run's classes and the new data's meet only here: "Bees" beside the run's "bees" is a new class, and says so
     merged = check_classes(_merged(new, old, replay, cfg.seed, run), f"{run.path} + {cfg.data}")
     rehearsed = len(merged.train) - len(new.train)
+    if not strategy_given and not body_was_trained(run.model):
+        cfg.strategy = "auto"  # L2-SP towards a random body's weights keeps nothing: auto's rule for an untrained one
     reference = None if rehearsed else _replayable_reference(run)
     if reference is not None and not strategy_given:
         cfg.strategy = REPLAY_STRATEGY

@@ -18,11 +18,21 @@ def body_of_run(path: str, weights: str | None = None):
                         + _what_is_there(Path(path)))
     source = TransferModel.load(path)
     body = source.backbone
-    body.pretrained = True  # trained by the source run
+    body.pretrained = body_was_trained(source)
     body.source_run = str(path)
     body.source_head = {"classes": source.classes, "task": source.task.name, "head": source.head_name,
                         "state": source.head.state_dict(), "target_scale": source.task.target_scale}
     return body
+
+
+def body_was_trained(source) -> bool:
+    """Whether the source run trained its body. A body that starts untrained and passes its inputs through (a table's
+    wide mlp) is still random after a run that only solved a head on those inputs (linear-probe): reused as trained,
+    its random features joined the new head's solve (an update of such a Carseats run fell from R² 0.831 to 0.810 on
+    more rows); kept untrained, the new head is solved on the inputs again."""
+    notes = source.provenance or {}
+    head_only = (notes.get("picked") or notes.get("strategy")) == "linear-probe"
+    return not (head_only and getattr(source.backbone, "wide", False))
 
 
 # Folders other commands write, which hold no model of their own: what to give instead
