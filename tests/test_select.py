@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from scipy.stats import multivariate_normal
 
 import headstart as hs
@@ -147,6 +148,14 @@ def test_compare_transfer_scratch_baseline(tiny_images, tmp_path, capsys):
     assert full["transfer"]["test"] > full["scratch"]["test"], "ImageNet features beat a random body on 26 images"
     assert full["baseline"]["name"].startswith("logistic regression on raw pixels")
     assert (out / "compare.json").is_file() and (out / "compare.png").stat().st_size > 10_000
+    configs = {arm: yaml.safe_load((out / "train-1" / arm / "config.yaml").read_text()) for arm in ("transfer", "scratch")}
+    views = configs["transfer"]["resolved"].get("augmentation")  # none where auto picked a probe: nothing fine-tuned
+    if views:
+        assert (configs["scratch"]["flip"], configs["scratch"]["crop_scale"]) == ("on" if views["flip"] else "off",
+                                                                              views["min_scale"])
+    else:
+        note = hs.load(out / "train-1" / "scratch").metrics["stages"]["augment"]["summary"]
+        assert "an untrained body's features cannot judge views" in note, "random features are not asked to judge"
     scratch_model = hs.load(out / "train-1" / "scratch").model
     transfer_model = hs.load(out / "train-1" / "transfer").model
     first = lambda m: next(p for n, p in m.backbone.named_parameters() if n.endswith("conv_stem.weight"))  # noqa: E731
@@ -171,3 +180,17 @@ def test_compare_table_names_the_curves_validation_score_apart_from_the_test_sco
     header = format_compare(results).splitlines()[:2]
     assert "val MAE, lower is better" in header[0] and "transfer (test r2)" in header[1]
     assert "val accuracy curve" in format_compare({**results, "score": "accuracy"})
+
+
+def test_compare_gives_scratch_the_views_transfer_kept(tmp_path):
+    """The scratch arm trains on the crops and flips the transfer arm's check chose; an option the user gave stays."""
+    from types import SimpleNamespace
+
+    from headstart.select.compare import _augmentation_of
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"resolved": {"augmentation": {"flip": False, "min_scale": 0.8}}}))
+    run = SimpleNamespace(path=tmp_path)
+    assert _augmentation_of(run, {}) == {"flip": "off", "crop_scale": 0.8}
+    assert _augmentation_of(run, {"flip": "on", "crop_scale": "auto"}) == {"crop_scale": 0.8}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"resolved": {}}))  # a table, or a probe: no views chosen
+    assert _augmentation_of(run, {}) == {}

@@ -64,16 +64,17 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
                   "fitted again", flush=True)
             continue
         part = dataclasses.replace(full, train=train)  # every other field as read, task_chosen too
-        row = {"train_size": len(train)}
+        row, chosen = {"train_size": len(train)}, {}
         for arm, arm_strategy, body in (("transfer", strategy, None), ("scratch", "finetune", "scratch")):
             from headstart.fitting import fit_config
 
             cfg = FitConfig(data=str(data), model=model_name, strategy=arm_strategy,
                             out=str(out_dir / f"train-{frac:g}" / arm), force=True,
-                            **{**options, **budget, "refit": "never"})  # every arm learns from the same rows
+                            **{**options, **budget, "refit": "never", **chosen})  # every arm learns from the same rows
             backbone = reinitialize(create_backbone(model_name, cfg.weights), cfg.seed) if body == "scratch" else None
             run = fit_config(cfg, data=part, backbone=backbone)
             row[arm] = _arm_summary(run, task)
+            chosen = _augmentation_of(run, options)  # scratch trains on the views transfer's check kept
         # multi-label: the baseline would score whole label sets as classes, not comparable with micro F1
         baseline = modality.classical_baseline(train, full.test, task) if task != "multilabel" else None
         if baseline:
@@ -91,6 +92,18 @@ def compare(data: str | Path, model: str = "auto", strategy: str = "auto", fract
     _into_transfer_report(out_dir / f"train-{last}" / "transfer", out_dir, results)
     print("\n" + format_compare(results) + f"\nsaved to {out_dir}/compare.json, compare.png", flush=True)
     return results
+
+
+def _augmentation_of(run, options: dict) -> dict:
+    """The crops and flips a run's augmentation check chose, as options (those the user gave stay theirs): the
+    scratch arm trains on the same views, and its random features, which cannot judge a view, are not asked."""
+    import yaml
+
+    chosen = (yaml.safe_load((run.path / "config.yaml").read_text()) or {}).get("resolved", {}).get("augmentation")
+    if not chosen:
+        return {}
+    picked = {"flip": "on" if chosen["flip"] else "off", "crop_scale": chosen["min_scale"]}
+    return {k: v for k, v in picked.items() if options.get(k) in (None, "auto")}
 
 
 def _subset(items: list, fraction: float, seed: int, regression: bool) -> list:

@@ -53,6 +53,8 @@ def _check(ctx: FitContext) -> dict:
     standard = {"flip": flip, "min_scale": scale}
     if ctx.task.name != "classification" or not ctx.data.val:
         return {**standard, "why": "standard: checked only for classification with a validation split"}
+    if not body.pretrained:  # random features read every view at chance: no judge to ask, and passes to spare
+        return {**standard, "why": "standard: an untrained body's features cannot judge views"}
     if len(ctx.data.val) < MIN_Z ** 2:  # z <= sqrt(images lost): no view could be dropped, so spare the passes
         return {**standard, "why": f"standard: {len(ctx.data.val)} validation images cannot show a view losing "
                                    f"the class (it takes {math.ceil(MIN_Z ** 2)})"}
