@@ -54,9 +54,11 @@ def test_a_head_per_target_each_scored_as_its_task(two_targets):
     assert list(rows[0])[1:] == ["price_true", "price_predicted", "size_true", "size_predicted", "size_confidence"]
     assert len(rows) == run.metrics["n"] and {r["size_predicted"] for r in rows} <= {"big", "small"}
     assert (run.path / "confusion_matrix_size.png").stat().st_size > 5000
+    assert (run.path / "predicted_vs_true_price.png").stat().st_size > 5000
     report = (run.path / "report.html").read_text()
     assert "price: test R² <b>" in report and "size: test accuracy <b>" in report
     assert "Metrics per class of size" in report and 'alt="confusion matrix of size"' in report
+    assert "<h2>Predicted against true</h2>" in report
 
 
 def test_the_saved_model_predicts_every_target(two_targets, tmp_path):
@@ -85,6 +87,7 @@ def test_evaluate_reads_each_target_column(two_targets, tmp_path):
     assert [s["reason"] for s in metrics["skipped"]] == ["size: label 'huge' is not one of the classes (big, small)",
                                                          "missing target (price)"]
     assert Path(metrics["saved_to"], "confusion_matrix_size.png").is_file()
+    assert Path(metrics["saved_to"], "predicted_vs_true_price.png").is_file()
 
 
 def test_onnx_export_carries_every_block(two_targets):

@@ -270,6 +270,7 @@ def test_regression_fit_learns_and_round_trips(source_run, tmp_path):
     baseline = run.metrics["baseline"]  # no pre-trained body: the classical model on the same rows, said beside it
     assert baseline["name"] == "ridge regression on the raw table" and baseline["metric"] == "r2" and 0.5 < baseline["score"] <= 1
     assert "Classical baseline, ridge regression on the raw table on the same rows" in (run.path / "report.html").read_text()
+    assert (run.path / "predicted_vs_true.png").stat().st_size > 5000, "a regression's scored rows, drawn"
     resolved = yaml.safe_load((run.path / "config.yaml").read_text())["resolved"]
     assert resolved["model"] == "mlp" and resolved["backbone_weights"].startswith("init-")
     assert resolved["input"].startswith("4 columns -> 8 features")  # a (+missing flag), b, c (x, y, z, other), d

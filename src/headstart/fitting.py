@@ -21,9 +21,9 @@ from headstart.errors import UserError, warn
 from headstart.evaluate import baseline_comparison
 from headstart.heads import HEADS, build_head
 from headstart.inference import features_and_outputs, outputs_of_features
-from headstart.io_utils import slug, write_json, write_text
+from headstart.io_utils import write_json, write_text
 from headstart.model import TransferModel
-from headstart.plots import plot_confusion_matrix, plot_history
+from headstart.plots import plot_history, plot_scored
 from headstart.predict import write_predictions
 from headstart.report import render_report
 from headstart.progress import EVAL_COST, RunProgress, format_seconds
@@ -152,7 +152,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
     metrics.update(split=cfg.resolved["evaluated_on"], stages=ctx.stage_notes, skipped=len(data.skipped),
                    seconds=round(time.perf_counter() - started, 1),
                    feature_cache={"hits": ctx.cache.hits, "computed": ctx.cache.computed})
-    _write_outputs(out, model, metrics, ctx)
+    figures = _write_outputs(out, model, metrics, ctx, [y for _, y in eval_items], preds)
     if ctx.replayed is not None:  # update without the old data: a later one replays these rows again
         reference = _with_replayed(reference, model, ctx.replayed, cfg.seed)
     save_reference(out / "model", reference)
@@ -161,7 +161,7 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
     render_report(out)
     if primary and ctx.checkpoints is not None:
         shutil.rmtree(ctx.checkpoints, ignore_errors=True)  # the run is whole: nothing to resume
-    print(_summary(cfg, data, metrics, ctx, out), flush=True)
+    print(_summary(cfg, data, metrics, ctx, out, figures), flush=True)
     backbone.end_run()
     release_memory()
     return Run(out, model)
@@ -350,19 +350,16 @@ def _replayable_labels(task: str, rows: list) -> list | None:
     return [y for _, y in rows] if task in ("classification", "regression") else None
 
 
-def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitContext) -> None:
+def _write_outputs(out: Path, model: TransferModel, metrics: dict, ctx: FitContext, y_true: list, preds) -> list[str]:
+    """The model, metrics, history and the scored rows' figures; the figures' file names."""
     model.cpu().save(out / "model")
     write_json(out / "metrics.json", metrics)
     write_history_csv(out / "history.csv", ctx.history)
     plot_history(ctx.history, out / "history.png")
-    if "confusion_matrix" in metrics:
-        plot_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out / "confusion_matrix.png")
-    for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
-        if "confusion_matrix" in scores:
-            plot_confusion_matrix(scores["confusion_matrix"], scores["classes"], out / f"confusion_matrix_{slug(target)}.png")
+    return plot_scored(out, ctx.task, y_true, preds, metrics)
 
 
-def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) -> str:
+def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path, figures: list[str]) -> str:
     sizes = data.summary()["sizes"]
     what = {"classification": f"{len(data.classes)} classes", "multilabel": f"{len(data.classes)} labels (multi-label)",
             "multitask": "multi-task: " + ", ".join(f"{t['name']} ({len(t['classes'])} classes)" if t["classes"] else
@@ -405,9 +402,7 @@ def _summary(cfg: FitConfig, data, metrics: dict, ctx: FitContext, out: Path) ->
     if "baseline" in metrics:
         lines.append(f"  baseline  {metrics['baseline']['name']}, same rows, no pre-trained body to transfer: "
                      f"{metrics['split']} {baseline_comparison(metrics)[0]}")
-    files = "report.html config.yaml model/ metrics.json predictions.csv history.csv history.png" + (
-        " confusion_matrix.png" if "confusion_matrix" in metrics else "") + "".join(
-        f" confusion_matrix_{slug(t)}.png" for t, m in metrics.get("targets", {}).items() if "confusion_matrix" in m)
+    files = " ".join(["report.html config.yaml model/ metrics.json predictions.csv history.csv history.png", *figures])
     lines.append(f"  total     {format_seconds(metrics['seconds'])}; files: {files}")
     return "\n".join(lines)
 

@@ -35,6 +35,46 @@ def plot_confusion_matrix(cm: list[list[int]], classes: list[str], path: str | P
     _save(fig, Path(path))
 
 
+def plot_predicted_vs_true(y_true, predicted, path: str | Path, title: str) -> None:
+    """A regression's scored rows: predicted against true, with the diagonal a perfect model would lie on."""
+    import numpy as np
+
+    y, p = np.asarray(y_true, dtype=float), np.asarray(predicted, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.scatter(y, p, s=12, alpha=0.6)
+    low, high = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    ax.plot([low, high], [low, high], color="gray", ls="--", lw=1, label="predicted = true")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, Path(path))
+
+
+def plot_scored(folder: str | Path, task, y_true: list, preds, metrics: dict, about: str = "") -> list[str]:
+    """The figures of scored rows, written to `folder`; their file names. A confusion matrix per classified target
+    and predicted against true per regressed one (a multi-task's per target, named after it)."""
+    from headstart.io_utils import slug
+
+    folder, made = Path(folder), []
+    parts = getattr(task, "parts", None)
+    targets = [(p["name"], p["task"].name, [y[j] for y in y_true], preds[:, p["block"]], metrics["targets"][p["name"]])
+               for j, p in enumerate(parts)] if parts else [(None, task.name, y_true, preds, metrics)]
+    for name, kind, ys, out, scores in targets:
+        tail = f"_{slug(name)}" if name else ""
+        of = f" of {name}" if name else ""
+        if "confusion_matrix" in scores:
+            made.append(f"confusion_matrix{tail}.png")
+            plot_confusion_matrix(scores["confusion_matrix"], scores["classes"], folder / made[-1],
+                                  f"Confusion matrix{of}{about}")
+        elif kind == "regression":
+            made.append(f"predicted_vs_true{tail}.png")
+            plot_predicted_vs_true(ys, out.reshape(len(ys), -1)[:, 0], folder / made[-1],
+                                   f"{scores.get('target', name)}: R² {scores['r2']:.3f}{about}")
+    return made
+
+
 def plot_history(rows: list[dict], path: str | Path) -> None:
     """Loss and score (accuracy, or MAE for regression) per epoch, one colour per stage, epochs across the run."""
     if not rows:

@@ -181,6 +181,11 @@ def render_report(run: str | Path) -> Path:
             parts.append(_per_class_table(scores))
             parts.append(_figure(run, f"confusion_matrix_{slug(target)}.png", f"confusion matrix of {target}"))
 
+    scatters = sorted(run.glob("predicted_vs_true*.png"))  # regression: one per regressed target
+    if scatters:
+        parts.append("<h2>Predicted against true</h2>")
+        parts += [_figure(run, p.name, "predicted against true") for p in scatters]
+
     parts.append("<h2>Learning curves</h2>")
     parts.append(_figure(run, "history.png", "learning curves per stage") or "<p>No per-epoch history.</p>")
     stages = metrics.get("stages", {})

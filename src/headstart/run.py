@@ -14,7 +14,7 @@ from headstart.evaluate import fitted_rows_note
 from headstart.inference import predict_outputs
 from headstart.io_utils import slug, write_json
 from headstart.model import TransferModel
-from headstart.plots import plot_confusion_matrix
+from headstart.plots import plot_scored
 
 
 ENGINES = ("torch", "onnx")
@@ -164,12 +164,7 @@ class Run:
             # each scored item's true and predicted target, to look for the mistakes behind the scores
             write_predictions(folder / "predictions.csv", [self.modality.describe_input(x) for x, _ in items],
                               [y for _, y in items], preds, self.classes, self.model.task)
-            if "confusion_matrix" in metrics:
-                plot_confusion_matrix(metrics["confusion_matrix"], self.classes, folder / "confusion_matrix.png", f"Confusion matrix: {data}")
-            for target, scores in metrics.get("targets", {}).items():  # multi-task: one per classified target
-                if "confusion_matrix" in scores:
-                    plot_confusion_matrix(scores["confusion_matrix"], scores["classes"],
-                                          folder / f"confusion_matrix_{slug(target)}.png", f"Confusion matrix of {target}: {data}")
+            plot_scored(folder, self.model.task, [y for _, y in items], preds, metrics, f": {data}")
             metrics["saved_to"] = str(folder)
         return metrics
 
