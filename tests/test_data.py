@@ -54,6 +54,20 @@ def test_manifest_csv(tmp_path):
     assert len(data.train) + len(data.val) + len(data.test) == 10
 
 
+def test_a_manifest_labels_from_the_column_named_by_label_column(tmp_path, capsys):
+    make_images(tmp_path / "imgs", per_class=5)
+    rows = ["path,species"] + [f"imgs/{c}/{c}_{i:03d}.png,{c}" for c in ("red", "blue") for i in range(5)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    data = load_image_data(tmp_path / "m.csv", val_fraction=0.2, test_fraction=0.2, label_column="species")
+    assert data.layout == "manifest" and data.classes == ["blue", "red"]
+    with pytest.raises(UserError, match="a manifest needs columns path,label "):
+        load_image_data(tmp_path / "m.csv")
+    items, _, _ = load_labeled_items(tmp_path / "m.csv", ["blue", "red"], column="species")  # evaluate, as fitted
+    assert sorted(y for _, y in items) == [0] * 5 + [1] * 5
+    load_image_data(tmp_path / "imgs", label_column="species")  # class folders: the folder names are the classes
+    assert "--label-column species names a CSV manifest's column" in capsys.readouterr().err
+
+
 def test_manifest_of_missing_files_names_the_first_and_why(tmp_path):
     make_images(tmp_path / "imgs", per_class=5)
     # paths relative to the working directory rather than to the manifest's folder: none of them is found

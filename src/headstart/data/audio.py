@@ -16,8 +16,8 @@ import torch
 from scipy.signal import resample_poly
 
 from headstart.data.base import AUDIO_EXTENSIONS, LabeledData, Modality, file_hash, label_reader, register_modality, with_task
-from headstart.data.files import (FileKind, collect_files, load_file_data, load_labeled_files, unlabeled_files,
-                                 unreadable_files)
+from headstart.data.files import (FileKind, collect_files, load_file_data, load_labeled_files, manifest_column,
+                                 unlabeled_files, unreadable_files)
 
 # --- decoding, reused by the backbones' datasets -------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class Audio(Modality):
         return with_task(load_audio_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.label_column, cfg.task), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_files(source, CLIPS, model.classes, label_reader(model), model.task)
+        return load_labeled_files(source, CLIPS, model.classes, label_reader(model), model.task, manifest_column(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_files(inputs, CLIPS)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from headstart.data.base import LabeledData, csv_delimiter, refuse_multilabel_of_several, split_unlabeled
 from headstart.data.splits import split_targets, stratified_split
-from headstart.errors import UserError
+from headstart.errors import UserError, warn
 
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 SPLIT_ALIASES = {name: split for split, names in SPLIT_NAMES.items() for name in names} | {"": ""}
@@ -148,21 +148,27 @@ def manifest_rows(csv_path: Path, label_columns: tuple[str, ...] = ("label",)) -
     return out
 
 
-def manifest_splits(csv_path: Path, classes: list[str] | None = None,
-                    read: Callable[[str, str], Any] | None = None) -> tuple[dict[str, list[Item]], list[str]]:
+def manifest_splits(csv_path: Path, classes: list[str] | None = None, read: Callable[[str, str], Any] | None = None,
+                    column: str = "label") -> tuple[dict[str, list[Item]], list[str]]:
     """Manifest rows per split: "train", "val", "test", or "" (unsplit); split names as for folders. Targets are
-    class indices, or `read(label, "FILE row N")` where given (base.label_reader: numbers, label sets)."""
-    rows = manifest_rows(csv_path)
-    classes = classes or sorted({labels["label"] for *_, labels in rows if labels["label"]})
+    class indices, or `read(label, "FILE row N")` where given (base.label_reader: numbers, label sets); the labels are
+    the `column` (--label-column) of each row."""
+    rows = manifest_rows(csv_path, (column,))
+    classes = classes or sorted({labels[column] for *_, labels in rows if labels[column]})
     index = {c: i for i, c in enumerate(classes)}
     per_split: dict[str, list[Item]] = {}
     for where, path, split, labels in rows:
-        label = labels["label"]
+        label = labels[column]
         if read is None and label not in index:
             raise UserError(f"{where}: label {label!r} is not one of the model's classes ({', '.join(classes)}); remove "
                             "the rows with it to score the rest, or teach the model the class first: headstart update RUN DATA")
         per_split.setdefault(split, []).append((path, read(label, where) if read else index[label]))
     return per_split, classes
+
+
+def manifest_column(model) -> str:
+    """The manifest column a fitted model's labels were read from (--label-column; `label` unless given)."""
+    return (getattr(model, "data_options", {}).get("label_column") or "label").strip()
 
 
 def several_label_columns(label_column: str | None) -> list[str]:
@@ -235,8 +241,12 @@ def load_file_data(source: str | Path, kind: FileKind, modality: str, val_fracti
                         f"(path,{','.join(names)}[,split]), and {given} is a folder of {kind.noun}")
     if names:
         return _load_multitask_manifest(root, given, kind, modality, names, task, val_fraction, test_fraction, seed)
+    column = (label_column or "label").strip()
+    if column != "label" and not root.is_file():
+        warn(f"--label-column {column} names a CSV manifest's column, and {given} is a folder of {kind.noun}, whose "
+             "folder names are the classes: it is not used")
     if root.is_file():
-        per_split, classes = manifest_splits(root)
+        per_split, classes = manifest_splits(root, column=column)
         train, val, test = per_split.get("train", []) + per_split.get("", []), per_split.get("val", []), per_split.get("test", [])
         layout = "manifest"
     elif split_dir(root, "train"):
@@ -284,8 +294,8 @@ def _load_multitask_manifest(root: Path, given: Path, kind: FileKind, modality: 
     return data, facts
 
 
-def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
-                       read: Callable[[str, str], Any] | None = None, fitted=None) -> tuple[list[Item], list[tuple[str, str]], str]:
+def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str], read: Callable[[str, str], Any] | None = None,
+                       fitted=None, column: str = "label") -> tuple[list[Item], list[tuple[str, str]], str]:
     """Every labeled file under `source` in a model's classes (evaluate): class folders, a split layout's test/
     (else val/), a manifest's test rows (else all of them). `read` (base.label_reader's, for a regression or
     multi-label model): a label or folder name read by it (a number, a set "cat;dog"), not as one of `classes`."""
@@ -304,7 +314,7 @@ def load_labeled_files(source: str | Path, kind: FileKind, classes: list[str],
         return items, bad + skipped, f"{root}: its {'test rows' if per_split.get('test') else 'rows, every split'}"
     own = None if read else classes  # read: the data's own label strings first, then their targets
     if root.is_file():
-        per_split, _ = manifest_splits(root, own, read)
+        per_split, _ = manifest_splits(root, own, read, column)
         items = per_split.get("test") or [it for split in per_split.values() for it in split]
         scored = f"{root}: its {'test rows' if per_split.get('test') else 'rows, every split'}"
     else:

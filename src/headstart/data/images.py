@@ -14,8 +14,8 @@ from torchvision import transforms as T
 from headstart.backbones.base import Preprocess
 from headstart.data.augmentation import STANDARD_AUGMENTATION, Augmentation
 from headstart.data.base import LabeledData, Modality, file_hash, label_reader, register_modality, with_task
-from headstart.data.files import (FileKind, Item, collect_files, load_file_data, load_labeled_files, unlabeled_files,
-                                 unreadable_files)
+from headstart.data.files import (FileKind, Item, collect_files, load_file_data, load_labeled_files, manifest_column,
+                                 unlabeled_files, unreadable_files)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -48,8 +48,9 @@ def load_image_data(source: str | Path, val_fraction: float = 0.15, test_fractio
     return data
 
 
-def load_labeled_items(source: str | Path, classes: list[str], read=None, fitted=None) -> tuple[list[Item], list[tuple[str, str]], str]:
-    return load_labeled_files(source, IMAGES, classes, read, fitted)
+def load_labeled_items(source: str | Path, classes: list[str], read=None, fitted=None,
+                       column: str = "label") -> tuple[list[Item], list[tuple[str, str]], str]:
+    return load_labeled_files(source, IMAGES, classes, read, fitted, column)
 
 
 def collect_image_files(paths: list[str | Path]) -> list[str]:
@@ -164,7 +165,7 @@ class Images(Modality):
         return with_task(load_image_data(cfg.data, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.label_column, cfg.task), cfg)
 
     def load_labeled(self, source, model):
-        return load_labeled_items(source, model.classes, label_reader(model), model.task)
+        return load_labeled_items(source, model.classes, label_reader(model), model.task, manifest_column(model))
 
     def collect_inputs(self, inputs, model):
         files = collect_image_files(inputs)
