@@ -140,7 +140,7 @@ def adapt_to_target(ctx, model) -> dict:
     from headstart.train.stages import cached_features
 
     paths = target_paths(ctx.cfg)
-    inputs, skipped = ctx.adapt_inputs or target_inputs(ctx.modality, paths, model)
+    inputs, skipped = ctx.adapt_inputs  # read by the fit before it trained (target_inputs)
     if not ctx.backbone_changed:  # the frozen body: both through the feature cache
         source = cached_features(ctx, "train")
         target, _, _ = features_of(ctx.cache, ctx.backbone, ctx.modality, inputs, 2 * ctx.cfg.batch_size, ctx.device,

@@ -72,18 +72,13 @@ def _fit(cfg: FitConfig, data, backbone, callbacks, replayed=None, checkpoints: 
 
     try:
         ctx = build_context(cfg, data, backbone, progress=cfg.progress and primary)
+        if cfg.adapt_to:  # read now: a folder with nothing readable fails before the fit trains, not after
+            ctx.adapt_inputs = target_inputs(ctx.modality, target_paths(cfg), _model_of(ctx))
     except Exception:
         if primary:
             remove_if_unused(out)
         raise
     data, modality, task, backbone = ctx.data, ctx.modality, ctx.task, ctx.backbone
-    if cfg.adapt_to:  # read now: a folder with nothing readable fails before the fit trains, not after
-        try:
-            ctx.adapt_inputs = target_inputs(modality, target_paths(cfg), _model_of(ctx))
-        except Exception:
-            if primary:
-                remove_if_unused(out)
-            raise
     ctx.extra_callbacks = list(callbacks)
     ctx.replayed = replayed
     ctx.checkpoints = out / "checkpoints" if checkpoints else None

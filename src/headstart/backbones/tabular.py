@@ -432,7 +432,7 @@ class MLPBody(Backbone):
         why = f"{enc.describe()} (encoder kept from the reused body"
         why += f"; {len(extra)} extra column(s) ignored: {', '.join(extra)})" if extra else ")"
         return {"input": why, "encoder": enc.summary(), "ignored_columns": extra, "hidden": list(self.hidden),
-                "dropout": self.dropout, "body_from": getattr(self, "source_run", None)}
+                "dropout": self.dropout}
 
     def spec(self) -> dict:
         return {"adapter": "tabular-mlp", "name": self.name, "hidden": list(self.hidden), "dropout": self.dropout,
