@@ -180,7 +180,7 @@ def several_label_columns(label_column: str | None) -> list[str]:
 def manifest_targets(csv_path: Path, names: list[str], task: str = "auto", fitted=None) -> tuple[dict[str, list], list, list[dict]]:
     """A multi-task manifest: (items per split with a target per column, skipped rows, each column's {"name", "task",
     "classes"}); the columns' tasks and classes read from the training rows, or a fitted model's (`fitted`: its task)."""
-    from headstart.data.tabular import describe_target, multitask_readers, target_values
+    from headstart.data.tabular import describe_target, labeled_items, multitask_readers
 
     rows = manifest_rows(csv_path, tuple(names))
     if fitted is not None:
@@ -190,13 +190,11 @@ def manifest_targets(csv_path: Path, names: list[str], task: str = "auto", fitte
         train = [labels for _, _, split, labels in rows if split in ("train", "")]
         described = [describe_target(csv_path, train, name, task, ";") for name in names]
         specs, readers = [spec for spec, _ in described], [reader for _, reader in described]
-    per_split, skipped = {}, []
-    for where, path, split, labels in rows:
-        y, reason = target_values({c: (v if v.strip() else None) for c, v in labels.items()}, names, readers)
-        if reason:
-            skipped.append((where, reason))
-        else:
-            per_split.setdefault(split, []).append((path, y))
+    items, skipped = labeled_items(((where, (path, split), {c: v if v.strip() else None for c, v in labels.items()})
+                                    for where, path, split, labels in rows), names, readers)  # an empty cell: missing
+    per_split: dict[str, list] = {}
+    for (path, split), y in items:
+        per_split.setdefault(split, []).append((path, y))
     return per_split, skipped, specs
 
 

@@ -231,16 +231,23 @@ def target_values(row: Row, targets: list[str], readers: list) -> tuple[object, 
     return (ys[0] if len(ys) == 1 else ys), ""
 
 
-def _items(rows: list[Row], wheres: list[str], targets: list[str], readers: list) -> tuple[list, list[tuple[str, str]]]:
-    """(features, target) per row; a row missing or misreading any target is skipped, with why."""
+def labeled_items(rows, targets: list[str], readers: list) -> tuple[list, list[tuple[str, str]]]:
+    """(input, target) items of `rows` given as (where, input, {target column: cell}); a row missing or misreading
+    any target is skipped, with where and why."""
     items, skipped = [], []
-    for row, where in zip(rows, wheres):
-        y, reason = target_values(row, targets, readers)
+    for where, x, labels in rows:
+        y, reason = target_values(labels, targets, readers)
         if reason:
             skipped.append((where, reason))
         else:
-            items.append(({c: v for c, v in row.items() if c not in targets}, y))
+            items.append((x, y))
     return items, skipped
+
+
+def _items(rows: list[Row], wheres: list[str], targets: list[str], readers: list) -> tuple[list, list[tuple[str, str]]]:
+    """(features, target) per table row: the row less its target columns is the input."""
+    return labeled_items(((where, {c: v for c, v in row.items() if c not in targets}, row) for row, where in zip(rows, wheres)),
+                         targets, readers)
 
 
 def load_table_data(source: str | Path, target: str | None, task: str = "auto", val_fraction: float = 0.15,

@@ -194,16 +194,9 @@ class _MultiTargets:
         self.seed = seed
 
     def items(self, rows) -> tuple[list, list[tuple[str, str]]]:
-        from headstart.data.tabular import target_values
+        from headstart.data.tabular import labeled_items
 
-        items, skipped = [], []
-        for where, text, labels in rows:
-            y, reason = target_values(labels, self.names, self.readers)
-            if reason:
-                skipped.append((where, reason))
-            else:
-                items.append((text, y))
-        return items, skipped
+        return labeled_items(rows, self.names, self.readers)
 
     def split_off(self, items, fraction):
         return split_targets(items, fraction, self.seed, self.specs)
@@ -347,17 +340,10 @@ class Texts(Modality):
         if not rows:
             raise UserError(f"{path}: no usable labeled rows ({len(skipped)} skipped)")
         if model.task.name == "multitask":  # each label column read as its target was
-            from headstart.data.tabular import multitask_readers, target_values
+            from headstart.data.tabular import labeled_items, multitask_readers
 
-            names, readers = multitask_readers(model.task)
-            items = []
-            for where, text, labels in rows:
-                y, reason = target_values(labels, names, readers)
-                if reason:
-                    skipped.append((where, reason))
-                else:
-                    items.append((text, y))
-            return items, skipped, scored
+            items, bad = labeled_items(rows, *multitask_readers(model.task))
+            return items, skipped + bad, scored
         read = label_reader(model)
         if read:  # a regression model's number, a multi-label model's "cat;dog" as a multi-hot target
             return [(text, read(label, where)) for where, text, label in rows], skipped, scored
