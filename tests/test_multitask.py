@@ -199,3 +199,12 @@ def test_an_image_manifest_with_several_label_columns(tmp_path):
     assert metrics["n"] == 35 and set(metrics["targets"]) == {"colour", "brightness"}
     with pytest.raises(UserError, match="several label columns are read from a CSV manifest"):
         hs.fit(str(folder), label_column="colour,brightness", out=str(tmp_path / "folders"), **FAST)
+
+
+def test_the_cli_fits_and_predicts_several_targets(tmp_path, capsys):
+    data = make_table(tmp_path / "shop.csv", n=120)
+    out = tmp_path / "run"
+    assert main(["fit", str(data), "--target", "price,size", "--out", str(out), "--epochs", "5", "--no-progress"]) == 0
+    assert "multi-task: price (regression), size (2 classes)" in capsys.readouterr().out
+    assert main(["predict", str(out), str(data), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "input,price,size,size_probability"
